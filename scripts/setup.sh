@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One-time setup on a fresh Debian machine: system packages, the ONNX Runtime shared
+# library (from the `onnxruntime` PyPI wheel; ort's own download host is not used) and the
+# default model. Safe to re-run: each step is skipped when its result is already there.
+#
+#   ORT_VERSION   ONNX Runtime version matching the `ort` API we build against (1.31.1)
+#   ORT_WHEEL     `onnxruntime` (CPU) or `onnxruntime-gpu` (adds the CUDA/TensorRT providers)
+#   CGBOT_MODEL_MIRROR  directory holding model files to link instead of downloading
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ORT_VERSION=${ORT_VERSION:-1.31.1}
+ORT_WHEEL=${ORT_WHEEL:-onnxruntime}
+ORT_DIR=.ort
+
+need_apt=()
+for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang \
+    pkg-config ffmpeg fonts-dejavu-core python3 python3-venv python3-pip unzip curl; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+  echo "setup: installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+lib="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
+if [ ! -f "$lib" ] || [ "$(cat "$ORT_DIR/wheel" 2>/dev/null)" != "$ORT_WHEEL" ]; then
+  echo "setup: fetching $ORT_WHEEL==$ORT_VERSION from PyPI"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  # The shared library inside is independent of the Python version; pin one so the
+  # download does not depend on the local interpreter.
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_28_x86_64 -d "$tmp" "$ORT_WHEEL==$ORT_VERSION"
+  rm -rf "$ORT_DIR" && mkdir -p "$ORT_DIR"
+  unzip -q -j -o "$tmp"/*.whl 'onnxruntime/capi/libonnxruntime*.so*' 'onnxruntime/capi/libonnxruntime_providers_*.so' -d "$ORT_DIR" 2>/dev/null \
+    || unzip -q -j -o "$tmp"/*.whl 'onnxruntime/capi/libonnxruntime*.so*' -d "$ORT_DIR"
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
+  echo "$ORT_WHEEL" > "$ORT_DIR/wheel"
+fi
+echo "setup: ONNX Runtime at $(readlink -f "$ORT_DIR/libonnxruntime.so")"
+
+python3 scripts/fetch_models.py
