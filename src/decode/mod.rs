@@ -1,0 +1,212 @@
+//! Decode stage: FFmpeg's libavcodec turns access units into pictures, the sampler
+//! decides which are decoded and analysed, and each analysed picture becomes a model
+//! input while the full-resolution picture is kept for evidence.
+
+mod preprocess;
+mod sampling;
+
+pub use preprocess::{Letterbox, ModelInput, Preprocessor};
+pub use sampling::Sampling;
+
+use std::time::{Duration, Instant};
+
+use ffmpeg::format::Pixel;
+use ffmpeg::software::scaling;
+use ffmpeg::util::frame::Video as VideoFrame;
+use ffmpeg_next as ffmpeg;
+use image::RgbImage;
+
+use crate::models::InputSpec;
+use crate::source::{seconds, AccessUnit, StreamInfo};
+use sampling::Sampler;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("no decoder for codec {codec:?}: {reason}")]
+    Open {
+        codec: ffmpeg::codec::Id,
+        reason: String,
+    },
+    #[error("picture conversion failed: {reason}")]
+    Convert { reason: String },
+}
+
+/// A decoded picture, kept at full resolution for evidence images. Holding it costs no
+/// copy (FFmpeg reference-counts the decoder's buffers); converting to RGB happens only
+/// when an image is actually drawn.
+pub struct Picture(VideoFrame);
+
+impl Picture {
+    pub fn width(&self) -> u32 {
+        self.0.width()
+    }
+
+    pub fn height(&self) -> u32 {
+        self.0.height()
+    }
+
+    pub fn to_rgb(&self) -> Result<RgbImage, DecodeError> {
+        let (w, h) = (self.width(), self.height());
+        let convert = |reason: String| DecodeError::Convert { reason };
+        let mut scaler = scaling::Context::get(
+            self.0.format(),
+            w,
+            h,
+            Pixel::RGB24,
+            w,
+            h,
+            scaling::Flags::BILINEAR,
+        )
+        .map_err(|e| convert(e.to_string()))?;
+        let mut rgb = VideoFrame::new(Pixel::RGB24, w, h);
+        scaler
+            .run(&self.0, &mut rgb)
+            .map_err(|e| convert(e.to_string()))?;
+        let stride = rgb.stride(0);
+        let row = 3 * w as usize;
+        let mut pixels = Vec::with_capacity(row * h as usize);
+        for line in rgb.data(0).chunks(stride).take(h as usize) {
+            pixels.extend_from_slice(&line[..row]);
+        }
+        RgbImage::from_raw(w, h, pixels).ok_or_else(|| convert("RGB buffer size".into()))
+    }
+}
+
+/// An analysed frame: the model input and the picture it came from.
+pub struct Frame {
+    /// Presentation time in seconds (0 when the stream has none).
+    pub pts: f64,
+    pub keyframe: bool,
+    pub input: ModelInput,
+    pub picture: Picture,
+}
+
+/// Counters and time spent in the decode stage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecodeStats {
+    /// Access units the sampler kept from the decoder.
+    pub units_skipped: u64,
+    /// Access units sent to the decoder.
+    pub units_decoded: u64,
+    /// Access units the decoder rejected as corrupt.
+    pub units_rejected: u64,
+    pub frames_decoded: u64,
+    /// Frames the decoder output with errors concealed (grey or smeared regions).
+    pub frames_damaged: u64,
+    pub frames_analysed: u64,
+    pub decode_time: Duration,
+    pub preprocess_time: Duration,
+}
+
+pub struct Decoder {
+    decoder: ffmpeg::decoder::Video,
+    sampler: Sampler,
+    keyframes_only: bool,
+    preprocess: Preprocessor,
+    time_base: ffmpeg::Rational,
+    stats: DecodeStats,
+}
+
+impl Decoder {
+    pub fn new(
+        info: &StreamInfo,
+        input: &InputSpec,
+        sampling: Sampling,
+    ) -> Result<Self, DecodeError> {
+        let open = |e: ffmpeg::Error| DecodeError::Open {
+            codec: info.codec,
+            reason: e.to_string(),
+        };
+        let context =
+            ffmpeg::codec::Context::from_parameters(info.parameters.clone()).map_err(open)?;
+        // One thread per decoder: cameras are decoded in parallel with each other, and a
+        // frame-threaded decoder would hold keyframes back by its thread count.
+        let decoder = context.decoder().video().map_err(open)?;
+        Ok(Self {
+            decoder,
+            sampler: Sampler::new(sampling),
+            keyframes_only: sampling.keyframes_only(),
+            preprocess: Preprocessor::new(input.clone()),
+            time_base: info.time_base,
+            stats: DecodeStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    /// Feeds one access unit; analysed frames are handed to `emit`. Corrupt units are
+    /// counted and skipped: the decoder recovers at the next keyframe.
+    pub fn push(
+        &mut self,
+        unit: &AccessUnit,
+        emit: &mut dyn FnMut(Frame),
+    ) -> Result<(), DecodeError> {
+        if !self.sampler.decode_wanted(unit.keyframe, unit.pts) {
+            self.stats.units_skipped += 1;
+            return Ok(());
+        }
+        self.stats.units_decoded += 1;
+        let started = Instant::now();
+        let accepted = self.decoder.send_packet(&unit.packet);
+        self.stats.decode_time += started.elapsed();
+        if let Err(e) = accepted {
+            self.stats.units_rejected += 1;
+            tracing::debug!(pts = ?unit.pts, error = %e, "decoder rejected access unit");
+            return Ok(());
+        }
+        if self.keyframes_only {
+            // Only keyframes are fed, so nothing later will push this picture out of the
+            // reorder buffer: drain now and start afresh with the next keyframe.
+            self.drain(emit)
+        } else {
+            self.receive(emit)
+        }
+    }
+
+    /// Flushes pictures the decoder still holds at the end of a stream.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Frame)) -> Result<(), DecodeError> {
+        self.drain(emit)
+    }
+
+    fn drain(&mut self, emit: &mut dyn FnMut(Frame)) -> Result<(), DecodeError> {
+        let _ = self.decoder.send_eof();
+        let result = self.receive(emit);
+        self.decoder.flush();
+        result
+    }
+
+    fn receive(&mut self, emit: &mut dyn FnMut(Frame)) -> Result<(), DecodeError> {
+        loop {
+            let mut picture = VideoFrame::empty();
+            let started = Instant::now();
+            let received = self.decoder.receive_frame(&mut picture);
+            self.stats.decode_time += started.elapsed();
+            if received.is_err() {
+                return Ok(()); // needs more input, or drained
+            }
+            self.stats.frames_decoded += 1;
+            // SAFETY: reading two plain fields of the frame the decoder just filled.
+            let damaged = unsafe {
+                let raw = &*picture.as_ptr();
+                raw.decode_error_flags != 0 || raw.flags & ffmpeg::ffi::AV_FRAME_FLAG_CORRUPT != 0
+            };
+            self.stats.frames_damaged += u64::from(damaged);
+            let pts = picture.timestamp().map(|t| seconds(t, self.time_base));
+            if !self.sampler.analyse_wanted(pts) {
+                continue;
+            }
+            let started = Instant::now();
+            let input = self.preprocess.run(&picture)?;
+            self.stats.preprocess_time += started.elapsed();
+            self.stats.frames_analysed += 1;
+            emit(Frame {
+                pts: pts.unwrap_or(0.0),
+                keyframe: picture.is_key(),
+                input,
+                picture: Picture(picture),
+            });
+        }
+    }
+}

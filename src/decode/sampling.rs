@@ -1,0 +1,185 @@
+//! Which frames are analysed, and which are not even decoded. Decoding only what is
+//! analysed is the main saving of this system: a 1080p25 camera analysed every 2 s needs
+//! one keyframe in fifty, and non-key frames are dropped before the decoder.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// Decode and analyse every frame.
+    All,
+    /// Decode every frame, analyse every n-th (the first, the n+1-th, …).
+    EveryNth(u32),
+    /// Decode every frame, analyse one per interval of presentation time.
+    Interval(Duration),
+    /// Decode only keyframes (others never reach the decoder), at most one per interval.
+    Keyframes { min_interval: Option<Duration> },
+}
+
+impl Sampling {
+    /// Combines the CLI's `--every` (`N` frames or a duration such as `2s`, `500ms`) and
+    /// `--keyframes-only`.
+    pub fn from_options(every: Option<&str>, keyframes_only: bool) -> Result<Self, String> {
+        let every = every.map(str::parse::<Every>).transpose()?;
+        Ok(match (every, keyframes_only) {
+            (None, false) => Sampling::All,
+            (None, true) => Sampling::Keyframes { min_interval: None },
+            (Some(Every::Frames(n)), false) => Sampling::EveryNth(n),
+            (Some(Every::Time(d)), false) => Sampling::Interval(d),
+            (Some(Every::Time(d)), true) => Sampling::Keyframes {
+                min_interval: Some(d),
+            },
+            (Some(Every::Frames(_)), true) => {
+                return Err("--keyframes-only takes a duration with --every (e.g. 2s)".into())
+            }
+        })
+    }
+
+    pub fn keyframes_only(&self) -> bool {
+        matches!(self, Sampling::Keyframes { .. })
+    }
+}
+
+enum Every {
+    Frames(u32),
+    Time(Duration),
+}
+
+impl FromStr for Every {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(n) = s.parse::<u32>() {
+            return if n == 0 {
+                Err("--every must be at least 1 frame".into())
+            } else {
+                Ok(Every::Frames(n))
+            };
+        }
+        match humantime::parse_duration(s) {
+            Ok(d) if d.is_zero() => Err("--every must be a positive duration".into()),
+            Ok(d) => Ok(Every::Time(d)),
+            Err(e) => Err(format!(
+                "--every `{s}`: {e} (give a frame count like 5 or a duration like 2s)"
+            )),
+        }
+    }
+}
+
+/// Stateful application of a [`Sampling`] to one stream.
+#[derive(Debug)]
+pub(crate) struct Sampler {
+    sampling: Sampling,
+    next_due: Option<f64>,
+    frames_seen: u64,
+}
+
+/// Slack for timestamp rounding when comparing against the next due time.
+const EPSILON: f64 = 1e-6;
+
+impl Sampler {
+    pub fn new(sampling: Sampling) -> Self {
+        Self {
+            sampling,
+            next_due: None,
+            frames_seen: 0,
+        }
+    }
+
+    /// Decides before decoding: only keyframe sampling skips access units.
+    pub fn decode_wanted(&mut self, keyframe: bool, pts: Option<f64>) -> bool {
+        match self.sampling {
+            Sampling::Keyframes { min_interval } => {
+                // At least the interval apart: keyframes come only every GOP, so catching
+                // up on a missed due time would bunch them.
+                keyframe && min_interval.is_none_or(|d| self.due(pts, d, false))
+            }
+            _ => true,
+        }
+    }
+
+    /// Decides for a decoded frame whether it is analysed.
+    pub fn analyse_wanted(&mut self, pts: Option<f64>) -> bool {
+        let index = self.frames_seen;
+        self.frames_seen += 1;
+        match self.sampling {
+            Sampling::All | Sampling::Keyframes { .. } => true,
+            Sampling::EveryNth(n) => index % u64::from(n) == 0,
+            Sampling::Interval(d) => self.due(pts, d, true),
+        }
+    }
+
+    /// True when `pts` reached the next due time. The due time then advances by `interval`
+    /// from the previous due time (`steady`: no drift at a fixed frame rate) or from `pts`
+    /// (and from `pts` after a gap either way). Frames without a timestamp are always due.
+    fn due(&mut self, pts: Option<f64>, interval: Duration, steady: bool) -> bool {
+        let Some(pts) = pts else { return true };
+        let interval = interval.as_secs_f64();
+        match self.next_due {
+            Some(due) if pts + EPSILON < due => false,
+            Some(due) if steady && pts - due < interval => {
+                self.next_due = Some(due + interval);
+                true
+            }
+            _ => {
+                self.next_due = Some(pts + interval);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analysed(sampling: Sampling, frames: usize, fps: f64, gop: usize) -> Vec<usize> {
+        let mut sampler = Sampler::new(sampling);
+        (0..frames)
+            .filter(|&i| {
+                let pts = Some(i as f64 / fps);
+                sampler.decode_wanted(i % gop == 0, pts) && sampler.analyse_wanted(pts)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_nth_frame() {
+        assert_eq!(analysed(Sampling::EveryNth(3), 10, 25.0, 50), [0, 3, 6, 9]);
+    }
+
+    #[test]
+    fn one_frame_per_interval_without_drift() {
+        let got = analysed(Sampling::Interval(Duration::from_millis(400)), 50, 25.0, 50);
+        assert_eq!(got, [0, 10, 20, 30, 40]);
+    }
+
+    #[test]
+    fn keyframes_only_skips_non_key_units_and_honours_interval() {
+        let all_keys = analysed(Sampling::Keyframes { min_interval: None }, 200, 25.0, 50);
+        assert_eq!(all_keys, [0, 50, 100, 150]);
+        let sparse = Sampling::Keyframes {
+            min_interval: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(analysed(sparse, 400, 25.0, 50), [0, 100, 200, 300]);
+    }
+
+    #[test]
+    fn parses_every_as_frames_or_duration() {
+        assert_eq!(
+            Sampling::from_options(Some("5"), false),
+            Ok(Sampling::EveryNth(5))
+        );
+        assert_eq!(
+            Sampling::from_options(Some("2s"), false),
+            Ok(Sampling::Interval(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            Sampling::from_options(None, true),
+            Ok(Sampling::Keyframes { min_interval: None })
+        );
+        assert!(Sampling::from_options(Some("0"), false).is_err());
+        assert!(Sampling::from_options(Some("soon"), false).is_err());
+        assert!(Sampling::from_options(Some("5"), true).is_err());
+    }
+}

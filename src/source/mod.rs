@@ -1,0 +1,64 @@
+//! Source stage: where access units come from. Files (MP4, MKV, raw Annex-B, still
+//! images) are demuxed with FFmpeg's libavformat; every source yields the same
+//! [`AccessUnit`]s and [`StreamInfo`] for the decode stage.
+
+mod file;
+
+pub use file::FileSource;
+
+use ffmpeg_next as ffmpeg;
+use std::path::PathBuf;
+
+/// One coded picture (or still image) of a stream, as the demuxer or depacketiser gave it.
+pub struct AccessUnit {
+    /// Presentation time in seconds, when the container records one.
+    pub pts: Option<f64>,
+    pub keyframe: bool,
+    pub packet: ffmpeg::Packet,
+}
+
+/// What the decoder needs to know about a stream.
+pub struct StreamInfo {
+    pub codec: ffmpeg::codec::Id,
+    pub parameters: ffmpeg::codec::Parameters,
+    pub width: u32,
+    pub height: u32,
+    /// Seconds per tick of the stream's timestamps.
+    pub time_base: ffmpeg::Rational,
+    pub frame_rate: Option<f64>,
+    /// Length in seconds, when the container says.
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: no such file")]
+    Missing { path: PathBuf },
+    #[error("{path}: cannot open as video or image: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("{path}: contains no video stream")]
+    NoVideo { path: PathBuf },
+    #[error("{path}: read failed before any frame: {reason}")]
+    Read { path: PathBuf, reason: String },
+}
+
+/// A timestamp in seconds. One division of exact integers, so 300 ticks of 1/10 s print
+/// as 30.0, not 30.000000000000004.
+pub fn seconds(ticks: i64, time_base: ffmpeg::Rational) -> f64 {
+    (ticks as f64 * f64::from(time_base.numerator())) / f64::from(time_base.denominator())
+}
+
+/// Process-wide FFmpeg setup: quiet its own logging, since we report decode problems
+/// ourselves with the file and timestamp attached.
+pub fn init_ffmpeg() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ffmpeg::init();
+        let level = if std::env::var_os("CGBOT_FFMPEG_LOG").is_some() {
+            ffmpeg::util::log::Level::Warning
+        } else {
+            ffmpeg::util::log::Level::Quiet
+        };
+        ffmpeg::util::log::set_level(level);
+    });
+}
