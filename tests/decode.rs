@@ -1,0 +1,181 @@
+//! The source and decode stages against ffprobe's ground truth, on the shared samples and
+//! on containers and damage generated at test time.
+
+mod common;
+
+use std::path::Path;
+
+use cgbot::decode::{DecodeStats, Decoder, Sampling};
+use cgbot::models::Catalogue;
+use cgbot::source::FileSource;
+use common::*;
+
+struct Decoded {
+    stats: DecodeStats,
+    keyframes: u64,
+    pts: Vec<f64>,
+    units: u64,
+}
+
+fn decode(path: &Path, sampling: Sampling) -> Decoded {
+    let input = Catalogue::with_dirs(vec![])
+        .unwrap()
+        .default_model()
+        .unwrap()
+        .input
+        .clone();
+    let (mut source, info) = FileSource::open(path).unwrap();
+    let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
+    let (mut keyframes, mut pts, mut units) = (0, Vec::new(), 0);
+    let mut emit = |frame: cgbot::decode::Frame| {
+        keyframes += u64::from(frame.keyframe);
+        pts.push(frame.pts);
+    };
+    while let Some(unit) = source.next_unit().unwrap() {
+        units += 1;
+        decoder.push(&unit, &mut emit).unwrap();
+    }
+    decoder.finish(&mut emit).unwrap();
+    Decoded {
+        stats: decoder.stats(),
+        keyframes,
+        pts,
+        units,
+    }
+}
+
+fn assert_counts_match_ffprobe(path: &Path) {
+    let (packets, keys) = ffprobe_packets(path);
+    let frames = ffprobe_frames(path);
+    let all = decode(path, Sampling::All);
+    assert_eq!(all.units, packets, "{}: access units", path.display());
+    assert_eq!(
+        all.stats.frames_decoded,
+        frames,
+        "{}: frames",
+        path.display()
+    );
+    assert_eq!(all.keyframes, keys, "{}: keyframes", path.display());
+
+    let only_keys = decode(path, Sampling::Keyframes { min_interval: None });
+    assert_eq!(
+        only_keys.stats.units_decoded, keys,
+        "only keyframes reach the decoder"
+    );
+    assert_eq!(only_keys.stats.units_skipped, packets - keys);
+    assert_eq!(only_keys.stats.frames_decoded, keys);
+    assert_eq!(
+        only_keys.keyframes, keys,
+        "every decoded frame is a keyframe"
+    );
+}
+
+#[test]
+fn h264_1080p_counts_match_ffprobe() {
+    assert_counts_match_ffprobe(&sample("people-walking-1080p-h264.mp4"));
+}
+
+#[test]
+fn h265_1080p_counts_match_ffprobe() {
+    assert_counts_match_ffprobe(&sample("people-walking-1080p-h265.mp4"));
+}
+
+#[test]
+fn h265_main_and_h264_baseline_with_audio_count_like_ffprobe() {
+    assert_counts_match_ffprobe(&sample("people-walking-h265.mp4"));
+    assert_counts_match_ffprobe(&sample("parking-lot-topdown.mp4"));
+}
+
+#[test]
+fn raw_annex_b_and_matroska_decode_like_mp4() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = sample("people-walking.mp4");
+    let annex_b = dir.path().join("clip.h264");
+    let hevc = dir.path().join("clip.hevc");
+    let mkv = dir.path().join("clip.mkv");
+    let src = source.to_str().unwrap();
+    ffmpeg(&[
+        "-i",
+        src,
+        "-t",
+        "20",
+        "-c",
+        "copy",
+        "-bsf:v",
+        "h264_mp4toannexb",
+        "-f",
+        "h264",
+        annex_b.to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-i",
+        sample("people-walking-h265.mp4").to_str().unwrap(),
+        "-t",
+        "20",
+        "-c",
+        "copy",
+        "-f",
+        "hevc",
+        hevc.to_str().unwrap(),
+    ]);
+    ffmpeg(&["-i", src, "-t", "20", "-c", "copy", mkv.to_str().unwrap()]);
+    for path in [&annex_b, &hevc, &mkv] {
+        let decoded = decode(path, Sampling::All);
+        assert_eq!(
+            decoded.stats.frames_decoded,
+            ffprobe_frames(path),
+            "{}",
+            path.display()
+        );
+        assert!(decoded.stats.frames_decoded >= 190, "{}", path.display());
+    }
+}
+
+#[test]
+fn every_interval_analyses_one_frame_per_interval() {
+    let decoded = decode(
+        &sample("people-walking.mp4"),
+        Sampling::Interval(std::time::Duration::from_secs(2)),
+    );
+    assert_eq!(decoded.stats.frames_decoded, 1394);
+    assert_eq!(decoded.pts.len(), 70);
+    for pair in decoded.pts.windows(2) {
+        assert!((pair[1] - pair[0] - 2.0).abs() < 0.05, "{pair:?}");
+    }
+}
+
+/// Overwrites `len` bytes at `offset` with deterministic noise.
+fn splice_noise(path: &Path, offset: usize, len: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut state = 0x2545_f491_u32;
+    for b in &mut bytes[offset..offset + len] {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        *b = state as u8;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_clip_corrupt_in_the_middle_yields_frames_before_and_after_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("damaged.mp4");
+    std::fs::copy(sample("people-walking.mp4"), &clip).unwrap();
+    let size = std::fs::metadata(&clip).unwrap().len() as usize;
+    splice_noise(&clip, size / 2, 64 * 1024);
+    let decoded = decode(&clip, Sampling::All);
+    let first = decoded.pts.first().copied().unwrap();
+    let last = decoded.pts.last().copied().unwrap();
+    assert!(first < 1.0 && last > 130.0, "frames from {first} to {last}");
+    // Frames around the damage are lost or concealed (and counted), the rest decode.
+    assert!(decoded.stats.frames_decoded > 1300, "{:?}", decoded.stats);
+    assert!(
+        decoded.stats.frames_damaged
+            + decoded.stats.units_rejected
+            + (1394 - decoded.stats.frames_decoded)
+            > 0,
+        "the damage went unnoticed: {:?}",
+        decoded.stats
+    );
+}
