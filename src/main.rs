@@ -15,6 +15,7 @@ use cgbot::decode::{Frame, Sampling};
 use cgbot::detect::{Detection, Detector, DetectorOptions, Provider};
 use cgbot::models::{self, Catalogue};
 use cgbot::pipeline::{self, Batching, Summary};
+use cgbot::source::FileSource;
 
 #[derive(Parser)]
 #[command(
@@ -178,19 +179,27 @@ fn detect(
     let mut failed = 0;
     for path in images {
         let mut found = Vec::new();
-        let outcome = pipeline::analyse_file(
-            path,
-            &mut detector,
-            Sampling::All,
-            Batching::default(),
-            &mut |frame, detections| {
-                if let Some(dir) = annotate {
-                    write_annotated(frame, detections, &dir.join(annotated_name(path, None)))?;
-                }
-                found.extend_from_slice(detections);
-                Ok(())
-            },
-        );
+        let outcome = FileSource::open(path)
+            .map_err(Into::into)
+            .and_then(|source| {
+                pipeline::analyse_file(
+                    source,
+                    &mut detector,
+                    Sampling::All,
+                    Batching::default(),
+                    &mut |frame, detections| {
+                        if let Some(dir) = annotate {
+                            write_annotated(
+                                frame,
+                                detections,
+                                &dir.join(annotated_name(path, None)),
+                            )?;
+                        }
+                        found.extend_from_slice(detections);
+                        Ok(())
+                    },
+                )
+            });
         match outcome {
             Ok(_) => results.push((path.display().to_string(), found)),
             Err(e) => {
@@ -234,14 +243,14 @@ fn replay(
     annotate: Option<&Path>,
 ) -> Result<()> {
     let mut detector = args.build()?;
-    let duration = cgbot::source::FileSource::open(clip)?.1.duration;
-    let progress = progress_bar(duration);
+    let source = FileSource::open(clip)?;
+    let progress = progress_bar(source.1.duration);
     let terminal = std::io::stderr().is_terminal();
     let mut last_status = Instant::now();
     let mut stdout = std::io::stdout().lock();
     let mut analysed = 0u64;
     let summary = pipeline::analyse_file(
-        clip,
+        source,
         &mut detector,
         sampling,
         Batching::default(),

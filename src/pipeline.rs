@@ -1,14 +1,14 @@
 //! Wiring of the stages: source → decode (its own thread) → bounded queue → batched
 //! detect → the caller's sink. `detect` and `replay` are this one path with different ends.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
 use crate::decode::{DecodeError, DecodeStats, Decoder, Frame, Sampling};
 use crate::detect::{DetectError, DetectTimes, Detection, Detector};
-use crate::source::{FileSource, SourceError};
+use crate::source::{FileSource, SourceError, StreamInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -59,16 +59,16 @@ impl Default for Batching {
 /// Called for every analysed frame, in order, with its detections.
 pub type Sink<'a> = dyn FnMut(&Frame, &[Detection]) -> Result<(), String> + 'a;
 
-/// Runs the whole path over one file (clip or still image).
+/// Runs the whole path over one opened file (clip or still image).
 pub fn analyse_file(
-    path: &Path,
+    (mut source, info): (FileSource, StreamInfo),
     detector: &mut Detector,
     sampling: Sampling,
     batching: Batching,
     sink: &mut Sink<'_>,
 ) -> Result<Summary, PipelineError> {
     let started = Instant::now();
-    let (mut source, info) = FileSource::open(path)?;
+    let path = source.path().to_path_buf();
     let input_spec = detector.model().spec.input.clone();
     let codec_name = info.codec.name();
     let (tx, rx) = bounded::<Frame>(batching.queue.max(1));
@@ -117,13 +117,13 @@ pub fn analyse_file(
     });
 
     let mut summary = decode_side.map_err(|source| PipelineError::Decode {
-        path: path.to_path_buf(),
+        path: path.clone(),
         source,
     })?;
     let (detections, output_time) = detect_side.map_err(|e| match e {
         StageError::Detect(e) => PipelineError::Detect(e),
         StageError::Sink(reason) => PipelineError::Sink {
-            path: path.to_path_buf(),
+            path: path.clone(),
             reason,
         },
     })?;
@@ -137,7 +137,7 @@ pub fn analyse_file(
             _ => format!("{} access units read", summary.access_units),
         };
         return Err(PipelineError::NothingDecoded {
-            path: path.to_path_buf(),
+            path: path.clone(),
             detail,
         });
     }

@@ -45,6 +45,11 @@ impl Picture {
         self.0.height()
     }
 
+    /// The decoded frame itself, in the decoder's pixel format.
+    pub fn as_frame(&self) -> &VideoFrame {
+        &self.0
+    }
+
     pub fn to_rgb(&self) -> Result<RgbImage, DecodeError> {
         let (w, h) = (self.width(), self.height());
         let convert = |reason: String| DecodeError::Convert { reason };

@@ -136,15 +136,37 @@ impl<'a> Sampled<'a> {
         }
     }
 
+    /// The two source rows around output row `y`, and the weight of the second.
     #[inline]
-    fn at(&self, x: usize, y: usize) -> f32 {
-        let (tx, ty) = (self.xs[x], self.ys[y]);
-        let row0 = &self.data[ty.i0 * self.stride..];
-        let row1 = &self.data[ty.i1 * self.stride..];
-        let top = f32::from(row0[tx.i0]) + (f32::from(row0[tx.i1]) - f32::from(row0[tx.i0])) * tx.w;
-        let bottom =
-            f32::from(row1[tx.i0]) + (f32::from(row1[tx.i1]) - f32::from(row1[tx.i0])) * tx.w;
-        top + (bottom - top) * ty.w
+    fn rows(&self, y: usize) -> Row<'_> {
+        let t = self.ys[y];
+        Row {
+            top: &self.data[t.i0 * self.stride..],
+            bottom: &self.data[t.i1 * self.stride..],
+            w: t.w,
+            xs: &self.xs,
+        }
+    }
+}
+
+/// One output row's view of a plane.
+struct Row<'a> {
+    top: &'a [u8],
+    bottom: &'a [u8],
+    w: f32,
+    xs: &'a [Tap],
+}
+
+impl Row<'_> {
+    #[inline]
+    fn at(&self, x: usize) -> f32 {
+        let t = self.xs[x];
+        let lerp = |row: &[u8]| {
+            let a = f32::from(row[t.i0]);
+            a + (f32::from(row[t.i1]) - a) * t.w
+        };
+        let top = lerp(self.top);
+        top + (lerp(self.bottom) - top) * self.w
     }
 }
 
@@ -174,7 +196,9 @@ impl Preprocessor {
         };
         let mut put = |x: usize, y: usize, [r, g, b]: [f32; 3]| {
             let i = y * w + x;
-            let level = |v: f32| v.clamp(0.0, 255.0).round() * value_scale;
+            // Whole 8-bit levels like a u8 picture; truncating v + 0.5 rounds (v ≥ 0) without
+            // a libm call per channel.
+            let level = |v: f32| f32::from((v.clamp(0.0, 255.0) + 0.5) as u8) * value_scale;
             r_out[i] = level(r);
             g_out[i] = level(g);
             b_out[i] = level(b);
@@ -191,12 +215,9 @@ impl Preprocessor {
             let v = Sampled::new(frame, 2, out, chroma_scale);
             let full_range = full_range || frame.color_range() == Range::JPEG;
             for y in 0..out.1 {
+                let (luma, u, v) = (luma.rows(y), u.rows(y), v.rows(y));
                 for x in 0..out.0 {
-                    put(
-                        x,
-                        y,
-                        yuv_to_rgb(luma.at(x, y), u.at(x, y), v.at(x, y), full_range),
-                    );
+                    put(x, y, yuv_to_rgb(luma.at(x), u.at(x), v.at(x), full_range));
                 }
             }
         } else {
@@ -204,8 +225,9 @@ impl Preprocessor {
             // GBRP planes: green, blue, red.
             let [g, b, r] = [0, 1, 2].map(|p| Sampled::new(planar, p, out, scale));
             for y in 0..out.1 {
+                let (r, g, b) = (r.rows(y), g.rows(y), b.rows(y));
                 for x in 0..out.0 {
-                    put(x, y, [r.at(x, y), g.at(x, y), b.at(x, y)]);
+                    put(x, y, [r.at(x), g.at(x), b.at(x)]);
                 }
             }
         }
