@@ -1,0 +1,137 @@
+//! Sinks: where case events go after the store's outbox. Delivery is at least once: a
+//! worker hands a batch to a [`Sink`] and marks it delivered only after `deliver` returned
+//! `Ok`, so a crash or a lost acknowledgement means the batch is sent again. Every event
+//! carries a stable `idempotency_key`; receivers dedupe on it, and the sinks themselves
+//! skip keys they know they already wrote.
+
+mod backoff;
+mod jsonl;
+mod webhook;
+
+pub use backoff::Backoff;
+pub use jsonl::JsonlSink;
+pub use webhook::WebhookSink;
+
+use std::time::Duration;
+
+/// One case event from the outbox. Serialized as is, this is the wire format of both sinks.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxEvent {
+    /// Outbox order (increasing).
+    pub seq: i64,
+    /// Stable per case event, e.g. `case-3f2a…:filed:1`.
+    pub idempotency_key: String,
+    /// e.g. `case.filed`, `case.closed`.
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+/// Every variant names the sink ([`Sink::name`], which holds its path or redacted URL).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{sink}: cannot {action}: {source}")]
+    Io {
+        sink: String,
+        action: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{sink}: line {line} is not an outbox event: {reason}")]
+    CorruptFile {
+        sink: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("{sink}: invalid URL: {reason}")]
+    InvalidUrl { sink: String, reason: String },
+    #[error("{sink}: no answer within {}", humantime::format_duration(*.after))]
+    Timeout { sink: String, after: Duration },
+    #[error("{sink}: cannot connect: {reason}")]
+    Connect { sink: String, reason: String },
+    #[error("{sink}: answered HTTP {status}: {body:?}")]
+    Status {
+        sink: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{sink}: request failed: {reason}")]
+    Request { sink: String, reason: String },
+}
+
+impl SinkError {
+    /// Whether waiting may fix it (`true`) or someone has to fix the endpoint or file
+    /// (`false`). Callers retry either way; this only picks the log level and wording.
+    pub fn retryable(&self) -> bool {
+        match self {
+            SinkError::Io { .. } | SinkError::Timeout { .. } | SinkError::Connect { .. } => true,
+            // 408 and 429 are the receiver asking us to come back later.
+            SinkError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+            SinkError::CorruptFile { .. }
+            | SinkError::InvalidUrl { .. }
+            | SinkError::Request { .. } => false,
+        }
+    }
+}
+
+pub trait Sink: Send {
+    /// Names the sink in logs and errors, with its path or redacted URL.
+    fn name(&self) -> &str;
+    /// Delivers the batch (in seq order). Ok means every event in it is acknowledged and
+    /// may be marked delivered.
+    fn deliver(&mut self, batch: &[OutboxEvent]) -> Result<(), SinkError>;
+}
+
+/// Replaces the user and password of a URL with `***`, for logs and errors:
+/// `http://user:pass@host/x` → `http://***@host/x`. Other URLs come back unchanged.
+pub fn redact_url(url: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let authority_len = url[authority_start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - authority_start);
+    let authority = &url[authority_start..authority_start + authority_len];
+    // The last '@' ends the user info: an unencoded '@' in a password must not leak the rest.
+    match authority.rfind('@') {
+        Some(at) => format!(
+            "{}***{}",
+            &url[..authority_start],
+            &url[authority_start + at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn event(seq: i64) -> OutboxEvent {
+        OutboxEvent {
+            seq,
+            idempotency_key: format!("case-{seq}:filed:1"),
+            kind: "case.filed".into(),
+            payload: serde_json::json!({ "camera": "cam-7", "event": "illegal_parking" }),
+        }
+    }
+
+    #[test]
+    fn redact_url_hides_user_and_password_only() {
+        assert_eq!(redact_url("http://user:pass@host/x"), "http://***@host/x");
+        assert_eq!(
+            redact_url("https://u:p@ss@host:8443?q=a@b"),
+            "https://***@host:8443?q=a@b"
+        );
+        assert_eq!(redact_url("https://token@host"), "https://***@host");
+        assert_eq!(redact_url("http://host/a@b"), "http://host/a@b");
+        assert_eq!(redact_url("http://host:80/x"), "http://host:80/x");
+    }
+
+    #[test]
+    fn only_server_side_and_transient_failures_are_retryable() {
+        let status = |status| SinkError::Status {
+            sink: "webhook:test".into(),
+            status,
+            body: String::new(),
+        };
+        assert!(status(500).retryable() && status(503).retryable() && status(429).retryable());
+        assert!(!status(400).retryable() && !status(401).retryable() && !status(404).retryable());
+    }
+}
