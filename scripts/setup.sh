@@ -15,7 +15,7 @@ ORT_DIR=.ort
 
 need_apt=()
 for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang \
-    pkg-config ffmpeg fonts-dejavu-core python3 python3-venv python3-pip unzip curl; do
+    pkg-config ffmpeg fonts-dejavu-core fonts-wqy-microhei python3 python3-venv python3-pip unzip curl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

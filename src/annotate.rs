@@ -108,3 +108,34 @@ pub fn save_jpeg(image: &RgbImage, path: &Path) -> Result<(), AnnotateError> {
         image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 85);
     encoder.encode_image(image).map_err(|e| fail(e.to_string()))
 }
+
+/// Draws a zone (normalised vertices) as a closed outline.
+pub fn draw_zone(image: &mut RgbImage, vertices: &[[f64; 2]], colour: Rgb<u8>) {
+    let (w, h) = (image.width() as f32, image.height() as f32);
+    let points: Vec<(f32, f32)> = vertices
+        .iter()
+        .map(|v| (v[0] as f32 * (w - 1.0), v[1] as f32 * (h - 1.0)))
+        .collect();
+    let thickness = (image.width().max(image.height()) / 400).max(2) as i32;
+    for (i, &a) in points.iter().enumerate() {
+        let b = points[(i + 1) % points.len()];
+        for dx in -thickness / 2..=thickness / 2 {
+            for dy in -thickness / 2..=thickness / 2 {
+                let offset = |p: (f32, f32)| (p.0 + dx as f32, p.1 + dy as f32);
+                imageproc::drawing::draw_line_segment_mut(image, offset(a), offset(b), colour);
+            }
+        }
+    }
+}
+
+/// The box's region with a margin of a fifth of its size on each side, clipped.
+pub fn crop(image: &RgbImage, bbox: [f32; 4]) -> RgbImage {
+    let (bw, bh) = (bbox[2] - bbox[0], bbox[3] - bbox[1]);
+    let x1 = (bbox[0] - bw * 0.2).max(0.0) as u32;
+    let y1 = (bbox[1] - bh * 0.2).max(0.0) as u32;
+    let x2 = ((bbox[2] + bw * 0.2) as u32).min(image.width()).max(x1 + 1);
+    let y2 = ((bbox[3] + bh * 0.2) as u32)
+        .min(image.height())
+        .max(y1 + 1);
+    image::imageops::crop_imm(image, x1, y1, x2 - x1, y2 - y1).to_image()
+}

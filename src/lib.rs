@@ -1,13 +1,17 @@
 //! cgbot — a city-management camera robot. The library is the one data path
-//! `source → decode → detect` with the tracking stage and case-event sinks beside it; each module is one
+//! `source → decode → detect → track → rules → cases → store`; each module is one
 //! stage, and [`pipeline`] wires them together for every command.
 
 pub mod annotate;
+pub mod cases;
+pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod geometry;
 pub mod models;
 pub mod pipeline;
+pub mod rules;
 pub mod sinks;
 pub mod source;
+pub mod store;
 pub mod track;

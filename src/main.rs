@@ -1,21 +1,28 @@
 //! The `cgbot` command line: parse arguments, build the library's options, run, print.
 
+mod cli;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use cgbot::annotate;
+use cgbot::cases::Categories;
+use cgbot::config;
 use cgbot::decode::{Frame, Sampling};
 use cgbot::detect::{Detection, Detector, DetectorOptions, Provider};
 use cgbot::models::{self, Catalogue};
-use cgbot::pipeline::{self, Batching, Summary};
+use cgbot::pipeline::{self, Batching, Filing, Summary};
+use cgbot::rules::EventCatalogue;
 use cgbot::source::FileSource;
+use cgbot::store::Store;
+use cli::cases::{CasesCommand, DbArg, SinkArgs};
 
 #[derive(Parser)]
 #[command(
@@ -47,28 +54,88 @@ enum Command {
         annotate: Option<PathBuf>,
     },
     /// Decode a recorded clip (MP4, MKV, raw H.264/H.265) and detect on sampled frames.
-    Replay {
-        clip: PathBuf,
-        /// Analyse every N-th frame (`5`) or one frame per interval (`2s`, `500ms`).
-        #[arg(long, value_name = "N|DURATION")]
-        every: Option<String>,
-        /// Decode keyframes only; other frames never reach the decoder.
-        #[arg(long)]
-        keyframes_only: bool,
-        #[command(flatten)]
-        detector: DetectorArgs,
-        /// Print one JSON object per analysed frame: {"pts", "keyframe", "detections"}.
-        #[arg(long)]
-        json: bool,
-        /// Write analysed frames that have detections, with labelled boxes, into this directory.
-        #[arg(long, value_name = "DIR")]
-        annotate: Option<PathBuf>,
+    Replay(Box<ReplayArgs>),
+    /// Cases filed by replay or the daemon.
+    Cases {
+        #[command(subcommand)]
+        command: CasesCommand,
+    },
+    /// Case events waiting for delivery.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
     },
     /// The model catalogue.
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    clip: PathBuf,
+    /// Analyse every N-th frame (`5`) or one frame per interval (`2s`, `500ms`).
+    #[arg(long, value_name = "N|DURATION")]
+    every: Option<String>,
+    /// Decode keyframes only; other frames never reach the decoder.
+    #[arg(long)]
+    keyframes_only: bool,
+    #[command(flatten)]
+    detector: DetectorArgs,
+    /// Print one JSON object per analysed frame: {"pts", "keyframe", "detections"}.
+    #[arg(long)]
+    json: bool,
+    /// Write analysed frames that have detections, with labelled boxes, into this directory.
+    #[arg(long, value_name = "DIR")]
+    annotate: Option<PathBuf>,
+    #[command(flatten)]
+    filing: FilingArgs,
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Deliver pending case events to the given sinks.
+    Deliver {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        sinks: SinkArgs,
+    },
+}
+
+/// File cases from a replay: the clip is treated as a recording of one configured camera.
+#[derive(Args)]
+struct FilingArgs {
+    /// Camera configuration (a TOML file or a directory of them); enables case filing.
+    #[arg(long, value_name = "FILE|DIR")]
+    camera: Option<PathBuf>,
+    /// Which camera of the configuration the clip comes from (needed if it has several).
+    #[arg(long, value_name = "ID", requires = "camera")]
+    camera_id: Option<String>,
+    #[command(flatten)]
+    db: DbArg,
+    /// Wall-clock time of the clip's first frame: RFC 3339 in UTC (2026-11-24T08:00:00Z) or
+    /// Unix seconds. Default: the clip's creation_time tag, else its modification time.
+    #[arg(long, value_parser = parse_start)]
+    start: Option<f64>,
+    /// Case category table replacing the built-in one (a city's own codes).
+    #[arg(long, value_name = "FILE", requires = "camera")]
+    catalogue: Option<PathBuf>,
+    #[command(flatten)]
+    sinks: SinkArgs,
+}
+
+fn parse_start(s: &str) -> Result<f64, String> {
+    if let Ok(seconds) = s.parse::<f64>() {
+        return Ok(seconds);
+    }
+    humantime::parse_rfc3339(s)
+        .map_err(|e| format!("`{s}`: {e} (use 2026-11-24T08:00:00Z or Unix seconds)"))
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        })
 }
 
 #[derive(Subcommand)]
@@ -82,7 +149,7 @@ enum ModelsCommand {
     Verify { names: Vec<String> },
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct DetectorArgs {
     /// Model: a catalogue name or a path to an ONNX file (default: the catalogue's default).
     #[arg(long)]
@@ -138,16 +205,22 @@ fn main() -> ExitCode {
             json,
             annotate,
         } => detect(&images, &detector, json, annotate.as_deref()),
-        Command::Replay {
-            clip,
-            every,
-            keyframes_only,
-            detector,
-            json,
-            annotate,
-        } => Sampling::from_options(every.as_deref(), keyframes_only)
+        Command::Replay(args) => Sampling::from_options(args.every.as_deref(), args.keyframes_only)
             .map_err(anyhow::Error::msg)
-            .and_then(|sampling| replay(&clip, sampling, &detector, json, annotate.as_deref())),
+            .and_then(|sampling| {
+                replay(
+                    &args.clip,
+                    sampling,
+                    &args.detector,
+                    args.json,
+                    args.annotate.as_deref(),
+                    &args.filing,
+                )
+            }),
+        Command::Cases { command } => cli::cases::run(command),
+        Command::Outbox {
+            command: OutboxCommand::Deliver { db, sinks },
+        } => cli::cases::deliver(&db.db, &sinks),
         Command::Models { command } => match command {
             ModelsCommand::List { json } => models_list(json),
             ModelsCommand::Verify { names } => models_verify(&names),
@@ -235,15 +308,61 @@ struct FrameResult<'a> {
     detections: &'a [Detection],
 }
 
+/// The camera a replay files cases for, from `--camera` and `--camera-id`.
+fn replay_camera(args: &FilingArgs) -> Result<Option<config::Camera>> {
+    let Some(path) = &args.camera else {
+        return Ok(None);
+    };
+    let cameras = config::load_cameras(path, &EventCatalogue::builtin())?;
+    let camera = match &args.camera_id {
+        Some(id) => cameras
+            .into_iter()
+            .find(|c| &c.info.id == id)
+            .with_context(|| format!("{}: no camera `{id}`", path.display()))?,
+        None if cameras.len() == 1 => cameras.into_iter().next().expect("one camera"),
+        None => bail!(
+            "{} defines {} cameras: say which one the clip is from with --camera-id",
+            path.display(),
+            cameras.len()
+        ),
+    };
+    Ok(Some(camera))
+}
+
 fn replay(
     clip: &Path,
     sampling: Sampling,
     args: &DetectorArgs,
     json: bool,
     annotate: Option<&Path>,
+    filing_args: &FilingArgs,
 ) -> Result<()> {
-    let mut detector = args.build()?;
+    let camera = replay_camera(filing_args)?;
+    let mut detector = match (&args.model, camera.as_ref().and_then(|c| c.model.clone())) {
+        (None, Some(model)) => DetectorArgs {
+            model: Some(model),
+            ..args.clone()
+        }
+        .build()?,
+        _ => args.build()?,
+    };
     let source = FileSource::open(clip)?;
+    let mut filing = match &camera {
+        Some(camera) => {
+            let categories = match &filing_args.catalogue {
+                Some(path) => Categories::load(path).map_err(anyhow::Error::msg)?,
+                None => Categories::builtin(),
+            };
+            let store = Store::open(&filing_args.db.db)?;
+            let base = filing_args
+                .start
+                .or_else(|| source.0.recorded_at())
+                .unwrap_or(0.0);
+            let input = detector.model().spec.input.clone();
+            Some(Filing::new(camera, categories, store, input, base)?)
+        }
+        None => None,
+    };
     let progress = progress_bar(source.1.duration);
     let terminal = std::io::stderr().is_terminal();
     let mut last_status = Instant::now();
@@ -285,12 +404,30 @@ fn replay(
                     &dir.join(annotated_name(clip, Some(frame.pts))),
                 )?;
             }
+            if let Some(filing) = filing.as_mut() {
+                filing
+                    .on_frame(frame, detections)
+                    .map_err(|e| e.to_string())?;
+            }
             Ok(())
         },
     );
     progress.finish_and_clear();
     let summary = summary?;
     eprint!("{}", render_summary(clip, &summary));
+    if let Some(filing) = filing.as_mut() {
+        let s = filing.stats;
+        eprintln!(
+            "  cases: {} candidates, {} filed, {} verifying, {} closed as auto-verified, {} reopened ({})",
+            s.candidates,
+            s.filed,
+            s.verifying,
+            s.closed,
+            s.reopened,
+            filing_args.db.db.display()
+        );
+        filing_args.sinks.deliver(filing.store())?;
+    }
     Ok(())
 }
 

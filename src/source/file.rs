@@ -82,6 +82,25 @@ impl FileSource {
         &self.path
     }
 
+    /// When the recording started (Unix seconds), from the container's `creation_time`
+    /// tag, else the file's modification time.
+    pub fn recorded_at(&self) -> Option<f64> {
+        let tagged = self
+            .input
+            .metadata()
+            .get("creation_time")
+            .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok());
+        let modified = || {
+            std::fs::metadata(&self.path)
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        tagged
+            .or_else(modified)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+    }
+
     /// The next access unit of the video stream; `None` at the end. A read error after
     /// some units ends the stream (recorded in `ended_early`) so that what came before is
     /// still analysed; one before any unit is an error.

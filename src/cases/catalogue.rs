@@ -1,0 +1,114 @@
+//! The table of case categories (code, major class, name, handling time limit). The
+//! default follows the digital city management event classification; cities override it
+//! because their codes differ.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+const BUILTIN: &str = include_str!("catalogue.toml");
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Category {
+    pub code: String,
+    pub major: String,
+    pub name: String,
+    /// How long the city has to handle a filed case.
+    #[serde(with = "humantime_serde_secs")]
+    pub time_limit: Duration,
+}
+
+mod humantime_serde_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCategory {
+    code: String,
+    major: String,
+    name: String,
+    time_limit: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalogue {
+    category: Vec<RawCategory>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Categories {
+    categories: Vec<Category>,
+}
+
+impl Categories {
+    pub fn builtin() -> Self {
+        Self::parse(BUILTIN, "built-in catalogue").expect("built-in catalogue is valid")
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<Self, String> {
+        let raw: RawCatalogue = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        let mut categories = Vec::new();
+        for (i, c) in raw.category.into_iter().enumerate() {
+            let time_limit = humantime::parse_duration(&c.time_limit)
+                .map_err(|e| format!("{origin}: category[{i}] ({}) time_limit: {e}", c.code))?;
+            if categories.iter().any(|k: &Category| k.code == c.code) {
+                return Err(format!("{origin}: category code {} appears twice", c.code));
+            }
+            categories.push(Category {
+                code: c.code,
+                major: c.major,
+                name: c.name,
+                time_limit,
+            });
+        }
+        Ok(Self { categories })
+    }
+
+    pub fn get(&self, code: &str) -> Option<&Category> {
+        self.categories.iter().find(|c| c.code == code)
+    }
+
+    pub fn codes(&self) -> Vec<&str> {
+        self.categories.iter().map(|c| c.code.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_has_the_mission_categories() {
+        let c = Categories::builtin();
+        assert_eq!(c.get("0505").unwrap().name, "机动车乱停放");
+        assert_eq!(c.get("0102").unwrap().major, "市容环境");
+        assert_eq!(c.get("0501").unwrap().name, "无照经营游商");
+        assert_eq!(c.get("0504").unwrap().name, "店外经营");
+    }
+
+    #[test]
+    fn a_city_catalogue_with_a_bad_time_limit_names_the_entry() {
+        let err = Categories::parse(
+            "[[category]]\ncode = \"A1\"\nmajor = \"x\"\nname = \"y\"\ntime_limit = \"soon\"\n",
+            "city.toml",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("city.toml: category[0] (A1) time_limit"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! Camera configuration: TOML files (one file or a directory of them), each a camera
+//! group with shared defaults. Every error names the file, the field and the reason.
+//!
+//! ```toml
+//! [defaults]                      # for every camera in this file
+//! model = "yolox_nano"
+//! utc_offset = "+08:00"
+//!
+//! [[camera]]
+//! id = "cam-0001"
+//! name = "人民路东口"
+//! main_stream = "rtsp://user:pass@10.1.2.3/main"
+//! sub_stream = "rtsp://user:pass@10.1.2.3/sub"
+//! location = { longitude = 120.15, latitude = 30.28, address = "人民路 12 号", grid = "330102001001" }
+//!
+//! [[camera.zone]]
+//! id = "no-parking"
+//! polygon = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]]
+//! rules = [{ event = "illegal_parking", min_dwell = "180s" }]
+//! ```
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cases::{CameraInfo, Location};
+use crate::geometry::Polygon;
+use crate::rules::{parse_utc_offset, EventCatalogue, RuleFields, ZoneRules};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}: {field}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    model: Option<String>,
+    utc_offset: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CameraFile {
+    #[serde(default)]
+    defaults: Defaults,
+    #[serde(default)]
+    camera: Vec<RawCamera>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCamera {
+    id: String,
+    name: Option<String>,
+    main_stream: Option<String>,
+    sub_stream: Option<String>,
+    #[serde(default)]
+    location: Location,
+    model: Option<String>,
+    utc_offset: Option<String>,
+    #[serde(default)]
+    zone: Vec<RawZone>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    id: String,
+    name: Option<String>,
+    polygon: Vec<[f64; 2]>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    event: String,
+    #[serde(flatten)]
+    fields: RuleFields,
+}
+
+/// One camera, validated.
+#[derive(Debug, Clone)]
+pub struct Camera {
+    pub info: CameraInfo,
+    /// Stream URLs; they may carry credentials, so never log them unredacted.
+    pub main_stream: Option<String>,
+    pub sub_stream: Option<String>,
+    /// Model name or path; `None` for the default model.
+    pub model: Option<String>,
+    /// Seconds east of UTC of the camera's local time (schedules use it).
+    pub utc_offset: i64,
+    pub zones: Vec<ZoneRules>,
+    /// The file the camera came from.
+    pub source: PathBuf,
+}
+
+/// Default local time of the reference deployment (China Standard Time).
+const DEFAULT_UTC_OFFSET: &str = "+08:00";
+
+/// Loads a camera file, or every `*.toml` in a directory (sorted by name).
+pub fn load_cameras(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, ConfigError> {
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| ConfigError::Read {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut cameras: Vec<Camera> = Vec::new();
+    let mut ids = HashSet::new();
+    for file in files {
+        for camera in load_file(&file, events)? {
+            if !ids.insert(camera.info.id.clone()) {
+                return Err(ConfigError::Invalid {
+                    path: file,
+                    field: format!("camera `{}`", camera.info.id),
+                    reason: "id is used by another camera".into(),
+                });
+            }
+            cameras.push(camera);
+        }
+    }
+    Ok(cameras)
+}
+
+fn load_file(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    // toml's message carries the line and column.
+    let file: CameraFile = toml::from_str(&text).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let invalid = |field: String, reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        field,
+        reason,
+    };
+    let mut cameras = Vec::new();
+    for (ci, raw) in file.camera.into_iter().enumerate() {
+        let at = format!("camera[{ci}] `{}`", raw.id);
+        if raw.id.trim().is_empty() || raw.id.contains(char::is_whitespace) {
+            return Err(invalid(
+                format!("camera[{ci}].id"),
+                "must be a non-empty word".into(),
+            ));
+        }
+        let offset_text = raw.utc_offset.or(file.defaults.utc_offset.clone());
+        let utc_offset = parse_utc_offset(offset_text.as_deref().unwrap_or(DEFAULT_UTC_OFFSET))
+            .map_err(|e| invalid(format!("{at}.utc_offset"), e))?;
+        if let (Some(lon), Some(lat)) = (raw.location.longitude, raw.location.latitude) {
+            if !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
+                return Err(invalid(
+                    format!("{at}.location"),
+                    format!("({lon}, {lat}) is not a longitude/latitude"),
+                ));
+            }
+        }
+        let mut zones = Vec::new();
+        for (zi, zone) in raw.zone.into_iter().enumerate() {
+            let zat = format!("{at}.zone[{zi}] `{}`", zone.id);
+            if zones.iter().any(|z: &ZoneRules| z.id == zone.id) {
+                return Err(invalid(zat, "zone id is used twice in this camera".into()));
+            }
+            let polygon = Polygon::new(zone.polygon)
+                .map_err(|e| invalid(format!("{zat}.polygon"), e.to_string()))?;
+            let mut rules = Vec::new();
+            for (ri, rule) in zone.rules.iter().enumerate() {
+                rules.push(
+                    events
+                        .resolve(&rule.event, &rule.fields)
+                        .map_err(|e| invalid(format!("{zat}.rules[{ri}]"), e))?,
+                );
+            }
+            if rules.is_empty() {
+                return Err(invalid(zat, "a zone needs at least one rule".into()));
+            }
+            zones.push(ZoneRules {
+                name: zone.name.unwrap_or_else(|| zone.id.clone()),
+                id: zone.id,
+                polygon,
+                rules,
+            });
+        }
+        cameras.push(Camera {
+            info: CameraInfo {
+                name: raw.name.unwrap_or_else(|| raw.id.clone()),
+                id: raw.id,
+                location: raw.location,
+            },
+            main_stream: raw.main_stream,
+            sub_stream: raw.sub_stream,
+            model: raw.model.or(file.defaults.model.clone()),
+            utc_offset,
+            zones,
+            source: path.to_path_buf(),
+        });
+    }
+    if cameras.is_empty() {
+        return Err(invalid(
+            "camera".into(),
+            "the file defines no [[camera]]".into(),
+        ));
+    }
+    Ok(cameras)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Vec<Camera>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cams.toml");
+        std::fs::write(&path, text).unwrap();
+        load_cameras(&path, &EventCatalogue::builtin()).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+[defaults]
+model = "yolox_nano"
+
+[[camera]]
+id = "cam-1"
+name = "人民路东口"
+main_stream = "rtsp://u:p@127.0.0.1/main"
+location = { longitude = 120.15, latitude = 30.28, grid = "330102001001" }
+
+[[camera.zone]]
+id = "east"
+polygon = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]]
+rules = [{ event = "illegal_parking", min_dwell = "30s" }, { event = "exposed_litter" }]
+"#;
+
+    #[test]
+    fn a_camera_file_resolves_zones_rules_and_group_defaults() {
+        let cams = load(GOOD).unwrap();
+        assert_eq!(cams.len(), 1);
+        let cam = &cams[0];
+        assert_eq!(cam.model.as_deref(), Some("yolox_nano"));
+        assert_eq!(cam.utc_offset, 8 * 3600);
+        assert_eq!(cam.info.location.grid.as_deref(), Some("330102001001"));
+        assert_eq!(cam.zones[0].rules[0].min_dwell.as_secs(), 30);
+        assert_eq!(cam.zones[0].rules[1].event, "exposed_litter");
+    }
+
+    #[test]
+    fn errors_name_file_field_and_reason() {
+        let bad_polygon = GOOD.replace("[0.9, 1.0], [0.1, 1.0]", "[0.9, 1.7]");
+        let err = load(&bad_polygon).unwrap_err();
+        assert!(
+            err.contains("cams.toml: camera[0] `cam-1`.zone[0] `east`.polygon"),
+            "{err}"
+        );
+        let bad_event = GOOD.replace("exposed_litter", "jaywalking");
+        let err = load(&bad_event).unwrap_err();
+        assert!(
+            err.contains("zone[0] `east`.rules[1]: unknown event `jaywalking`"),
+            "{err}"
+        );
+        let bad_dwell = GOOD.replace("\"30s\"", "\"thirty\"");
+        assert!(load(&bad_dwell)
+            .unwrap_err()
+            .contains("rules[0]: `min_dwell`"));
+        let typo = GOOD.replace("main_stream", "mian_stream");
+        let err = load(&typo).unwrap_err();
+        assert!(
+            err.contains("cams.toml") && err.contains("mian_stream"),
+            "{err}"
+        );
+        let twice = format!("{GOOD}\n[[camera]]\nid = \"cam-1\"\n");
+        assert!(load(&twice)
+            .unwrap_err()
+            .contains("id is used by another camera"));
+    }
+}

@@ -1,0 +1,382 @@
+//! Rules stage: which tracked objects in which zones count as which city problem. All of
+//! it comes from configuration — labels, zones, dwell, confidence, box size, schedules —
+//! none of it assumes the embedded COCO model.
+
+mod schedule;
+
+pub use schedule::{parse_utc_offset, Schedule, Window};
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::decode::Frame;
+use crate::detect::Detection;
+use crate::geometry::{anchor_point, box_area_fraction, Polygon};
+use crate::models::InputSpec;
+use crate::track::{Appearance, Observation, Tracker, TrackerConfig};
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// An event's settings as written in TOML; every field optional so that a zone's rule can
+/// override only what it changes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFields {
+    pub category: Option<String>,
+    pub labels: Option<Vec<String>>,
+    pub companions: Option<Vec<String>>,
+    pub stationary: Option<bool>,
+    pub one_case_per_zone: Option<bool>,
+    pub min_dwell: Option<String>,
+    pub min_confidence: Option<f32>,
+    pub min_box_area: Option<f64>,
+    pub cooldown: Option<String>,
+    pub verify_window: Option<String>,
+    pub active: Option<Vec<String>>,
+    pub tolerated: Option<Vec<String>>,
+}
+
+impl RuleFields {
+    /// `self` with the fields `over` sets replaced.
+    fn overlaid(&self, over: &RuleFields) -> RuleFields {
+        macro_rules! pick {
+            ($($f:ident),*) => { RuleFields { $($f: over.$f.clone().or_else(|| self.$f.clone())),* } };
+        }
+        pick!(
+            category,
+            labels,
+            companions,
+            stationary,
+            one_case_per_zone,
+            min_dwell,
+            min_confidence,
+            min_box_area,
+            cooldown,
+            verify_window,
+            active,
+            tolerated
+        )
+    }
+}
+
+/// A fully resolved rule for one event in one zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRule {
+    pub event: String,
+    /// Case category code in the catalogue.
+    pub category: String,
+    pub labels: Vec<String>,
+    /// Labels that must be next to the object (people at a stall).
+    pub companions: Vec<String>,
+    pub stationary: bool,
+    /// All objects of this event in the zone are one problem (a litter pile, a stall),
+    /// rather than one case per object (each parked car).
+    pub one_case_per_zone: bool,
+    pub min_dwell: Duration,
+    pub min_confidence: f32,
+    /// Smallest box, as a fraction of the frame.
+    pub min_box_area: f64,
+    /// A closed case seen again at the same place within this time is reopened.
+    pub cooldown: Duration,
+    /// Absent this long after filing, a case closes as auto-verified.
+    pub verify_window: Duration,
+    pub schedule: Schedule,
+}
+
+/// The known events: built-in defaults, optionally overridden.
+#[derive(Debug, Clone)]
+pub struct EventCatalogue {
+    events: BTreeMap<String, RuleFields>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventFile {
+    event: BTreeMap<String, RuleFields>,
+}
+
+impl EventCatalogue {
+    pub fn builtin() -> Self {
+        let file: EventFile = toml::from_str(DEFAULTS).expect("built-in rules are valid");
+        Self { events: file.event }
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.events.keys().map(String::as_str).collect()
+    }
+
+    /// Resolves `event` with a zone's overrides; the error names the offending field.
+    pub fn resolve(&self, event: &str, over: &RuleFields) -> Result<EventRule, String> {
+        let base = self.events.get(event).ok_or_else(|| {
+            format!(
+                "unknown event `{event}` (known: {})",
+                self.names().join(", ")
+            )
+        })?;
+        let f = base.overlaid(over);
+        let duration = |name: &str, v: &Option<String>| -> Result<Duration, String> {
+            let v = v
+                .as_deref()
+                .ok_or_else(|| format!("`{name}` is required"))?;
+            humantime::parse_duration(v).map_err(|e| format!("`{name}` = {v:?}: {e}"))
+        };
+        let windows = |name: &str, v: &Option<Vec<String>>| -> Result<Vec<Window>, String> {
+            v.iter()
+                .flatten()
+                .map(|w| w.parse().map_err(|e| format!("`{name}`: {e}")))
+                .collect()
+        };
+        let labels = f.labels.clone().unwrap_or_default();
+        if labels.is_empty() {
+            return Err("`labels` must name at least one model label".into());
+        }
+        let min_confidence = f.min_confidence.unwrap_or(0.3);
+        if !(0.0..=1.0).contains(&min_confidence) {
+            return Err(format!(
+                "`min_confidence` = {min_confidence} is not between 0 and 1"
+            ));
+        }
+        let min_box_area = f.min_box_area.unwrap_or(0.0);
+        if !(0.0..1.0).contains(&min_box_area) {
+            return Err(format!(
+                "`min_box_area` = {min_box_area} is not a fraction of the frame"
+            ));
+        }
+        Ok(EventRule {
+            event: event.to_string(),
+            category: f.category.clone().ok_or("`category` is required")?,
+            labels,
+            companions: f.companions.clone().unwrap_or_default(),
+            stationary: f.stationary.unwrap_or(false),
+            one_case_per_zone: f.one_case_per_zone.unwrap_or(false),
+            min_dwell: duration("min_dwell", &f.min_dwell)?,
+            min_confidence,
+            min_box_area,
+            cooldown: duration("cooldown", &f.cooldown)?,
+            verify_window: duration("verify_window", &f.verify_window)?,
+            schedule: Schedule {
+                active: windows("active", &f.active)?,
+                tolerated: windows("tolerated", &f.tolerated)?,
+            },
+        })
+    }
+}
+
+/// A zone with its rules.
+#[derive(Debug, Clone)]
+pub struct ZoneRules {
+    pub id: String,
+    pub name: String,
+    pub polygon: Polygon,
+    pub rules: Vec<EventRule>,
+}
+
+/// An object that satisfies a rule's static conditions in this sample (label, zone,
+/// confidence, size, companions). Dwell and lifecycle are the cases stage's business.
+#[derive(Debug, Clone)]
+pub struct Sighting {
+    pub zone: usize,
+    pub rule: usize,
+    pub track_id: u64,
+    pub label: String,
+    pub score: f32,
+    pub bbox: [f32; 4],
+    pub appearance: Option<Appearance>,
+    /// Since when the object has stood still (Unix seconds; the sample time if moving).
+    pub stationary_since: f64,
+    /// Whether the rule's schedule applies now (outside it, nothing is filed).
+    pub applies: bool,
+}
+
+/// Per-camera tracking and rule evaluation.
+pub struct RuleEngine {
+    zones: Vec<ZoneRules>,
+    utc_offset: i64,
+    tracker_config: TrackerConfig,
+    tracker: Option<Tracker>,
+    /// Every label any rule looks at, objects and companions.
+    watched: Vec<String>,
+}
+
+impl RuleEngine {
+    pub fn new(zones: Vec<ZoneRules>, utc_offset_seconds: i64) -> Self {
+        let mut watched: Vec<String> = Vec::new();
+        let mut tracker_config = TrackerConfig::default();
+        for rule in zones.iter().flat_map(|z| &z.rules) {
+            for label in rule.labels.iter().chain(&rule.companions) {
+                if !watched.contains(label) {
+                    watched.push(label.clone());
+                }
+            }
+            // A detector flips between an event's labels on one object (car/truck/bus).
+            if rule.labels.len() > 1 && !tracker_config.label_groups.contains(&rule.labels) {
+                tracker_config.label_groups.push(rule.labels.clone());
+            }
+        }
+        Self {
+            zones,
+            utc_offset: utc_offset_seconds,
+            tracker_config,
+            tracker: None,
+            watched,
+        }
+    }
+
+    pub fn zones(&self) -> &[ZoneRules] {
+        &self.zones
+    }
+
+    /// Tracks the sample's detections and returns what satisfies each zone's rules.
+    /// `ts` is the sample's wall-clock time in Unix seconds.
+    /// `model` describes the frame's model input, where appearance is sampled.
+    pub fn observe(
+        &mut self,
+        ts: f64,
+        frame: &Frame,
+        detections: &[Detection],
+        model: &InputSpec,
+    ) -> Vec<Sighting> {
+        let (w, h) = (frame.picture.width(), frame.picture.height());
+        let relevant: Vec<&Detection> = detections
+            .iter()
+            .filter(|d| self.watched.contains(&d.label))
+            .collect();
+        let input = &frame.input;
+        let (tw, th) = (model.width as usize, model.height as usize);
+        let observations = relevant
+            .iter()
+            .map(|d| {
+                Observation::from_frame(
+                    (*d).clone(),
+                    &input.tensor,
+                    tw,
+                    th,
+                    model.scale,
+                    input.letterbox.ratio,
+                )
+            })
+            .collect();
+        let tracker = self
+            .tracker
+            .get_or_insert_with(|| Tracker::new(self.tracker_config.clone(), w, h));
+        let tracks = tracker.update(ts, observations);
+
+        let mut sightings = Vec::new();
+        for track in tracks.iter().filter(|t| t.missed == 0) {
+            let anchor = anchor_point(track.bbox, w, h);
+            for (zi, zone) in self.zones.iter().enumerate() {
+                if !zone.polygon.contains(anchor) {
+                    continue;
+                }
+                for (ri, rule) in zone.rules.iter().enumerate() {
+                    let qualifies = rule.labels.contains(&track.label)
+                        && track.score >= rule.min_confidence
+                        && box_area_fraction(track.bbox, w, h) >= rule.min_box_area
+                        && (rule.companions.is_empty()
+                            || relevant.iter().any(|c| {
+                                rule.companions.contains(&c.label) && beside(track.bbox, c.bbox)
+                            }));
+                    if qualifies {
+                        sightings.push(Sighting {
+                            zone: zi,
+                            rule: ri,
+                            track_id: track.id,
+                            label: track.label.clone(),
+                            score: track.score,
+                            bbox: track.bbox,
+                            appearance: track.appearance.clone(),
+                            stationary_since: track.stationary_since,
+                            applies: rule.schedule.applies_at(ts, self.utc_offset),
+                        });
+                    }
+                }
+            }
+        }
+        sightings
+    }
+}
+
+/// A companion stands beside an object: their boxes are within one object-width of each
+/// other horizontally and overlap vertically.
+fn beside(object: [f32; 4], companion: [f32; 4]) -> bool {
+    let reach = object[2] - object[0];
+    companion[0] <= object[2] + reach
+        && companion[2] >= object[0] - reach
+        && companion[1] <= object[3]
+        && companion[3] >= object[1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_events_resolve_to_the_mission_defaults() {
+        let events = EventCatalogue::builtin();
+        let parking = events
+            .resolve("illegal_parking", &RuleFields::default())
+            .unwrap();
+        assert_eq!(parking.category, "0505");
+        assert_eq!(parking.min_dwell, Duration::from_secs(180));
+        assert!(parking.stationary);
+        let litter = events
+            .resolve("exposed_litter", &RuleFields::default())
+            .unwrap();
+        assert_eq!(litter.min_dwell, Duration::from_secs(60));
+        let stall = events
+            .resolve("street_vending", &RuleFields::default())
+            .unwrap();
+        assert_eq!(stall.companions, ["person"]);
+    }
+
+    #[test]
+    fn zone_overrides_replace_only_what_they_set() {
+        let events = EventCatalogue::builtin();
+        let over = RuleFields {
+            min_dwell: Some("30s".into()),
+            labels: Some(vec!["parked_car".into()]),
+            tolerated: Some(vec!["18:00-22:00".into()]),
+            ..RuleFields::default()
+        };
+        let rule = events.resolve("illegal_parking", &over).unwrap();
+        assert_eq!(rule.min_dwell, Duration::from_secs(30));
+        assert_eq!(rule.labels, ["parked_car"]);
+        assert_eq!(rule.category, "0505");
+        assert_eq!(rule.schedule.tolerated.len(), 1);
+    }
+
+    #[test]
+    fn bad_overrides_name_the_field() {
+        let events = EventCatalogue::builtin();
+        let bad_dwell = RuleFields {
+            min_dwell: Some("a while".into()),
+            ..RuleFields::default()
+        };
+        assert!(events
+            .resolve("illegal_parking", &bad_dwell)
+            .unwrap_err()
+            .contains("`min_dwell`"));
+        assert!(events
+            .resolve("jaywalking", &RuleFields::default())
+            .unwrap_err()
+            .contains("unknown event"));
+        let bad_conf = RuleFields {
+            min_confidence: Some(3.0),
+            ..RuleFields::default()
+        };
+        assert!(events
+            .resolve("exposed_litter", &bad_conf)
+            .unwrap_err()
+            .contains("min_confidence"));
+    }
+
+    #[test]
+    fn companions_must_stand_beside_the_object() {
+        let umbrella = [100.0, 100.0, 200.0, 200.0];
+        assert!(beside(umbrella, [210.0, 120.0, 260.0, 300.0]));
+        assert!(!beside(umbrella, [400.0, 120.0, 450.0, 300.0]));
+        assert!(!beside(umbrella, [150.0, 300.0, 180.0, 400.0]));
+    }
+}

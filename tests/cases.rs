@@ -1,0 +1,468 @@
+//! Case filing end to end on real clips: `cgbot replay --camera --db`, `cgbot cases`,
+//! `cgbot outbox deliver`. Clips where the van disappears are made at test time with
+//! FFmpeg's `delogo` over it.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// The van at the right edge of `street-static-h264.mp4` ([520, 213, 640, 337]).
+const VAN_ZONE: &str = "[[0.78, 0.40], [1.0, 0.40], [1.0, 0.80], [0.78, 0.80]]";
+const START: &str = "2026-11-24T00:00:00Z";
+
+struct Scene {
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn db(&self) -> String {
+        self.path("cases.db").display().to_string()
+    }
+
+    /// A camera with one no-parking zone around the van.
+    fn camera(&self, dwell: &str, verify: &str) -> String {
+        let path = self.path("camera.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[camera]]\nid = \"cam-van\"\nname = \"test street\"\n\
+                 location = {{ longitude = 120.1, latitude = 30.2, grid = \"330102001001\" }}\n\
+                 [[camera.zone]]\nid = \"no-parking\"\npolygon = {VAN_ZONE}\n\
+                 rules = [{{ event = \"illegal_parking\", min_dwell = \"{dwell}\", verify_window = \"{verify}\" }}]\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+
+    /// The street clip with the van erased from `from` seconds on.
+    fn van_erased_from(&self, from: u32) -> String {
+        let path = self.path(&format!("van-gone-{from}.mp4"));
+        let filter = format!("delogo=x=512:y=205:w=127:h=140:enable='gte(t,{from})'");
+        ffmpeg(&[
+            "-i",
+            sample("street-static-h264.mp4").to_str().unwrap(),
+            "-vf",
+            &filter,
+            "-c:v",
+            "libx264",
+            "-g",
+            "50",
+            "-an",
+            path.to_str().unwrap(),
+        ]);
+        path.display().to_string()
+    }
+
+    fn replay(&self, clip: &str, camera: &str, extra: &[&str]) -> String {
+        let db = self.db();
+        let mut args = vec![
+            "replay", clip, "--every", "2s", "--camera", camera, "--db", &db, "--start", START,
+        ];
+        args.extend_from_slice(extra);
+        let out = cgbot(&args);
+        assert!(out.status.success(), "replay failed: {}", stderr(&out));
+        stderr(&out)
+    }
+
+    fn cases(&self) -> Vec<Value> {
+        let json: Value =
+            serde_json::from_str(&ok(cgbot(&["cases", "list", "--json", "--db", &self.db()])))
+                .unwrap();
+        json.as_array().unwrap().clone()
+    }
+
+    fn show(&self, id: &str) -> Value {
+        serde_json::from_str(&ok(cgbot(&["cases", "show", id, "--db", &self.db()]))).unwrap()
+    }
+}
+
+fn evidence_kinds(detail: &Value) -> Vec<String> {
+    detail["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let path = Path::new(e["path"].as_str().unwrap());
+            let image = image::open(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            assert!(image.width() > 50, "{} is too small", path.display());
+            e["kind"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_van_parked_past_the_dwell_files_exactly_one_case_with_evidence() {
+    let scene = Scene::new();
+    let camera = scene.camera("30s", "10s");
+    let log = scene.replay(
+        sample("street-static-h264.mp4").to_str().unwrap(),
+        &camera,
+        &[],
+    );
+    assert!(log.contains("1 filed"), "{log}");
+    let cases = scene.cases();
+    assert_eq!(cases.len(), 1, "{cases:#?}");
+    let case = &cases[0];
+    assert_eq!(case["status"], "filed");
+    assert_eq!(case["category"]["code"], "0505");
+    assert_eq!(case["category"]["name"], "机动车乱停放");
+    assert_eq!(case["camera_id"], "cam-van");
+    assert_eq!(case["location"]["grid"], "330102001001");
+    assert!(case["dwell"].as_f64().unwrap() >= 30.0);
+    let detail = scene.show(case["id"].as_str().unwrap());
+    let kinds = evidence_kinds(&detail);
+    for kind in ["first", "first-crop", "filed", "filed-crop"] {
+        assert!(kinds.contains(&kind.to_string()), "{kinds:?}");
+    }
+    let history: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["detected", "filed"]);
+}
+
+#[test]
+fn the_van_leaving_closes_the_case_as_auto_verified_with_an_after_image() {
+    let scene = Scene::new();
+    let camera = scene.camera("10s", "8s");
+    let clip = scene.van_erased_from(20);
+    scene.replay(&clip, &camera, &[]);
+    let cases = scene.cases();
+    assert_eq!(cases.len(), 1, "{cases:#?}");
+    assert_eq!(cases[0]["status"], "closed");
+    assert_eq!(cases[0]["close_reason"], "auto-verified");
+    // Last seen just before the van vanishes at 20 s; closed once absent for the 8 s window.
+    let at =
+        |field: &str| cases[0][field].as_f64().unwrap() - cases[0]["first_seen"].as_f64().unwrap();
+    assert!(
+        (16.0..20.0).contains(&at("last_seen")),
+        "last seen at {}",
+        at("last_seen")
+    );
+    let absent = at("closed_at") - at("last_seen");
+    assert!(
+        (8.0..10.0).contains(&absent),
+        "closed after {absent} s absent"
+    );
+    let detail = scene.show(cases[0]["id"].as_str().unwrap());
+    assert!(evidence_kinds(&detail).contains(&"after".to_string()));
+
+    // Re-running the same replay adds nothing: no case, no event, no history.
+    let before = scene.show(cases[0]["id"].as_str().unwrap());
+    scene.replay(&clip, &camera, &[]);
+    assert_eq!(scene.cases().len(), 1);
+    assert_eq!(
+        scene.show(cases[0]["id"].as_str().unwrap())["history"],
+        before["history"]
+    );
+}
+
+#[test]
+fn a_clip_without_the_van_files_nothing() {
+    let scene = Scene::new();
+    let camera = scene.camera("10s", "8s");
+    let clip = scene.van_erased_from(0);
+    let log = scene.replay(&clip, &camera, &[]);
+    assert!(log.contains("cases: 0 candidates, 0 filed"), "{log}");
+    assert!(scene.cases().is_empty());
+}
+
+#[test]
+fn killing_the_process_mid_filing_loses_and_duplicates_nothing() {
+    let scene = Scene::new();
+    let camera = scene.camera("10s", "8s");
+    let clip = scene.van_erased_from(20);
+    let jsonl = scene.path("events.jsonl");
+    // Every frame is analysed, so a run takes several seconds; kill it at several points.
+    for after_ms in [700, 1500, 2500, 4000] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cgbot"))
+            .args([
+                "replay",
+                &clip,
+                "--every",
+                "1",
+                "--camera",
+                &camera,
+                "--db",
+                &scene.db(),
+                "--start",
+                START,
+            ])
+            .args(["--jsonl", jsonl.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(after_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let out = cgbot(&[
+        "replay",
+        &clip,
+        "--every",
+        "1",
+        "--camera",
+        &camera,
+        "--db",
+        &scene.db(),
+        "--start",
+        START,
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cases = scene.cases();
+    assert_eq!(cases.len(), 1, "{cases:#?}");
+    assert_eq!(cases[0]["status"], "closed");
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let mut keys: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["idempotency_key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    keys.sort();
+    let id = cases[0]["id"].as_str().unwrap();
+    assert_eq!(keys, [format!("{id}:closed:0"), format!("{id}:filed:0")]);
+}
+
+/// A webhook receiver under test: its URL, the idempotency keys it acknowledged, and the
+/// number of requests it got.
+struct Receiver {
+    url: String,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<u32>>,
+}
+
+/// A webhook receiver that answers 500 twice, then hangs once, then accepts.
+fn flaky_webhook() -> Receiver {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://user:secret@{}/cases",
+        listener.local_addr().unwrap()
+    );
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let requests = Arc::new(Mutex::new(0u32));
+    let (ack, count) = (acknowledged.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let n = {
+                let mut c = count.lock().unwrap();
+                *c += 1;
+                *c
+            };
+            let ack = ack.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let status = match n {
+                    1 | 2 => "500 Internal Server Error",
+                    3 => {
+                        std::thread::sleep(Duration::from_secs(4)); // hang past the timeout
+                        return;
+                    }
+                    _ => "200 OK",
+                };
+                if status.starts_with("200") {
+                    let json: Value = serde_json::from_slice(&body).unwrap();
+                    for e in json["events"].as_array().unwrap() {
+                        ack.lock()
+                            .unwrap()
+                            .push(e["idempotency_key"].as_str().unwrap().to_string());
+                    }
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            });
+        }
+    });
+    Receiver {
+        url,
+        acknowledged,
+        requests,
+    }
+}
+
+#[test]
+fn a_failing_then_hanging_webhook_gets_every_event_exactly_once_after_it_recovers() {
+    let scene = Scene::new();
+    let camera = scene.camera("10s", "8s");
+    let clip = scene.van_erased_from(20);
+    scene.replay(&clip, &camera, &[]);
+    let Receiver {
+        url,
+        acknowledged,
+        requests,
+    } = flaky_webhook();
+    let started = Instant::now();
+    let out = cgbot(&[
+        "outbox",
+        "deliver",
+        "--db",
+        &scene.db(),
+        "--webhook",
+        &url,
+        "--webhook-timeout",
+        "1s",
+        "--deliver-for",
+        "30s",
+    ]);
+    let log = ok(out.clone()) + &stderr(&out);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "delivery took {:?}",
+        started.elapsed()
+    );
+    assert!(log.contains("2 case events delivered"), "{log}");
+    assert!(!log.contains("secret"), "credentials leaked: {log}");
+    let keys = acknowledged.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys[0].ends_with(":filed:0") && keys[1].ends_with(":closed:0"),
+        "{keys:?}"
+    );
+    assert_eq!(*requests.lock().unwrap(), 4);
+    // Nothing is pending, so another run sends nothing.
+    ok(cgbot(&[
+        "outbox",
+        "deliver",
+        "--db",
+        &scene.db(),
+        "--webhook",
+        &url,
+        "--deliver-for",
+        "5s",
+    ]));
+    assert_eq!(acknowledged.lock().unwrap().len(), 2);
+    assert_eq!(*requests.lock().unwrap(), 4);
+}
+
+#[test]
+fn operators_record_dispatch_and_handling_and_illegal_steps_are_refused() {
+    let scene = Scene::new();
+    let camera = scene.camera("30s", "10s");
+    scene.replay(
+        sample("street-static-h264.mp4").to_str().unwrap(),
+        &camera,
+        &[],
+    );
+    let id = scene.cases()[0]["id"].as_str().unwrap().to_string();
+    assert!(ok(cgbot(&[
+        "cases",
+        "set-status",
+        &id,
+        "dispatched",
+        "--note",
+        "inspector 7",
+        "--db",
+        &scene.db()
+    ]))
+    .contains("dispatched"));
+    let err = fails(cgbot(&[
+        "cases",
+        "set-status",
+        &id,
+        "detected",
+        "--db",
+        &scene.db(),
+    ]));
+    assert!(err.contains("cannot become detected"), "{err}");
+    let csv = ok(cgbot(&[
+        "cases",
+        "export",
+        "--format",
+        "csv",
+        "--db",
+        &scene.db(),
+    ]));
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .contains(",dispatched,0505,街面秩序,机动车乱停放,"),
+        "{csv}"
+    );
+    let history = scene.show(&id)["history"].clone();
+    assert_eq!(history[2]["actor"], "operator");
+    assert_eq!(history[2]["note"], "inspector 7");
+}
+
+#[test]
+fn a_malformed_camera_file_names_file_and_field() {
+    let scene = Scene::new();
+    let path = scene.path("broken.toml");
+    std::fs::write(&path, "[[camera]]\nid = \"cam-1\"\n[[camera.zone]]\nid = \"z\"\npolygon = [[0.1, 0.1], [0.2, 0.1]]\nrules = [{ event = \"illegal_parking\" }]\n").unwrap();
+    let clip = sample("street-static-h264.mp4");
+    let err = fails(cgbot(&[
+        "replay",
+        clip.to_str().unwrap(),
+        "--camera",
+        path.to_str().unwrap(),
+        "--db",
+        &scene.db(),
+    ]));
+    assert!(
+        err.contains("broken.toml: camera[0] `cam-1`.zone[0] `z`.polygon"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shipped_example_cameras_file_their_cases() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    for (config, clip, code) in [
+        (
+            "street-static-camera.toml",
+            "street-static-h264.mp4",
+            "0505",
+        ),
+        ("bottles-camera.toml", "bottles.mp4", "0102"),
+    ] {
+        let scene = Scene::new();
+        let camera = examples.join(config).display().to_string();
+        scene.replay(sample(clip).to_str().unwrap(), &camera, &[]);
+        let cases = scene.cases();
+        assert_eq!(cases.len(), 1, "{config}: {cases:#?}");
+        assert_eq!(cases[0]["status"], "filed", "{config}");
+        assert_eq!(cases[0]["category"]["code"], code, "{config}");
+    }
+}
