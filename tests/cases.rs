@@ -194,22 +194,25 @@ fn killing_the_process_mid_filing_loses_and_duplicates_nothing() {
     let camera = scene.camera("10s", "8s");
     let clip = scene.van_erased_from(20);
     let jsonl = scene.path("events.jsonl");
+    let db = scene.db();
     // Every frame is analysed, so a run takes several seconds; kill it at several points.
+    let args = [
+        "replay",
+        &clip,
+        "--every",
+        "1",
+        "--camera",
+        &camera,
+        "--db",
+        &db,
+        "--start",
+        START,
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+    ];
     for after_ms in [700, 1500, 2500, 4000] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cgbot"))
-            .args([
-                "replay",
-                &clip,
-                "--every",
-                "1",
-                "--camera",
-                &camera,
-                "--db",
-                &scene.db(),
-                "--start",
-                START,
-            ])
-            .args(["--jsonl", jsonl.to_str().unwrap()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -218,20 +221,7 @@ fn killing_the_process_mid_filing_loses_and_duplicates_nothing() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
-    let out = cgbot(&[
-        "replay",
-        &clip,
-        "--every",
-        "1",
-        "--camera",
-        &camera,
-        "--db",
-        &scene.db(),
-        "--start",
-        START,
-        "--jsonl",
-        jsonl.to_str().unwrap(),
-    ]);
+    let out = cgbot(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let cases = scene.cases();
     assert_eq!(cases.len(), 1, "{cases:#?}");

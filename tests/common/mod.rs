@@ -81,24 +81,26 @@ pub fn ffmpeg(args: &[&str]) {
     assert!(status.success(), "ffmpeg {args:?} failed");
 }
 
-/// (packets, keyframe packets) of the first video stream according to ffprobe.
-pub fn ffprobe_packets(path: &Path) -> (u64, u64) {
+/// What ffprobe prints about the first video stream of `path` with `entries`, as CSV.
+fn ffprobe(path: &Path, entries: &[&str]) -> String {
     let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "packet=flags",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error", "-select_streams", "v:0", "-of", "csv=p=0"])
+        .args(entries)
         .arg(path)
         .output()
         .expect("run ffprobe");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// (packets, keyframe packets) of the first video stream according to ffprobe.
+pub fn ffprobe_packets(path: &Path) -> (u64, u64) {
+    let text = ffprobe(path, &["-show_entries", "packet=flags"]);
     let flags: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     let keys = flags.iter().filter(|f| f.starts_with('K')).count();
     (flags.len() as u64, keys as u64)
@@ -106,23 +108,11 @@ pub fn ffprobe_packets(path: &Path) -> (u64, u64) {
 
 /// Frames ffprobe decodes from the first video stream.
 pub fn ffprobe_frames(path: &Path) -> u64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-count_frames",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("frame count")
+    ffprobe(
+        path,
+        &["-count_frames", "-show_entries", "stream=nb_read_frames"],
+    )
+    .trim()
+    .parse()
+    .expect("frame count")
 }
