@@ -12,6 +12,7 @@
 //! main_stream = "rtsp://user:pass@10.1.2.3/main"
 //! sub_stream = "rtsp://user:pass@10.1.2.3/sub"
 //! location = { longitude = 120.15, latitude = 30.28, address = "人民路 12 号", grid = "330102001001" }
+//! tracker = { max_missed = 3 }    # samples an object may go undetected and keep its track
 //!
 //! [[camera.zone]]
 //! id = "no-parking"
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use crate::cases::{CameraInfo, Location};
 use crate::geometry::Polygon;
 use crate::rules::{parse_utc_offset, EventCatalogue, RuleFields, ZoneRules};
+use crate::track::TrackerConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,6 +47,44 @@ pub enum ConfigError {
 struct Defaults {
     model: Option<String>,
     utc_offset: Option<String>,
+    tracker: Option<TrackerFields>,
+}
+
+/// Tracker settings a camera may tune (see [`TrackerConfig`] for their meaning).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackerFields {
+    max_missed: Option<u32>,
+    min_iou: Option<f32>,
+    max_jump: Option<f32>,
+    min_appearance: Option<f32>,
+    stationary_iou: Option<f32>,
+}
+
+impl TrackerFields {
+    fn resolve(&self, over: Option<&TrackerFields>) -> Result<TrackerConfig, String> {
+        let mut config = TrackerConfig::default();
+        for fields in std::iter::once(self).chain(over) {
+            config.max_missed = fields.max_missed.unwrap_or(config.max_missed);
+            config.min_iou = fields.min_iou.unwrap_or(config.min_iou);
+            config.max_jump = fields.max_jump.unwrap_or(config.max_jump);
+            config.min_appearance = fields.min_appearance.unwrap_or(config.min_appearance);
+            config.stationary_iou = fields.stationary_iou.unwrap_or(config.stationary_iou);
+        }
+        for (name, value) in [
+            ("min_iou", config.min_iou),
+            ("min_appearance", config.min_appearance),
+            ("stationary_iou", config.stationary_iou),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(format!("`{name}` = {value} is not between 0 and 1"));
+            }
+        }
+        if config.max_jump.is_nan() || config.max_jump <= 0.0 {
+            return Err(format!("`max_jump` = {} must be positive", config.max_jump));
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +107,7 @@ struct RawCamera {
     location: Location,
     model: Option<String>,
     utc_offset: Option<String>,
+    tracker: Option<TrackerFields>,
     #[serde(default)]
     zone: Vec<RawZone>,
 }
@@ -100,6 +141,8 @@ pub struct Camera {
     pub model: Option<String>,
     /// Seconds east of UTC of the camera's local time (schedules use it).
     pub utc_offset: i64,
+    /// How the camera's objects are tracked between samples.
+    pub tracker: TrackerConfig,
     pub zones: Vec<ZoneRules>,
     /// The file the camera came from.
     pub source: PathBuf,
@@ -168,6 +211,13 @@ fn load_file(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, Config
         let offset_text = raw.utc_offset.or(file.defaults.utc_offset.clone());
         let utc_offset = parse_utc_offset(offset_text.as_deref().unwrap_or(DEFAULT_UTC_OFFSET))
             .map_err(|e| invalid(format!("{at}.utc_offset"), e))?;
+        let tracker = file
+            .defaults
+            .tracker
+            .clone()
+            .unwrap_or_default()
+            .resolve(raw.tracker.as_ref())
+            .map_err(|e| invalid(format!("{at}.tracker"), e))?;
         if let (Some(lon), Some(lat)) = (raw.location.longitude, raw.location.latitude) {
             if !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
                 return Err(invalid(
@@ -212,6 +262,7 @@ fn load_file(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, Config
             sub_stream: raw.sub_stream,
             model: raw.model.or(file.defaults.model.clone()),
             utc_offset,
+            tracker,
             zones,
             source: path.to_path_buf(),
         });
@@ -239,9 +290,11 @@ mod tests {
     const GOOD: &str = r#"
 [defaults]
 model = "yolox_nano"
+tracker = { max_missed = 5 }
 
 [[camera]]
 id = "cam-1"
+tracker = { min_appearance = 0.6 }
 name = "人民路东口"
 main_stream = "rtsp://u:p@127.0.0.1/main"
 location = { longitude = 120.15, latitude = 30.28, grid = "330102001001" }
@@ -262,6 +315,9 @@ rules = [{ event = "illegal_parking", min_dwell = "30s" }, { event = "exposed_li
         assert_eq!(cam.info.location.grid.as_deref(), Some("330102001001"));
         assert_eq!(cam.zones[0].rules[0].min_dwell.as_secs(), 30);
         assert_eq!(cam.zones[0].rules[1].event, "exposed_litter");
+        // Group defaults and the camera's own settings both apply.
+        assert_eq!(cam.tracker.max_missed, 5);
+        assert_eq!(cam.tracker.min_appearance, 0.6);
     }
 
     #[test]
@@ -288,6 +344,10 @@ rules = [{ event = "illegal_parking", min_dwell = "30s" }, { event = "exposed_li
             err.contains("cams.toml") && err.contains("mian_stream"),
             "{err}"
         );
+        let bad_tracker = GOOD.replace("min_appearance = 0.6", "min_appearance = 6.0");
+        assert!(load(&bad_tracker)
+            .unwrap_err()
+            .contains("`cam-1`.tracker: `min_appearance` = 6"));
         let twice = format!("{GOOD}\n[[camera]]\nid = \"cam-1\"\n");
         assert!(load(&twice)
             .unwrap_err()

@@ -233,7 +233,11 @@ impl Filing {
             &store.evidence_dir(),
         )?;
         Ok(Self {
-            rules: RuleEngine::new(camera.zones.clone(), camera.utc_offset),
+            rules: RuleEngine::new(
+                camera.zones.clone(),
+                camera.tracker.clone(),
+                camera.utc_offset,
+            ),
             cases,
             store,
             model_input,

@@ -201,9 +201,12 @@ pub struct RuleEngine {
 }
 
 impl RuleEngine {
-    pub fn new(zones: Vec<ZoneRules>, utc_offset_seconds: i64) -> Self {
+    pub fn new(
+        zones: Vec<ZoneRules>,
+        mut tracker_config: TrackerConfig,
+        utc_offset_seconds: i64,
+    ) -> Self {
         let mut watched: Vec<String> = Vec::new();
-        let mut tracker_config = TrackerConfig::default();
         for rule in zones.iter().flat_map(|z| &z.rules) {
             for label in rule.labels.iter().chain(&rule.companions) {
                 if !watched.contains(label) {
