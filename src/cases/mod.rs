@@ -393,6 +393,7 @@ impl CaseEngine {
             // A candidate that left before its dwell was never a case.
             Status::Detected if gone_for >= window => {
                 changes.deletes.push(case.id.clone());
+                // Best effort: a leftover image is harmless, the row is what counts.
                 let _ = std::fs::remove_dir_all(self.evidence_dir.join(&case.id));
                 self.cases.remove(i);
                 return Ok(());

@@ -51,6 +51,25 @@ pub enum CasesCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum OutboxCommand {
+    /// Deliver pending case events to the given sinks.
+    Deliver {
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        sinks: SinkArgs,
+    },
+}
+
+impl OutboxCommand {
+    pub fn run(&self) -> Result<()> {
+        match self {
+            OutboxCommand::Deliver { db, sinks } => deliver(&db.db, sinks),
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ExportFormat {
     Csv,

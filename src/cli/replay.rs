@@ -1,0 +1,283 @@
+//! `cgbot replay`: a recorded clip through the whole path, optionally filing cases.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use cgbot::cases::Categories;
+use cgbot::config;
+use cgbot::decode::Sampling;
+use cgbot::detect::Detection;
+use cgbot::pipeline::{self, Batching, Filing, Summary};
+use cgbot::rules::EventCatalogue;
+use cgbot::source::FileSource;
+use cgbot::store::Store;
+
+use super::cases::{DbArg, SinkArgs};
+use super::{annotated_name, describe, write_annotated, DetectorArgs};
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    clip: PathBuf,
+    /// Analyse every N-th frame (`5`) or one frame per interval (`2s`, `500ms`).
+    #[arg(long, value_name = "N|DURATION")]
+    every: Option<String>,
+    /// Decode keyframes only; other frames never reach the decoder.
+    #[arg(long)]
+    keyframes_only: bool,
+    #[command(flatten)]
+    detector: DetectorArgs,
+    /// Print one JSON object per analysed frame: {"pts", "keyframe", "detections"}.
+    #[arg(long)]
+    json: bool,
+    /// Write analysed frames that have detections, with labelled boxes, into this directory.
+    #[arg(long, value_name = "DIR")]
+    annotate: Option<PathBuf>,
+    #[command(flatten)]
+    filing: FilingArgs,
+}
+
+impl ReplayArgs {
+    pub fn run(&self) -> Result<()> {
+        let sampling = Sampling::from_options(self.every.as_deref(), self.keyframes_only)
+            .map_err(anyhow::Error::msg)?;
+        replay(
+            &self.clip,
+            sampling,
+            &self.detector,
+            self.json,
+            self.annotate.as_deref(),
+            &self.filing,
+        )
+    }
+}
+
+/// File cases from a replay: the clip is treated as a recording of one configured camera.
+#[derive(Args)]
+struct FilingArgs {
+    /// Camera configuration (a TOML file or a directory of them); enables case filing.
+    #[arg(long, value_name = "FILE|DIR")]
+    camera: Option<PathBuf>,
+    /// Which camera of the configuration the clip comes from (needed if it has several).
+    #[arg(long, value_name = "ID", requires = "camera")]
+    camera_id: Option<String>,
+    #[command(flatten)]
+    db: DbArg,
+    /// Wall-clock time of the clip's first frame: RFC 3339 in UTC (2026-11-24T08:00:00Z) or
+    /// Unix seconds. Default: the clip's creation_time tag, else its modification time.
+    #[arg(long, value_parser = parse_start)]
+    start: Option<f64>,
+    /// Case category table replacing the built-in one (a city's own codes).
+    #[arg(long, value_name = "FILE", requires = "camera")]
+    catalogue: Option<PathBuf>,
+    #[command(flatten)]
+    sinks: SinkArgs,
+}
+
+fn parse_start(s: &str) -> Result<f64, String> {
+    if let Ok(seconds) = s.parse::<f64>() {
+        return Ok(seconds);
+    }
+    humantime::parse_rfc3339(s)
+        .map_err(|e| format!("`{s}`: {e} (use 2026-11-24T08:00:00Z or Unix seconds)"))
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        })
+}
+
+#[derive(Serialize)]
+struct FrameResult<'a> {
+    pts: f64,
+    keyframe: bool,
+    detections: &'a [Detection],
+}
+
+/// The camera a replay files cases for, from `--camera` and `--camera-id`.
+fn replay_camera(args: &FilingArgs) -> Result<Option<config::Camera>> {
+    let Some(path) = &args.camera else {
+        return Ok(None);
+    };
+    let cameras = config::load_cameras(path, &EventCatalogue::builtin())?;
+    let camera = match &args.camera_id {
+        Some(id) => cameras
+            .into_iter()
+            .find(|c| &c.info.id == id)
+            .with_context(|| format!("{}: no camera `{id}`", path.display()))?,
+        None if cameras.len() == 1 => cameras.into_iter().next().expect("one camera"),
+        None => bail!(
+            "{} defines {} cameras: say which one the clip is from with --camera-id",
+            path.display(),
+            cameras.len()
+        ),
+    };
+    Ok(Some(camera))
+}
+
+fn replay(
+    clip: &Path,
+    sampling: Sampling,
+    args: &DetectorArgs,
+    json: bool,
+    annotate: Option<&Path>,
+    filing_args: &FilingArgs,
+) -> Result<()> {
+    let camera = replay_camera(filing_args)?;
+    let mut detector = match (&args.model, camera.as_ref().and_then(|c| c.model.clone())) {
+        (None, Some(model)) => DetectorArgs {
+            model: Some(model),
+            ..args.clone()
+        }
+        .build()?,
+        _ => args.build()?,
+    };
+    let source = FileSource::open(clip)?;
+    let mut filing = match &camera {
+        Some(camera) => {
+            let categories = match &filing_args.catalogue {
+                Some(path) => Categories::load(path).map_err(anyhow::Error::msg)?,
+                None => Categories::builtin(),
+            };
+            let store = Store::open(&filing_args.db.db)?;
+            let base = filing_args
+                .start
+                .or_else(|| source.0.recorded_at())
+                .unwrap_or(0.0);
+            let input = detector.model().spec.input.clone();
+            Some(Filing::new(camera, categories, store, input, base)?)
+        }
+        None => None,
+    };
+    let progress = progress_bar(source.1.duration);
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_status = Instant::now();
+    let mut stdout = std::io::stdout().lock();
+    let mut analysed = 0u64;
+    let summary = pipeline::analyse_file(
+        source,
+        &mut detector,
+        sampling,
+        Batching::default(),
+        &mut |frame, detections| {
+            analysed += 1;
+            progress.set_position((frame.pts * 1000.0) as u64);
+            if !terminal && last_status.elapsed() >= Duration::from_secs(10) {
+                last_status = Instant::now();
+                eprintln!(
+                    "progress: {:.1} s of {}, {analysed} frames analysed",
+                    frame.pts,
+                    clip.display()
+                );
+            }
+            if json {
+                let line = serde_json::to_string(&FrameResult {
+                    pts: frame.pts,
+                    keyframe: frame.keyframe,
+                    detections,
+                })
+                .map_err(|e| e.to_string())?;
+                writeln!(stdout, "{line}").map_err(|e| e.to_string())?;
+            } else if !detections.is_empty() {
+                progress
+                    .suspend(|| writeln!(stdout, "{:8.2}s  {}", frame.pts, describe(detections)))
+                    .map_err(|e| e.to_string())?;
+            }
+            if let (Some(dir), false) = (annotate, detections.is_empty()) {
+                write_annotated(
+                    frame,
+                    detections,
+                    &dir.join(annotated_name(clip, Some(frame.pts))),
+                )?;
+            }
+            if let Some(filing) = filing.as_mut() {
+                filing
+                    .on_frame(frame, detections)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+    );
+    progress.finish_and_clear();
+    let summary = summary?;
+    eprint!("{}", render_summary(clip, &summary));
+    if let Some(filing) = filing.as_mut() {
+        let s = filing.stats;
+        eprintln!(
+            "  cases: {} candidates, {} filed, {} verifying, {} closed as auto-verified, {} reopened ({})",
+            s.candidates,
+            s.filed,
+            s.verifying,
+            s.closed,
+            s.reopened,
+            filing_args.db.db.display()
+        );
+        filing_args.sinks.deliver(filing.store())?;
+    }
+    Ok(())
+}
+
+fn progress_bar(duration: Option<f64>) -> ProgressBar {
+    let bar = ProgressBar::new(duration.map_or(0, |d| (d * 1000.0) as u64));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent}% of clip, eta {eta}",
+        )
+        .expect("valid progress template"),
+    );
+    bar
+}
+
+fn render_summary(clip: &Path, s: &Summary) -> String {
+    let d = &s.decode;
+    let mut out = format!(
+        "{}: {} access units read, {} decoded ({} skipped before the decoder, {} rejected as corrupt), \
+         {} frames decoded, {} analysed, {} detections in {:.2} s ({} inference batches)\n",
+        clip.display(),
+        s.access_units,
+        d.units_decoded,
+        d.units_skipped,
+        d.units_rejected,
+        d.frames_decoded,
+        d.frames_analysed,
+        s.detections,
+        s.wall.as_secs_f64(),
+        s.detect.batches
+    );
+    if d.frames_damaged > 0 {
+        out += &format!(
+            "  {} frames decoded with concealed errors\n",
+            d.frames_damaged
+        );
+    }
+    if s.corrupt_packets > 0 {
+        out += &format!(
+            "  {} unreadable packets skipped by the demuxer\n",
+            s.corrupt_packets
+        );
+    }
+    if let Some(reason) = &s.ended_early {
+        out += &format!("  stream ended early: {reason}\n");
+    }
+    let per_frame = |t: Duration| t.as_secs_f64() * 1000.0 / d.frames_analysed.max(1) as f64;
+    out += "  stage          total s   ms per analysed frame\n";
+    for (stage, t) in [
+        ("demux", s.demux_time),
+        ("decode", d.decode_time),
+        ("preprocess", d.preprocess_time),
+        ("inference", s.detect.inference),
+        ("postprocess", s.detect.postprocess),
+        ("output", s.output_time),
+    ] {
+        out += &format!(
+            "  {stage:<12} {:>9.3}   {:>8.2}\n",
+            t.as_secs_f64(),
+            per_frame(t)
+        );
+    }
+    out
+}
