@@ -11,6 +11,7 @@ pub mod geometry;
 pub mod models;
 pub mod pipeline;
 pub mod rules;
+pub mod sim;
 pub mod sinks;
 pub mod source;
 pub mod store;

@@ -11,6 +11,7 @@ use cli::cases::{CasesCommand, OutboxCommand};
 use cli::detect::DetectArgs;
 use cli::models::ModelsCommand;
 use cli::replay::ReplayArgs;
+use cli::sim::SimArgs;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Serve a clip as simulated RTSP street cameras, for tests, benchmarks and demos.
+    Sim(SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Cases { command } => cli::cases::run(command),
         Command::Outbox { command } => command.run(),
         Command::Models { command } => command.run(),
+        Command::Sim(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

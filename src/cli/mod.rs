@@ -4,6 +4,7 @@ pub mod cases;
 pub mod detect;
 pub mod models;
 pub mod replay;
+pub mod sim;
 
 use std::path::Path;
 
