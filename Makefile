@@ -16,12 +16,16 @@ setup:
 build: setup
 	$(CARGO) build --release
 
-# The main job on the embedded default: detect on the sample images, then replay a clip
-# analysing one frame every 2 s; annotated JPEGs go to $(DEMO_OUT).
+# The main job on the embedded default: detect on the sample images, replay a clip
+# analysing one frame every 2 s, then file cases for the example street camera (a van in a
+# no-parking zone); annotated JPEGs, the case database and its evidence go to $(DEMO_OUT).
 demo: build
 	./target/release/cgbot detect $(SAMPLES)/dog-bicycle-truck.jpg $(SAMPLES)/street-bus-car.jpg --annotate $(DEMO_OUT)
 	./target/release/cgbot replay $(DEMO_CLIP) --every 2s --annotate $(DEMO_OUT)
-	@echo "annotated images in $(DEMO_OUT)/"
+	./target/release/cgbot replay $(SAMPLES)/street-static-h264.mp4 --every 2s \
+		--camera samples/street-static-camera.toml --db $(DEMO_OUT)/cases.db --jsonl $(DEMO_OUT)/case-events.jsonl
+	./target/release/cgbot cases list --db $(DEMO_OUT)/cases.db
+	@echo "annotated images in $(DEMO_OUT)/, cases in $(DEMO_OUT)/cases.db (evidence in $(DEMO_OUT)/cases.db.evidence/)"
 
 # Tiny synthetic ONNX models (yolov8 layout, dynamic batch; a non-detector) for the tests.
 $(TEST_MODELS)/tiny_yolov8.onnx: scripts/make_test_models.py
