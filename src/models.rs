@@ -172,10 +172,6 @@ impl Catalogue {
         &self.models
     }
 
-    pub fn search_dirs(&self) -> &[PathBuf] {
-        &self.search_dirs
-    }
-
     pub fn get(&self, name: &str) -> Result<&ModelSpec, ModelError> {
         self.models
             .iter()

@@ -157,10 +157,6 @@ impl CaseEngine {
         })
     }
 
-    pub fn cases(&self) -> &[Case] {
-        &self.cases
-    }
-
     /// One analysed sample at Unix time `ts`: its sightings (from the rules stage), the
     /// frame (for evidence) and all detections (drawn on evidence).
     pub fn process(

@@ -47,18 +47,6 @@ impl Status {
         }
     }
 
-    /// Reported and not closed: the problem is the city's to handle.
-    pub fn is_open(self) -> bool {
-        matches!(
-            self,
-            Status::Filed
-                | Status::Dispatched
-                | Status::Handled
-                | Status::Verifying
-                | Status::Reopened
-        )
-    }
-
     /// Whether the lifecycle allows going from `self` to `to`.
     pub fn can_become(self, to: Status) -> bool {
         use Status::*;

@@ -309,19 +309,20 @@ impl Detector {
         let started = Instant::now();
         let classes = spec.labels.len();
         let shape: Vec<i64> = shape.iter().copied().collect();
-        let (expected, per_output) = match &self.adapter {
-            Adapter::Yolox(grid) => (
-                format!("[{rows}, {}, {}]", grid.anchors(), 5 + classes),
-                (shape == [rows as i64, grid.anchors() as i64, 5 + classes as i64])
-                    .then_some(grid.anchors() * (5 + classes)),
-            ),
-            Adapter::Yolov8 => (
-                format!("[{rows}, {}, anchors]", 4 + classes),
+        let per_output = match &self.adapter {
+            Adapter::Yolox(grid) => (shape
+                == [rows as i64, grid.anchors() as i64, 5 + classes as i64])
+            .then_some(grid.anchors() * (5 + classes)),
+            Adapter::Yolov8 => {
                 (shape.len() == 3 && shape[0] == rows as i64 && shape[1] == 4 + classes as i64)
-                    .then(|| (4 + classes) * shape[2] as usize),
-            ),
+                    .then(|| (4 + classes) * shape[2] as usize)
+            }
         };
         let Some(per_output) = per_output else {
+            let expected = match &self.adapter {
+                Adapter::Yolox(grid) => format!("[{rows}, {}, {}]", grid.anchors(), 5 + classes),
+                Adapter::Yolov8 => format!("[{rows}, {}, anchors]", 4 + classes),
+            };
             return Err(DetectError::OutputShape {
                 path: path.clone(),
                 got: shape,

@@ -227,10 +227,6 @@ impl RuleEngine {
         }
     }
 
-    pub fn zones(&self) -> &[ZoneRules] {
-        &self.zones
-    }
-
     /// Tracks the sample's detections and returns what satisfies each zone's rules.
     /// `ts` is the sample's wall-clock time in Unix seconds.
     /// `model` describes the frame's model input, where appearance is sampled.
