@@ -13,6 +13,7 @@
 //! sub_stream = "rtsp://user:pass@10.1.2.3/sub"
 //! location = { longitude = 120.15, latitude = 30.28, address = "人民路 12 号", grid = "330102001001" }
 //! tracker = { max_missed = 3 }    # samples an object may go undetected and keep its track
+//! priority = true                 # watched continuously even when the daemon patrols
 //!
 //! [[camera.zone]]
 //! id = "no-parking"
@@ -109,6 +110,8 @@ struct RawCamera {
     utc_offset: Option<String>,
     tracker: Option<TrackerFields>,
     #[serde(default)]
+    priority: bool,
+    #[serde(default)]
     zone: Vec<RawZone>,
 }
 
@@ -144,6 +147,8 @@ pub struct Camera {
     /// How the camera's objects are tracked between samples.
     pub tracker: TrackerConfig,
     pub zones: Vec<ZoneRules>,
+    /// Watched continuously even when the daemon patrols the other cameras.
+    pub priority: bool,
     /// The file the camera came from.
     pub source: PathBuf,
 }
@@ -264,6 +269,7 @@ fn load_file(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, Config
             utc_offset,
             tracker,
             zones,
+            priority: raw.priority,
             source: path.to_path_buf(),
         });
     }
