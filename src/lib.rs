@@ -3,6 +3,7 @@
 //! stage, and [`pipeline`] wires them together for every command.
 
 pub mod annotate;
+pub mod api;
 pub mod cases;
 pub mod config;
 pub mod decode;

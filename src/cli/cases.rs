@@ -160,7 +160,11 @@ pub fn run(command: CasesCommand) -> Result<()> {
             camera,
             json,
         } => {
-            let cases = open(&db.db)?.cases(&CaseFilter { status, camera })?;
+            let cases = open(&db.db)?.cases(&CaseFilter {
+                status,
+                camera,
+                ..CaseFilter::default()
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&cases)?);
             } else {
@@ -189,7 +193,7 @@ pub fn run(command: CasesCommand) -> Result<()> {
         CasesCommand::Export { db, format, status } => {
             let cases = open(&db.db)?.cases(&CaseFilter {
                 status,
-                camera: None,
+                ..CaseFilter::default()
             })?;
             match format {
                 ExportFormat::Json => println!("{}", serde_json::to_string_pretty(&cases)?),

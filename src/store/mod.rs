@@ -138,10 +138,19 @@ impl Changes {
     }
 }
 
+/// Which cases to read; every field left `None` matches all.
 #[derive(Debug, Clone, Default)]
 pub struct CaseFilter {
     pub status: Option<Status>,
     pub camera: Option<String>,
+    /// Event name, e.g. `illegal_parking`.
+    pub event: Option<String>,
+    /// First seen at or after this Unix time.
+    pub since: Option<f64>,
+    /// First seen before this Unix time.
+    pub until: Option<f64>,
+    /// At most this many, the oldest first.
+    pub limit: Option<usize>,
 }
 
 pub struct Store {
@@ -287,11 +296,24 @@ impl Store {
     /// Cases in order of first sighting.
     pub fn cases(&self, filter: &CaseFilter) -> Result<Vec<Case>, StoreError> {
         let status = filter.status.map(Status::as_str);
+        // SQLite reads a negative limit as none.
+        let limit = filter
+            .limit
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         self.query_cases(
             "SELECT id, data FROM cases
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR camera_id = ?2)
-             ORDER BY first_seen, id",
-            &[&status, &filter.camera],
+               AND (?3 IS NULL OR json_extract(data, '$.event') = ?3)
+               AND (?4 IS NULL OR first_seen >= ?4) AND (?5 IS NULL OR first_seen < ?5)
+             ORDER BY first_seen, id LIMIT ?6",
+            &[
+                &status,
+                &filter.camera,
+                &filter.event,
+                &filter.since,
+                &filter.until,
+                &limit,
+            ],
         )
     }
 

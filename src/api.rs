@@ -1,0 +1,586 @@
+//! The daemon's HTTP API: probes, Prometheus metrics, the cameras' live status and read
+//! access to the case store with its evidence images.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /healthz` | `200 ok` while the process serves (no token needed) |
+//! | `GET /readyz` | `200 ready`, or `503` with the reason (no token needed) |
+//! | `GET /metrics` | Prometheus text exposition 0.0.4 |
+//! | `GET /api/cameras?state=` | every camera's [`CameraView`], optionally of one state |
+//! | `GET /api/cameras/{id}` | one camera |
+//! | `GET /api/cases?status=&camera=&event=&since=&until=&limit=` | cases, oldest first |
+//! | `GET /api/cases/{id}` | one case with its evidence and history |
+//! | `GET /api/cases/{id}/evidence` | the case's evidence images and their URLs |
+//! | `GET /api/cases/{id}/evidence/{kind}.jpg` | one evidence image |
+//!
+//! With a token configured, every route but the probes needs `Authorization: Bearer
+//! <token>`. Errors are `{"error": "..."}` with the status code saying what kind.
+//!
+//! The API only reads. Cases change through the pipeline and `cgbot cases set-status`;
+//! the API reads them through its own SQLite connection (WAL lets it read while the
+//! daemon writes). Camera stream URLs are shown exactly as the daemon hands them over in
+//! [`CameraView`], so the daemon must redact RTSP credentials before they get here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::UNIX_EPOCH;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cases::{Case, Status};
+use crate::store::{CaseFilter, HistoryEntry, Store};
+
+/// What the running daemon exposes to the API. Implemented by the live pipeline.
+///
+/// The methods are called on the async runtime, so they must answer from state the
+/// daemon already holds (no I/O, no long locks).
+pub trait DaemonView: Send + Sync + 'static {
+    /// Ok when the daemon can do its job (model loaded, store open, camera list loaded); Err(reason) otherwise.
+    fn readiness(&self) -> Result<(), String>;
+    /// Prometheus text exposition (version 0.0.4) of all metrics.
+    fn metrics_text(&self) -> String;
+    /// Every configured camera's live status.
+    fn cameras(&self) -> Vec<CameraView>;
+}
+
+/// The states a [`CameraView`] can be in; `?state=` accepts these.
+pub const CAMERA_STATES: [&str; 7] = [
+    "connecting",
+    "streaming",
+    "backoff",
+    "stalled",
+    "failed",
+    "waiting",
+    "stopped",
+];
+
+/// One camera's live status, served as it is given.
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraView {
+    pub id: String,
+    pub name: String,
+    /// One of [`CAMERA_STATES`]; `waiting` is a patrolled camera between visits.
+    pub state: String,
+    /// Stream URL with credentials already redacted by the daemon.
+    pub stream: Option<String>,
+    pub priority: bool,
+    /// Unix seconds.
+    pub last_frame_at: Option<f64>,
+    /// Analysed frames per second over the last minute.
+    pub sampled_fps: f64,
+    pub last_error: Option<String>,
+    pub reconnects: u64,
+    pub frames_received: u64,
+    pub frames_decoded: u64,
+    pub frames_analysed: u64,
+    pub frames_dropped: u64,
+    /// Patrol visits so far.
+    pub visits: u64,
+    /// Achieved revisit interval: the longest gap between the starts of two visits.
+    pub revisit_interval_s: Option<f64>,
+}
+
+pub struct ApiConfig {
+    /// Where the daemon binds the listener it hands to [`serve`].
+    pub listen: SocketAddr,
+    /// Bearer token required on every route but the probes.
+    pub token: Option<String>,
+    /// The case database the daemon writes (evidence images in `<db>.evidence/`).
+    pub db: PathBuf,
+}
+
+/// Most cases one `GET /api/cases` returns, and the default when no `limit` is given.
+/// Clients page on with `since` set to the last case's `first_seen`.
+pub const MAX_CASES: usize = 1000;
+
+/// Refuses to serve on an address others can reach without a token: the API shows
+/// where the cameras are and what they saw.
+pub fn check_exposure(listen: SocketAddr, token: Option<&str>) -> Result<(), String> {
+    match token {
+        Some(token) if token.trim().is_empty() => Err(
+            "the HTTP API token is empty: set a real token, or none to serve on loopback only"
+                .into(),
+        ),
+        Some(_) => Ok(()),
+        None if listen.ip().to_canonical().is_loopback() => Ok(()),
+        None => Err(format!(
+            "refusing to serve the HTTP API on {listen} without a token: anyone who can \
+             reach it would see the cameras and cases. Set an API token (clients then send \
+             `Authorization: Bearer <token>`), or listen on 127.0.0.1:{}",
+            listen.port()
+        )),
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in
+/// flight finish and returns. Fails at once if [`check_exposure`] refuses the address.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: ApiConfig,
+    view: Arc<dyn DaemonView>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    check_exposure(addr, config.token.as_deref())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    tracing::info!(%addr, auth = config.token.is_some(), db = %config.db.display(), "HTTP API listening");
+    axum::serve(listener, router(config, view))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!(%addr, "HTTP API stopped");
+    Ok(())
+}
+
+#[derive(Clone)]
+struct AppState {
+    view: Arc<dyn DaemonView>,
+    cases: Arc<CaseReader>,
+}
+
+fn router(config: ApiConfig, view: Arc<dyn DaemonView>) -> Router {
+    let state = AppState {
+        view,
+        cases: Arc::new(CaseReader {
+            db: config.db,
+            store: Mutex::new(None),
+        }),
+    };
+    let probes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .method_not_allowed_fallback(method_not_allowed);
+    let mut api = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/cameras", get(cameras))
+        .route("/api/cameras/{id}", get(camera))
+        .route("/api/cases", get(cases))
+        .route("/api/cases/{id}", get(case))
+        .route("/api/cases/{id}/evidence", get(evidence_list))
+        .route("/api/cases/{id}/evidence/{name}", get(evidence_image))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    if let Some(token) = config.token {
+        // Unknown paths need the token too: without it nothing about the API is told.
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        api = api.layer(middleware::from_fn_with_state(
+            Arc::new(digest),
+            require_token,
+        ));
+    }
+    probes.merge(api).with_state(state)
+}
+
+/// An error answer: `{"error": message}` with its status.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// Logs the cause; the client learns only that it was our fault.
+    fn internal(what: &str, cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "HTTP API: {what}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error while {what}; the daemon log has the details"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request(rejection.body_text())
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed: the API only reads (GET)",
+    )
+}
+
+/// Compares SHA-256 digests, all 32 bytes whatever differs, so the time taken tells
+/// nothing about the token (not even its length).
+async fn require_token(
+    State(expected): State<Arc<[u8; 32]>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let (message, challenge) = match given {
+        Some(token) => {
+            let digest = Sha256::digest(token.as_bytes());
+            let diff = expected
+                .iter()
+                .zip(digest.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                return next.run(request).await;
+            }
+            (
+                "invalid bearer token",
+                r#"Bearer realm="cgbot", error="invalid_token""#,
+            )
+        }
+        None => (
+            "this route needs `Authorization: Bearer <token>` with the daemon's API token",
+            r#"Bearer realm="cgbot""#,
+        ),
+    };
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.view.readiness().map(|()| "ready").map_err(|reason| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        )
+    })
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.view.metrics_text(),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CameraQuery {
+    state: Option<String>,
+}
+
+async fn cameras(
+    State(state): State<AppState>,
+    query: Result<Query<CameraQuery>, QueryRejection>,
+) -> Result<Json<Vec<CameraView>>, ApiError> {
+    let Query(query) = query?;
+    let mut cameras = state.view.cameras();
+    if let Some(wanted) = query.state {
+        if !CAMERA_STATES.contains(&wanted.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown camera state `{wanted}` (one of {})",
+                CAMERA_STATES.join(", ")
+            )));
+        }
+        cameras.retain(|c| c.state == wanted);
+    }
+    Ok(Json(cameras))
+}
+
+async fn camera(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CameraView>, ApiError> {
+    state
+        .view
+        .cameras()
+        .into_iter()
+        .find(|c| c.id == id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no camera {id}")))
+}
+
+/// The API's own read connection to the case store, opened on first use (the daemon
+/// creates the database) and kept: one connection keeps its prepared statements, and
+/// API traffic is light enough that requests taking turns on it cost nothing noticeable.
+struct CaseReader {
+    db: PathBuf,
+    store: Mutex<Option<Store>>,
+}
+
+impl CaseReader {
+    /// Runs `read` on a blocking thread: SQLite calls block (up to the store's busy
+    /// timeout while the daemon checkpoints), and must not stall the async runtime.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut slot = this.store.lock().unwrap_or_else(PoisonError::into_inner);
+            let store = match slot.as_mut() {
+                Some(store) => store,
+                None => {
+                    if !this.db.exists() {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("no case database at {} yet", this.db.display()),
+                        ));
+                    }
+                    let store = Store::open(&this.db)
+                        .map_err(|e| ApiError::internal("opening the case store", e))?;
+                    slot.insert(store)
+                }
+            };
+            read(store)
+        })
+        .await
+        .map_err(|e| ApiError::internal("reading the case store", e))?
+    }
+}
+
+/// `since`/`until` take Unix seconds or an RFC 3339 UTC time.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseQuery {
+    status: Option<Status>,
+    camera: Option<String>,
+    event: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+}
+
+fn parse_time(field: &str, text: &str) -> Result<f64, ApiError> {
+    if let Ok(secs) = text.parse::<f64>() {
+        if secs.is_finite() {
+            return Ok(secs);
+        }
+    }
+    humantime::parse_rfc3339_weak(text)
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{field}: `{text}` is neither Unix seconds nor an RFC 3339 UTC time such as 2026-11-24T08:00:00Z"
+            ))
+        })
+}
+
+async fn cases(
+    State(state): State<AppState>,
+    query: Result<Query<CaseQuery>, QueryRejection>,
+) -> Result<Json<Vec<Case>>, ApiError> {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(MAX_CASES);
+    if limit > MAX_CASES {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is above {MAX_CASES}; page with `since` instead"
+        )));
+    }
+    let filter = CaseFilter {
+        status: query.status,
+        camera: query.camera,
+        event: query.event,
+        since: query
+            .since
+            .as_deref()
+            .map(|t| parse_time("since", t))
+            .transpose()?,
+        until: query
+            .until
+            .as_deref()
+            .map(|t| parse_time("until", t))
+            .transpose()?,
+        limit: Some(limit),
+    };
+    let cases = state
+        .cases
+        .read(move |store| {
+            store
+                .cases(&filter)
+                .map_err(|e| ApiError::internal("listing cases", e))
+        })
+        .await?;
+    Ok(Json(cases))
+}
+
+/// An evidence image as the API shows it: where to fetch it, not where it lies on disk.
+#[derive(Debug, Serialize)]
+struct EvidenceItem {
+    /// `first`, `first-crop`, `filed`, `filed-crop`, `reopened`, `after`.
+    kind: String,
+    ts: f64,
+    url: String,
+}
+
+#[derive(Serialize)]
+struct CaseDetail {
+    #[serde(flatten)]
+    case: Case,
+    evidence: Vec<EvidenceItem>,
+    history: Vec<HistoryEntry>,
+}
+
+/// The case's evidence, or 404 when there is no such case.
+fn evidence_of(store: &Store, id: &str) -> Result<Vec<EvidenceItem>, ApiError> {
+    let items = store
+        .evidence(id)
+        .map_err(|e| ApiError::internal("reading evidence", e))?;
+    Ok(items
+        .into_iter()
+        .map(|e| EvidenceItem {
+            url: format!("/api/cases/{id}/evidence/{}.jpg", e.kind),
+            kind: e.kind,
+            ts: e.ts,
+        })
+        .collect())
+}
+
+fn find_case(store: &Store, id: &str) -> Result<Case, ApiError> {
+    store
+        .case(id)
+        .map_err(|e| ApiError::internal("reading a case", e))?
+        .ok_or_else(|| ApiError::not_found(format!("no case {id}")))
+}
+
+async fn case(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CaseDetail>, ApiError> {
+    let detail = state
+        .cases
+        .read(move |store| {
+            let case = find_case(store, &id)?;
+            let history = store
+                .history(&id)
+                .map_err(|e| ApiError::internal("reading case history", e))?;
+            Ok(CaseDetail {
+                evidence: evidence_of(store, &id)?,
+                history,
+                case,
+            })
+        })
+        .await?;
+    Ok(Json(detail))
+}
+
+async fn evidence_list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<EvidenceItem>>, ApiError> {
+    let items = state
+        .cases
+        .read(move |store| {
+            find_case(store, &id)?;
+            evidence_of(store, &id)
+        })
+        .await?;
+    Ok(Json(items))
+}
+
+/// Case ids and evidence kinds are made of these; anything else (`/`, `..`, `\`) could
+/// lead out of the evidence directory and is refused before the disk is touched.
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Serves `<evidence dir>/<case>/<kind>.jpg` for an evidence kind the store lists for
+/// the case; the path is built from checked names, never taken from the request or the
+/// database as is.
+async fn evidence_image(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let kind = name
+        .strip_suffix(".jpg")
+        .filter(|kind| plain_name(kind) && plain_name(&id))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`{name}` is not an evidence image name such as first.jpg"
+            ))
+        })?
+        .to_string();
+    let path = state
+        .cases
+        .read(move |store| {
+            find_case(store, &id)?;
+            let listed = store
+                .evidence(&id)
+                .map_err(|e| ApiError::internal("reading evidence", e))?
+                .iter()
+                .any(|e| e.kind == kind);
+            if !listed {
+                return Err(ApiError::not_found(format!(
+                    "case {id} has no {kind} image"
+                )));
+            }
+            Ok(store.evidence_dir().join(&id).join(format!("{kind}.jpg")))
+        })
+        .await?;
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::read(path))
+    };
+    match read.await {
+        Ok(Ok(bytes)) => Ok(([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), "evidence image listed in the store is missing on disk");
+            Err(ApiError::not_found(format!("{name} is missing on disk")))
+        }
+        Ok(Err(e)) => Err(ApiError::internal(
+            "reading an evidence image",
+            format!("{}: {e}", path.display()),
+        )),
+        Err(e) => Err(ApiError::internal("reading an evidence image", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests;
