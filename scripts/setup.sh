@@ -13,9 +13,17 @@ ORT_VERSION=${ORT_VERSION:-1.31.1}
 ORT_WHEEL=${ORT_WHEEL:-onnxruntime}
 ORT_DIR=.ort
 
+# The interop tests (tests/interop.rs) run GStreamer's RTSP server from the system Python
+# (tests/interop/gst_rtsp_server.py): python3-gi and the GstRtspServer typelib, plus the
+# elements it uses, qtdemux/rtph264pay/rtph265pay (plugins-good) and h264parse/h265parse
+# (plugins-bad). Both plugin sets are dependencies of the server library anyway; they are
+# named so that the list says what the script needs.
+gst_apt=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
+
 need_apt=()
 for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang \
-    pkg-config ffmpeg fonts-dejavu-core fonts-wqy-microhei python3 python3-venv python3-pip unzip curl; do
+    pkg-config ffmpeg fonts-dejavu-core fonts-wqy-microhei python3 python3-venv python3-pip unzip curl \
+    "${gst_apt[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

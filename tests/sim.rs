@@ -7,73 +7,12 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use cgbot::sim::{Credentials, FaultPlan, SimConfig, SimHandle};
-use common::{fails, ffmpeg, sample};
-
-/// What a client process did within its time limit.
-struct Run {
-    /// `None` when it had to be killed at the limit.
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Run {
-    fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-
-    /// Decoded frames, from `-f framemd5 -` output.
-    fn frames(&self) -> usize {
-        self.stdout
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .count()
-    }
-}
-
-/// Runs a command, killing it after `limit`.
-fn run(program: &str, args: &[&str], limit: Duration) -> Run {
-    let started = Instant::now();
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for client") {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        status,
-        stdout: stdout.join().expect("stdout"),
-        stderr: stderr.join().expect("stderr"),
-        elapsed: started.elapsed(),
-    }
-}
+use common::{fails, ffmpeg, run, sample, Run};
 
 /// `codec,width,height` of the camera's video as ffprobe reports it.
 fn ffprobe(url: &str, transport: &str) -> Run {

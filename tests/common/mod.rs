@@ -1,9 +1,15 @@
 //! Helpers shared by the end-to-end tests: where the shared samples and generated test
-//! models are, running the `cgbot` binary, and asking `ffprobe`/`ffmpeg` for ground truth.
+//! models are, running the `cgbot` binary, asking `ffprobe`/`ffmpeg` for ground truth, and
+//! an RTSP server we did not write (GStreamer's) to play against.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// `../shared/samples`, or `CGBOT_SAMPLES`.
 pub fn samples() -> PathBuf {
@@ -115,4 +121,292 @@ pub fn ffprobe_frames(path: &Path) -> u64 {
     .trim()
     .parse()
     .expect("frame count")
+}
+
+/// What a client process did within its time limit.
+pub struct Run {
+    /// `None` when it had to be killed at the limit.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// Decoded frames, from `-f framemd5 -` output.
+    pub fn frames(&self) -> usize {
+        self.stdout
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count()
+    }
+}
+
+/// Runs a command, killing it after `limit`, so that a broken server fails a test instead
+/// of hanging it.
+pub fn run(program: &str, args: &[&str], limit: Duration) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for client") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        status,
+        stdout: stdout.join().expect("stdout"),
+        stderr: stderr.join().expect("stderr"),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Plays `url` over `transport` (`tcp`, `udp`) with ffprobe for `seconds` of stream time
+/// and returns what it prints of `entries` as CSV; panics with ffprobe's messages when it
+/// fails or hangs.
+fn ffprobe_rtsp_csv(url: &str, transport: &str, seconds: u32, entries: &[&str]) -> String {
+    let interval = format!("%+{seconds}");
+    let mut args = vec![
+        "-v",
+        "error",
+        "-rtsp_transport",
+        transport,
+        // Socket timeout (µs): a server that goes silent ends the run.
+        "-timeout",
+        "5000000",
+        "-select_streams",
+        "v:0",
+        "-read_intervals",
+        &interval,
+        "-of",
+        "csv=p=0",
+    ];
+    args.extend_from_slice(entries);
+    args.push(url);
+    let probe = run(
+        "ffprobe",
+        &args,
+        Duration::from_secs(u64::from(seconds) + 40),
+    );
+    assert!(
+        probe.succeeded(),
+        "ffprobe {url} over {transport} ({:?} after {:?}): {}",
+        probe.status,
+        probe.elapsed,
+        probe.stderr
+    );
+    probe.stdout
+}
+
+/// What ffprobe saw of an RTSP stream's video in its first seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtspProbe {
+    /// ffprobe's codec name: `h264`, `hevc`.
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    /// Frames decoded.
+    pub frames: u64,
+}
+
+/// Plays `url` over `transport` (`tcp`, `udp`) with ffprobe for `seconds` of stream time,
+/// decoding every frame.
+pub fn ffprobe_rtsp(url: &str, transport: &str, seconds: u32) -> RtspProbe {
+    let text = ffprobe_rtsp_csv(
+        url,
+        transport,
+        seconds,
+        &[
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+        ],
+    );
+    let fields: Vec<&str> = text.trim().split(',').collect();
+    let [codec, width, height, frames] = fields[..] else {
+        panic!("ffprobe {url}: unexpected output {text:?}");
+    };
+    let number = |field: &str| -> u64 {
+        field
+            .parse()
+            .unwrap_or_else(|_| panic!("ffprobe {url}: not a number in {text:?}"))
+    };
+    RtspProbe {
+        codec: codec.to_string(),
+        width: number(width) as u32,
+        height: number(height) as u32,
+        frames: number(frames),
+    }
+}
+
+/// Presentation timestamps (90 kHz) of the frames ffprobe decodes from `url` over TCP in
+/// `seconds` of stream time, in presentation order; frames without one are left out.
+pub fn ffprobe_rtsp_frame_pts(url: &str, seconds: u32) -> Vec<i64> {
+    ffprobe_rtsp_csv(url, "tcp", seconds, &["-show_entries", "frame=pts"])
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+/// GStreamer's RTSP server (gst-rtsp-server, through `tests/interop/gst_rtsp_server.py`)
+/// serving an H.264 clip at `/h264` and an H.265 clip at `/h265` on 127.0.0.1, each looped
+/// forever without re-encoding. Stopped (SIGTERM, then SIGKILL) on drop.
+pub struct GstServer {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl GstServer {
+    /// How long the script may take to print READY on a loaded machine.
+    const START_LIMIT: Duration = Duration::from_secs(60);
+
+    /// Starts the server on a free port and waits until it accepts connections; panics,
+    /// with the script's messages, when GStreamer is missing or the server does not start.
+    pub fn start(h264: &Path, h265: &Path) -> GstServer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/gst_rtsp_server.py");
+        // python3-gi is a Debian package: it exists for the system interpreter only, which
+        // need not be the first `python3` on PATH (pyenv, a virtual environment…).
+        let python = std::env::var_os("CGBOT_GST_PYTHON").map_or_else(
+            || {
+                let system = PathBuf::from("/usr/bin/python3");
+                if system.is_file() {
+                    system
+                } else {
+                    PathBuf::from("python3")
+                }
+            },
+            PathBuf::from,
+        );
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .args(["--port", "0", "--h264"])
+            .arg(h264)
+            .arg("--h265")
+            .arg(h265)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} {}: {e}; run `make setup` to install GStreamer's RTSP server",
+                    python.display(),
+                    script.display()
+                )
+            });
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = BufReader::new(child.stderr.take().expect("piped"));
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let (ready, url) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("READY ") {
+                    let _ = ready.send(url.trim().to_string());
+                }
+            }
+        });
+        let started = Instant::now();
+        let base = loop {
+            match url.recv_timeout(Duration::from_millis(100)) {
+                Ok(base) => break base,
+                Err(mpsc::RecvTimeoutError::Timeout) if started.elapsed() < Self::START_LIMIT => {}
+                Err(error) => {
+                    // Its stdout closed (it exited) or it is stuck: give its stderr a moment.
+                    let exited = error == mpsc::RecvTimeoutError::Disconnected;
+                    if exited {
+                        thread::sleep(Duration::from_millis(500));
+                    }
+                    let _ = child.kill();
+                    let status = child.wait().expect("wait for the server");
+                    let what = if exited {
+                        format!("exited ({status}) before it was ready")
+                    } else {
+                        format!("was not ready after {:?}", started.elapsed())
+                    };
+                    panic!(
+                        "GStreamer RTSP server {what}; run `make setup` if GStreamer is \
+                         missing. Its messages:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
+            }
+        };
+        GstServer { child, base, log }
+    }
+
+    /// `rtsp://127.0.0.1:PORT/<mount>`; the mounts are `h264` and `h265`.
+    pub fn url(&self, mount: &str) -> String {
+        format!("{}/{mount}", self.base)
+    }
+
+    /// What the server has written to stderr so far (one line per media it builds and per
+    /// loop of a clip).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Asks the server to stop with SIGTERM and returns how it exited (`None`: it had to
+    /// be killed after 10 s).
+    pub fn stop(mut self) -> Option<ExitStatus> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        // std has no way to send SIGTERM; the shell's `kill` builtin is always there.
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for GstServer {
+    fn drop(&mut self) {
+        self.terminate();
+    }
 }
