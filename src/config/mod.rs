@@ -20,6 +20,12 @@
 //! polygon = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]]
 //! rules = [{ event = "illegal_parking", min_dwell = "180s" }]
 //! ```
+//!
+//! [`diff_cameras`] says what a new camera list changes.
+
+mod diff;
+
+pub use diff::{diff_cameras, CameraDiff, ChangedCamera};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
