@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// `../shared/samples`, or `CGBOT_SAMPLES`.
 pub fn samples() -> PathBuf {
@@ -41,6 +42,18 @@ pub fn cgbot(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run cgbot")
+}
+
+/// `cgbot` with how long the whole process took.
+pub fn cgbot_timed(args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = cgbot(args);
+    (out, start.elapsed())
+}
+
+/// A path as a command-line argument.
+pub fn path_arg(path: &Path) -> String {
+    path.display().to_string()
 }
 
 pub fn stdout(out: &Output) -> String {
