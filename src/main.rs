@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use cli::cameras::CamerasCommand;
 use cli::cases::{CasesCommand, OutboxCommand};
 use cli::detect::DetectArgs;
 use cli::models::ModelsCommand;
@@ -43,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Camera lists: what a new list changes, camera files from a city's point list.
+    Cameras {
+        #[command(subcommand)]
+        command: CamerasCommand,
+    },
     /// The model catalogue.
     Models {
         #[command(subcommand)]
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => args.run(),
         Command::Cases { command } => cli::cases::run(command),
         Command::Outbox { command } => command.run(),
+        Command::Cameras { command } => command.run(),
         Command::Models { command } => command.run(),
         Command::Sim(args) => args.run(),
     };

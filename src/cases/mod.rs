@@ -88,7 +88,7 @@ pub struct Case {
 }
 
 /// The camera a case engine works for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CameraInfo {
     pub id: String,
     pub name: String,

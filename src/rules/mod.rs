@@ -165,7 +165,7 @@ impl EventCatalogue {
 }
 
 /// A zone with its rules.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ZoneRules {
     pub id: String,
     pub name: String,

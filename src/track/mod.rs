@@ -51,7 +51,7 @@ impl Observation {
 }
 
 /// How detections pair with tracks; the rule itself is described at [`Tracker::update`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrackerConfig {
     /// Samples a track survives without a match.
     pub max_missed: u32,

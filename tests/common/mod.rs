@@ -49,6 +49,18 @@ pub fn cgbot(args: &[&str]) -> Output {
         .expect("run cgbot")
 }
 
+/// `cgbot` with how long the whole process took.
+pub fn cgbot_timed(args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = cgbot(args);
+    (out, start.elapsed())
+}
+
+/// A path as a command-line argument.
+pub fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -20,6 +20,17 @@
 //! polygon = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]]
 //! rules = [{ event = "illegal_parking", min_dwell = "180s" }]
 //! ```
+//!
+//! [`diff_cameras`] says what a new camera list changes; [`import_csv`] makes a camera file
+//! of a city's camera point list.
+
+mod diff;
+mod import;
+
+pub use diff::{diff_cameras, CameraDiff, ChangedCamera};
+pub use import::{
+    import_csv, list_bad_rows, BadCell, BadRow, ImportError, ImportOptions, Imported,
+};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,888 @@
+//! A city's camera point list (点位表) turned into a camera file.
+//!
+//! Cities hand their camera lists over as spreadsheets saved as CSV: UTF-8 with a BOM
+//! ("CSV UTF-8" in Excel) or GBK (plain "CSV" on a Chinese Windows), headed in Chinese or
+//! English, with codes that Excel may have rounded into scientific notation. The import
+//! reads UTF-8 only (with or without a BOM) and says how to convert anything else; it
+//! finds its columns by any of their usual headers, and names every bad cell by its
+//! spreadsheet row and column, so that the operator can fix the spreadsheet itself.
+//!
+//! Each camera gets one zone covering the whole picture, watching the chosen events; the
+//! operator draws real zones later.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::rules::{EventCatalogue, RuleFields};
+use crate::sinks::redact_url;
+
+/// Bad rows an error or a skip report lists before summing up the rest.
+const LISTED_ROWS: usize = 50;
+
+/// The zone every imported camera gets.
+const WHOLE_FRAME_ZONE: &str = "whole-frame";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file as a whole cannot be used: unreadable, not UTF-8, no id column, no rows.
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{path}: {}", list_bad_rows(.rows))]
+    BadRows { path: PathBuf, rows: Vec<BadRow> },
+    /// The events asked for: none, or one not in the catalogue.
+    #[error("rules: {0}")]
+    Rules(String),
+}
+
+/// A row of the point list that cannot become a camera.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRow {
+    /// As a spreadsheet numbers it: the header is row 1.
+    pub row: usize,
+    pub cells: Vec<BadCell>,
+}
+
+/// What is wrong with one cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadCell {
+    /// 1-based: column 1 is the spreadsheet's column A.
+    pub column: usize,
+    /// The column's header, as written in the file.
+    pub header: String,
+    pub reason: String,
+}
+
+impl fmt::Display for BadRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "row {}", self.row)?;
+        for cell in &self.cells {
+            write!(
+                f,
+                ", column {} `{}`: {}",
+                column_letters(cell.column),
+                cell.header,
+                cell.reason
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `N bad rows:` and one line per row, at most [`LISTED_ROWS`] of them.
+pub fn list_bad_rows(rows: &[BadRow]) -> String {
+    let mut text = format!(
+        "{} bad row{}:",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
+    for row in rows.iter().take(LISTED_ROWS) {
+        text.push_str(&format!("\n  {row}"));
+    }
+    if rows.len() > LISTED_ROWS {
+        text.push_str(&format!("\n  … and {} more", rows.len() - LISTED_ROWS));
+    }
+    text
+}
+
+/// Spreadsheet column letters: 1 → A, 26 → Z, 27 → AA.
+fn column_letters(mut column: usize) -> String {
+    let mut letters = Vec::new();
+    while column > 0 {
+        column -= 1;
+        letters.push(b'A' + (column % 26) as u8);
+        column /= 26;
+    }
+    letters.reverse();
+    String::from_utf8(letters).expect("ASCII letters")
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Events the whole-frame zone watches; `None`: every event of the catalogue.
+    pub rules: Option<Vec<String>>,
+    /// Leave bad rows out (see [`Imported::skipped`]) instead of failing.
+    pub skip_invalid: bool,
+}
+
+/// A camera file made from a point list.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The camera file, as [`load_cameras`](super::load_cameras) reads it.
+    pub toml: String,
+    pub cameras: usize,
+    /// The events each camera's zone watches.
+    pub rules: Vec<String>,
+    /// Rows left out under [`ImportOptions::skip_invalid`].
+    pub skipped: Vec<BadRow>,
+    /// Columns not used, as headed in the file, with the reason when another column
+    /// gives the same field.
+    pub ignored_columns: Vec<String>,
+}
+
+/// The fields a point list may give, in camera-file order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Id,
+    Name,
+    MainStream,
+    SubStream,
+    Longitude,
+    Latitude,
+    Address,
+    Grid,
+    Priority,
+}
+
+impl Field {
+    const ALL: [Field; 9] = [
+        Field::Id,
+        Field::Name,
+        Field::MainStream,
+        Field::SubStream,
+        Field::Longitude,
+        Field::Latitude,
+        Field::Address,
+        Field::Grid,
+        Field::Priority,
+    ];
+
+    /// Headers that mean this field (in any case), preferred first: when a list has two
+    /// of them (设备编码 and a serial 编号), the earlier one is used.
+    fn headers(self) -> &'static [&'static str] {
+        match self {
+            Field::Id => &["设备编码", "点位编号", "编号", "camera_id", "id"],
+            Field::Name => &["点位名称", "设备名称", "名称", "name"],
+            Field::MainStream => &[
+                "rtsp地址",
+                "取流地址",
+                "主码流",
+                "main_stream",
+                "rtsp",
+                "url",
+            ],
+            Field::SubStream => &["子码流", "sub_stream"],
+            Field::Longitude => &["经度", "lon", "longitude"],
+            Field::Latitude => &["纬度", "lat", "latitude"],
+            Field::Address => &["安装地址", "地址", "address"],
+            Field::Grid => &["网格编码", "单元网格", "grid"],
+            Field::Priority => &["重点", "priority"],
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Field::Id => "the camera id",
+            Field::Name => "the name",
+            Field::MainStream => "the main stream",
+            Field::SubStream => "the sub stream",
+            Field::Longitude => "the longitude",
+            Field::Latitude => "the latitude",
+            Field::Address => "the address",
+            Field::Grid => "the grid cell",
+            Field::Priority => "the priority",
+        }
+    }
+}
+
+/// Which column gives each field, from the header row.
+struct Columns {
+    /// Column index (0-based) per field, in [`Field::ALL`] order.
+    index: [Option<usize>; Field::ALL.len()],
+    headers: Vec<String>,
+}
+
+impl Columns {
+    fn new(headers: &csv::StringRecord) -> (Columns, Vec<String>) {
+        let headers: Vec<String> = headers.iter().map(|h| h.trim().to_string()).collect();
+        // (preference, column) of the best header seen so far, per field.
+        let mut best: [Option<(usize, usize)>; Field::ALL.len()] = Default::default();
+        let mut matched = vec![None; headers.len()];
+        for (column, header) in headers.iter().enumerate() {
+            let lower = header.to_lowercase();
+            for (fi, field) in Field::ALL.iter().enumerate() {
+                if let Some(rank) = field
+                    .headers()
+                    .iter()
+                    .position(|h| h.to_lowercase() == lower)
+                {
+                    matched[column] = Some(fi);
+                    if best[fi].is_none_or(|(r, _)| rank < r) {
+                        best[fi] = Some((rank, column));
+                    }
+                }
+            }
+        }
+        let index = best.map(|b| b.map(|(_, column)| column));
+        let ignored = headers
+            .iter()
+            .enumerate()
+            .filter(|(column, header)| !header.is_empty() && !index.contains(&Some(*column)))
+            .map(|(column, header)| match matched[column] {
+                Some(fi) => format!(
+                    "{header} ({} gives {})",
+                    headers[index[fi].expect("a matched field has a column")],
+                    Field::ALL[fi].describe()
+                ),
+                None => header.clone(),
+            })
+            .collect();
+        (Columns { index, headers }, ignored)
+    }
+
+    fn column(&self, field: Field) -> Option<usize> {
+        self.index[field as usize]
+    }
+
+    /// The trimmed cell of `field` in `record` with its column; `None` if the list has no
+    /// such column.
+    fn cell<'r>(&self, record: &'r csv::StringRecord, field: Field) -> Option<Cell<'r>> {
+        self.column(field).map(|column| Cell {
+            column,
+            value: record.get(column).unwrap_or("").trim(),
+        })
+    }
+
+    fn bad(&self, cell: &Cell, reason: String) -> BadCell {
+        BadCell {
+            column: cell.column + 1,
+            header: self.headers[cell.column].clone(),
+            reason,
+        }
+    }
+}
+
+struct Cell<'r> {
+    column: usize,
+    value: &'r str,
+}
+
+/// One good row, ready to write.
+struct Row<'r> {
+    id: &'r str,
+    name: Option<&'r str>,
+    main_stream: &'r str,
+    sub_stream: Option<&'r str>,
+    coordinates: Option<(f64, f64)>,
+    address: Option<&'r str>,
+    grid: Option<&'r str>,
+    priority: bool,
+}
+
+/// Reads a point list and makes a camera file of it.
+pub fn import_csv(
+    path: &Path,
+    events: &EventCatalogue,
+    options: &ImportOptions,
+) -> Result<Imported, ImportError> {
+    let bytes = std::fs::read(path).map_err(|e| ImportError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    import_bytes(path, &bytes, events, options)
+}
+
+fn import_bytes(
+    path: &Path,
+    bytes: &[u8],
+    events: &EventCatalogue,
+    options: &ImportOptions,
+) -> Result<Imported, ImportError> {
+    let rules = chosen_rules(events, options.rules.as_deref())?;
+    let file_error = |reason: String| ImportError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = utf8(path, bytes).map_err(file_error)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header = reader
+        .headers()
+        .map_err(|e| file_error(e.to_string()))?
+        .clone();
+    let (columns, ignored_columns) = Columns::new(&header);
+    let missing = |field: Field| {
+        file_error(format!(
+            "no column gives {} (headed one of: {}; found: {})",
+            field.describe(),
+            field.headers().join(", "),
+            columns.headers.join(", ")
+        ))
+    };
+    for field in [Field::Id, Field::MainStream] {
+        if columns.column(field).is_none() {
+            return Err(missing(field));
+        }
+    }
+    match (
+        columns.column(Field::Longitude),
+        columns.column(Field::Latitude),
+    ) {
+        (Some(_), None) => return Err(missing(Field::Latitude)),
+        (None, Some(_)) => return Err(missing(Field::Longitude)),
+        _ => {}
+    }
+
+    let records: Vec<csv::StringRecord> = reader
+        .records()
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error(e.to_string()))?;
+    let mut first_row_of_id: HashMap<&str, usize> = HashMap::new();
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for (record, row) in records
+        .iter()
+        .zip(spreadsheet_rows(text, &header, &records))
+    {
+        if record.iter().all(|cell| cell.trim().is_empty()) {
+            continue;
+        }
+        match check_row(&columns, record, row, &mut first_row_of_id) {
+            Ok(camera) => good.push(camera),
+            Err(cells) => bad.push(BadRow { row, cells }),
+        }
+    }
+    if !bad.is_empty() && (!options.skip_invalid || good.is_empty()) {
+        return Err(ImportError::BadRows {
+            path: path.to_path_buf(),
+            rows: bad,
+        });
+    }
+    if good.is_empty() {
+        return Err(file_error("no camera rows below the header".into()));
+    }
+    Ok(Imported {
+        toml: camera_file(path, &good, &rules),
+        cameras: good.len(),
+        rules,
+        skipped: bad,
+        ignored_columns,
+    })
+}
+
+/// The events to watch, checked against the catalogue, each once.
+fn chosen_rules(
+    events: &EventCatalogue,
+    chosen: Option<&[String]>,
+) -> Result<Vec<String>, ImportError> {
+    let Some(chosen) = chosen else {
+        return Ok(events.names().into_iter().map(String::from).collect());
+    };
+    let mut rules: Vec<String> = Vec::new();
+    for event in chosen.iter().map(|e| e.trim()) {
+        events
+            .resolve(event, &RuleFields::default())
+            .map_err(ImportError::Rules)?;
+        if !rules.iter().any(|r| r == event) {
+            rules.push(event.to_string());
+        }
+    }
+    if rules.is_empty() {
+        return Err(ImportError::Rules("name at least one event".to_string()));
+    }
+    Ok(rules)
+}
+
+/// The text of a UTF-8 file without its BOM; anything else is refused with a way to
+/// convert it.
+fn utf8<'b>(path: &Path, bytes: &'b [u8]) -> Result<&'b str, String> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let stem = path
+        .file_stem()
+        .map_or("list".into(), |s| s.to_string_lossy());
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        return Err(format!(
+            "the file is UTF-16 (Excel's \"Unicode Text\"); save it as \"CSV UTF-8\" \
+             or convert it: iconv -f UTF-16 -t UTF-8 {} > {stem}-utf8.csv",
+            path.display()
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        let line = 1 + newlines(&bytes[..e.valid_up_to()]);
+        format!(
+            "not UTF-8 (line {line}); Chinese Excel saves CSV as GBK: save it as \
+             \"CSV UTF-8\" or convert it: iconv -f GBK -t UTF-8 {} > {stem}-utf8.csv",
+            path.display()
+        )
+    })
+}
+
+/// The spreadsheet row of each record (the header is row 1): the line the record starts
+/// on, less the line breaks inside earlier quoted cells (a cell stays in one row). Blank
+/// lines, which csv skips, are blank rows. Lines are counted here, as csv's own line
+/// numbers miss breaks inside quoted cells, and its record offsets may point at the line
+/// break before a record.
+fn spreadsheet_rows(
+    text: &str,
+    header: &csv::StringRecord,
+    records: &[csv::StringRecord],
+) -> Vec<usize> {
+    let text = text.as_bytes();
+    let breaks_in_cells = |record: &csv::StringRecord| -> usize {
+        record.iter().map(|cell| newlines(cell.as_bytes())).sum()
+    };
+    let (mut line, mut counted_to) = (1, 0);
+    let mut breaks_before = breaks_in_cells(header);
+    records
+        .iter()
+        .map(|record| {
+            let offset = record.position().map_or(0, |p| p.byte() as usize);
+            let start = offset
+                + text[offset..]
+                    .iter()
+                    .take_while(|&&b| b == b'\r' || b == b'\n')
+                    .count();
+            line += newlines(&text[counted_to..start]);
+            counted_to = start;
+            let row = line - breaks_before;
+            breaks_before += breaks_in_cells(record);
+            row
+        })
+        .collect()
+}
+
+fn newlines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// One row's camera, or every bad cell of it (in column order).
+fn check_row<'r>(
+    columns: &Columns,
+    record: &'r csv::StringRecord,
+    row: usize,
+    first_row_of_id: &mut HashMap<&'r str, usize>,
+) -> Result<Row<'r>, Vec<BadCell>> {
+    let given = |field| columns.cell(record, field).filter(|c| !c.value.is_empty());
+    let check = |cell: &Cell, result: Result<(), String>| result.map_err(|r| columns.bad(cell, r));
+
+    let id = columns.cell(record, Field::Id).expect("an id column");
+    let id_check = check_id(id.value).and_then(|()| {
+        let first = *first_row_of_id.entry(id.value).or_insert(row);
+        if first == row {
+            Ok(())
+        } else {
+            Err(format!("`{}` is also the id of row {first}", id.value))
+        }
+    });
+    let main = columns
+        .cell(record, Field::MainStream)
+        .expect("a main stream column");
+    let sub = given(Field::SubStream);
+    let grid = given(Field::Grid);
+    let priority = given(Field::Priority).map_or(Ok(false), |cell| {
+        yes_no(cell.value).ok_or_else(|| {
+            columns.bad(
+                &cell,
+                format!("`{}` is not yes or no (是/否, true/false, 1/0)", cell.value),
+            )
+        })
+    });
+    let coordinates = coordinates(columns, record);
+    let mut bad: Vec<BadCell> = [
+        check(&id, id_check).err(),
+        check(&main, check_stream(main.value)).err(),
+        sub.as_ref()
+            .and_then(|c| check(c, check_stream(c.value)).err()),
+        grid.as_ref()
+            .and_then(|c| check(c, not_rounded_by_excel(c.value)).err()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match (priority, coordinates) {
+        (Ok(priority), Ok(coordinates)) if bad.is_empty() => Ok(Row {
+            id: id.value,
+            name: given(Field::Name).map(|c| c.value),
+            main_stream: main.value,
+            sub_stream: sub.map(|c| c.value),
+            coordinates,
+            address: given(Field::Address).map(|c| c.value),
+            grid: grid.map(|c| c.value),
+            priority,
+        }),
+        (priority, coordinates) => {
+            bad.extend(priority.err());
+            bad.extend(coordinates.err().into_iter().flatten());
+            bad.sort_by_key(|cell| cell.column);
+            Err(bad)
+        }
+    }
+}
+
+/// Ids are one word, as camera files require.
+fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("empty: every camera needs an id".into());
+    }
+    if id.contains(char::is_whitespace) {
+        return Err(format!("`{id}` has a space in it; an id is one word"));
+    }
+    not_rounded_by_excel(id)
+}
+
+/// Excel shows long numeric codes (20-digit 国标 device codes, 12-digit grid codes) as
+/// `3.40201E+19` and saves them so in CSV: the digits are lost.
+fn not_rounded_by_excel(code: &str) -> Result<(), String> {
+    if code.contains(['E', 'e']) && code.contains('+') && code.parse::<f64>().is_ok() {
+        return Err(format!(
+            "`{code}` is a long number Excel rounded: format the column as text in Excel \
+             and export again"
+        ));
+    }
+    Ok(())
+}
+
+/// RTSP URLs only (the daemon's sources); the reason never shows credentials.
+fn check_stream(stream: &str) -> Result<(), String> {
+    if stream.is_empty() {
+        return Err("empty: a camera needs its stream URL".into());
+    }
+    match url::Url::parse(stream) {
+        Ok(url) if matches!(url.scheme(), "rtsp" | "rtsps") && url.has_host() => Ok(()),
+        _ => Err(format!("`{}` is not an rtsp:// URL", redact_url(stream))),
+    }
+}
+
+fn yes_no(value: &str) -> Option<bool> {
+    match value.to_lowercase().as_str() {
+        "1" | "true" | "yes" | "y" | "是" => Some(true),
+        "0" | "false" | "no" | "n" | "否" => Some(false),
+        _ => None,
+    }
+}
+
+/// Longitude and latitude: both or neither.
+fn coordinates(
+    columns: &Columns,
+    record: &csv::StringRecord,
+) -> Result<Option<(f64, f64)>, Vec<BadCell>> {
+    let (Some(lon), Some(lat)) = (
+        columns.cell(record, Field::Longitude),
+        columns.cell(record, Field::Latitude),
+    ) else {
+        return Ok(None); // a list with neither column (one alone is refused up front)
+    };
+    if lon.value.is_empty() && lat.value.is_empty() {
+        return Ok(None);
+    }
+    let number = |cell: &Cell, other: &Cell, what: &str, limit: f64| {
+        let reason = if cell.value.is_empty() {
+            format!("empty while `{}` is given", columns.headers[other.column])
+        } else {
+            match cell.value.parse::<f64>() {
+                Ok(v) if v.is_finite() && v.abs() <= limit => return Ok(v),
+                Ok(v) => format!("{v} is not a {what} (-{limit}..{limit})"),
+                Err(_) => format!("`{}` is not a number", cell.value),
+            }
+        };
+        Err(columns.bad(cell, reason))
+    };
+    match (
+        number(&lon, &lat, "longitude", 180.0),
+        number(&lat, &lon, "latitude", 90.0),
+    ) {
+        (Ok(lon), Ok(lat)) => Ok(Some((lon, lat))),
+        (lon, lat) => Err(lon.err().into_iter().chain(lat.err()).collect()),
+    }
+}
+
+/// The camera file: the given rows, each with a whole-frame zone watching `rules`.
+fn camera_file(path: &Path, rows: &[Row], rules: &[String]) -> String {
+    let zone = format!(
+        "\n[[camera.zone]]\nid = \"{WHOLE_FRAME_ZONE}\"\n\
+         polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]\nrules = [{}]\n",
+        rules
+            .iter()
+            .map(|r| format!("{{ event = {} }}", quote(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut text = format!(
+        "# Cameras imported from {} by `cgbot cameras import`. Each watches its whole\n\
+         # picture (zone `{WHOLE_FRAME_ZONE}`): draw zones over the picture to refine.\n",
+        path.file_name()
+            .unwrap_or(path.as_os_str())
+            .to_string_lossy()
+    );
+    for row in rows {
+        text.push_str(&format!("\n[[camera]]\nid = {}\n", quote(row.id)));
+        let strings = [
+            ("name", row.name),
+            ("main_stream", Some(row.main_stream)),
+            ("sub_stream", row.sub_stream),
+        ];
+        for (key, value) in strings {
+            if let Some(value) = value {
+                text.push_str(&format!("{key} = {}\n", quote(value)));
+            }
+        }
+        let mut location = Vec::new();
+        if let Some((lon, lat)) = row.coordinates {
+            location.push(format!("longitude = {lon:?}, latitude = {lat:?}"));
+        }
+        for (key, value) in [("address", row.address), ("grid", row.grid)] {
+            if let Some(value) = value {
+                location.push(format!("{key} = {}", quote(value)));
+            }
+        }
+        if !location.is_empty() {
+            text.push_str(&format!("location = {{ {} }}\n", location.join(", ")));
+        }
+        if row.priority {
+            text.push_str("priority = true\n");
+        }
+        text.push_str(&zone);
+    }
+    text
+}
+
+/// A TOML string, quoted and escaped by the toml crate.
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_cameras, Camera};
+
+    fn import(csv: &[u8], options: &ImportOptions) -> Result<Imported, String> {
+        import_bytes(
+            Path::new("points.csv"),
+            csv,
+            &EventCatalogue::builtin(),
+            options,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn import_all(csv: &str) -> Result<Imported, String> {
+        import(csv.as_bytes(), &ImportOptions::default())
+    }
+
+    /// The imported file as `load_cameras` reads it back.
+    fn reload(imported: &Imported) -> Vec<Camera> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imported.toml");
+        std::fs::write(&path, &imported.toml).unwrap();
+        load_cameras(&path, &EventCatalogue::builtin())
+            .unwrap_or_else(|e| panic!("{e}\n{}", imported.toml))
+    }
+
+    const CHINESE: &str = "序号,设备编码,点位名称,RTSP地址,子码流,经度,纬度,安装地址,网格编码,重点,备注\n\
+        1,33010200001320000001,\"人民路\"\"东口\"\" \\ 北\",rtsp://admin:pw@10.0.0.1/main,rtsp://admin:pw@10.0.0.1/sub,120.15,30.28,人民路 12 号,330102001001,是,新装\n\
+        2,33010200001320000002,解放路,rtsp://10.0.0.2/main,,,,,,否,\n";
+
+    #[test]
+    fn chinese_headers_with_a_bom_round_trip_through_load_cameras() {
+        let mut csv = b"\xEF\xBB\xBF".to_vec();
+        csv.extend_from_slice(CHINESE.as_bytes());
+        let imported = import(&csv, &ImportOptions::default()).unwrap();
+        assert_eq!(imported.cameras, 2);
+        assert_eq!(imported.ignored_columns, ["序号", "备注"]);
+        assert_eq!(
+            imported.rules,
+            ["exposed_litter", "illegal_parking", "street_vending"]
+        );
+        let cams = reload(&imported);
+        let cam = &cams[0];
+        assert_eq!(cam.info.id, "33010200001320000001");
+        assert_eq!(cam.info.name, "人民路\"东口\" \\ 北");
+        assert_eq!(
+            cam.main_stream.as_deref(),
+            Some("rtsp://admin:pw@10.0.0.1/main")
+        );
+        assert_eq!(
+            cam.sub_stream.as_deref(),
+            Some("rtsp://admin:pw@10.0.0.1/sub")
+        );
+        let location = &cam.info.location;
+        assert_eq!(
+            (location.longitude, location.latitude),
+            (Some(120.15), Some(30.28))
+        );
+        assert_eq!(location.address.as_deref(), Some("人民路 12 号"));
+        assert_eq!(location.grid.as_deref(), Some("330102001001"));
+        assert!(cam.priority);
+        assert_eq!(cam.zones.len(), 1);
+        assert_eq!(cam.zones[0].id, WHOLE_FRAME_ZONE);
+        assert_eq!(cam.zones[0].polygon.area(), 1.0);
+        let events: Vec<&str> = cam.zones[0]
+            .rules
+            .iter()
+            .map(|r| r.event.as_str())
+            .collect();
+        assert_eq!(events, imported.rules);
+        // What the list leaves out stays out: no sub stream, no location, the id as name.
+        let bare = &cams[1];
+        assert_eq!(bare.info.name, "解放路");
+        assert_eq!(bare.sub_stream, None);
+        assert_eq!(bare.info.location, Default::default());
+        assert!(!bare.priority);
+    }
+
+    #[test]
+    fn english_headers_in_any_case_and_chosen_rules() {
+        let csv = "Camera_ID,Name,URL,Sub_Stream,LON,Lat,Address,Grid,Priority\n\
+                   cam-1,Main St. 'east',rtsp://u:p@h/1,,-73.98,40.75,\"1 Main St, NY\",G1,TRUE\n\
+                   cam-2,,rtsps://h/2,,,,,,0\n";
+        let options = ImportOptions {
+            rules: Some(vec!["illegal_parking".into(), " illegal_parking".into()]),
+            skip_invalid: false,
+        };
+        let imported = import(csv.as_bytes(), &options).unwrap();
+        assert_eq!(imported.rules, ["illegal_parking"]);
+        assert!(imported.ignored_columns.is_empty());
+        let cams = reload(&imported);
+        assert_eq!(cams[0].info.name, "Main St. 'east'");
+        assert_eq!(cams[0].info.location.longitude, Some(-73.98));
+        assert_eq!(
+            cams[0].info.location.address.as_deref(),
+            Some("1 Main St, NY")
+        );
+        assert!(cams[0].priority && !cams[1].priority);
+        assert_eq!(cams[1].info.name, "cam-2");
+        assert_eq!(cams[0].zones[0].rules.len(), 1);
+
+        let unknown = ImportOptions {
+            rules: Some(vec!["jaywalking".into()]),
+            skip_invalid: false,
+        };
+        let err = import(csv.as_bytes(), &unknown).unwrap_err();
+        assert!(err.contains("unknown event `jaywalking`"), "{err}");
+    }
+
+    #[test]
+    fn gbk_and_utf16_are_refused_with_a_way_to_convert() {
+        // "设备编码,RTSP地址" in GBK.
+        let gbk = b"\xc9\xe8\xb1\xb8\xb1\xe0\xc2\xeb,RTSP\xb5\xd8\xd6\xb7\ncam-1,rtsp://h/1\n";
+        let err = import(gbk, &ImportOptions::default()).unwrap_err();
+        assert!(err.starts_with("points.csv: not UTF-8 (line 1)"), "{err}");
+        assert!(err.contains("iconv -f GBK -t UTF-8 points.csv"), "{err}");
+        let err = import(b"\xFF\xFEi\0d\0", &ImportOptions::default()).unwrap_err();
+        assert!(
+            err.contains("UTF-16") && err.contains("iconv -f UTF-16"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_bad_row_is_named_with_row_and_column() {
+        let csv = "设备编码,RTSP地址,经度,纬度,网格编码,重点\n\
+                   cam-1,rtsp://u:secret@h/1,120.1,30.2,,\n\
+                   ,rtsp://h/2,,,,\n\
+                   cam-3,,,,,\n\
+                   cam-4,http://u:secret@h/4,東經,95,,\n\
+                   cam-1,rtsp://h/5,120.1,,,\n\
+                   3.30102E+19,rtsp://h/6,,,3.30102E+11,maybe\n\
+                   cam 7,rtsp://h/7,,,,\n";
+        let err = import_all(csv).unwrap_err();
+        let expected = "points.csv: 6 bad rows:\n  \
+            row 3, column A `设备编码`: empty: every camera needs an id\n  \
+            row 4, column B `RTSP地址`: empty: a camera needs its stream URL\n  \
+            row 5, column B `RTSP地址`: `http://***@h/4` is not an rtsp:// URL, \
+            column C `经度`: `東經` is not a number, \
+            column D `纬度`: 95 is not a latitude (-90..90)\n  \
+            row 6, column A `设备编码`: `cam-1` is also the id of row 2, \
+            column D `纬度`: empty while `经度` is given\n  \
+            row 7, column A `设备编码`: `3.30102E+19` is a long number Excel rounded: \
+            format the column as text in Excel and export again, \
+            column E `网格编码`: `3.30102E+11` is a long number Excel rounded: \
+            format the column as text in Excel and export again, \
+            column F `重点`: `maybe` is not yes or no (是/否, true/false, 1/0)\n  \
+            row 8, column A `设备编码`: `cam 7` has a space in it; an id is one word";
+        assert_eq!(err, expected);
+        assert!(!err.contains("secret"));
+    }
+
+    #[test]
+    fn skip_invalid_writes_the_good_rows_and_reports_the_rest() {
+        let csv = "id,url\ncam-1,rtsp://h/1\ncam-1,rtsp://h/2\n,rtsp://h/3\ncam-4,rtsp://h/4\n";
+        let options = ImportOptions {
+            skip_invalid: true,
+            ..ImportOptions::default()
+        };
+        let imported = import(csv.as_bytes(), &options).unwrap();
+        assert_eq!(imported.cameras, 2);
+        let rows: Vec<usize> = imported.skipped.iter().map(|r| r.row).collect();
+        assert_eq!(rows, [3, 4]);
+        let ids: Vec<String> = reload(&imported).into_iter().map(|c| c.info.id).collect();
+        assert_eq!(ids, ["cam-1", "cam-4"]);
+        // Nothing good at all is still an error.
+        let err = import(b"id,url\n,rtsp://h/1\n", &options).unwrap_err();
+        assert!(err.contains("1 bad row:\n  row 2"), "{err}");
+    }
+
+    #[test]
+    fn rows_are_counted_as_a_spreadsheet_counts_them() {
+        // A cell with a line break is one row; a blank line is a blank row; a row of empty
+        // cells (Excel's trailing rows) is skipped.
+        for eol in ["\n", "\r\n"] {
+            let csv = [
+                "id,url,address",
+                "cam-1,rtsp://h/1,\"line one",
+                "line two\"",
+                "",
+            ]
+            .into_iter()
+            .chain([",,", "cam-5,,", ""])
+            .collect::<Vec<_>>()
+            .join(eol);
+            let err = import_all(&csv).unwrap_err();
+            assert!(err.contains("1 bad row:\n  row 5, column B `url`"), "{err}");
+            let fixed = csv.replace("cam-5,,", "cam-5,rtsp://h/5,");
+            let cams = reload(&import_all(&fixed).unwrap());
+            assert_eq!(
+                cams[0].info.location.address,
+                Some(format!("line one{eol}line two"))
+            );
+        }
+    }
+
+    #[test]
+    fn the_preferred_of_two_columns_for_a_field_is_used() {
+        let csv = "编号,设备编码,名称,取流地址,Notes\n1,cam-a,东口,rtsp://h/1,x\n";
+        let imported = import_all(csv).unwrap();
+        assert_eq!(
+            imported.ignored_columns,
+            ["编号 (设备编码 gives the camera id)", "Notes"]
+        );
+        assert_eq!(reload(&imported)[0].info.id, "cam-a");
+    }
+
+    #[test]
+    fn a_list_without_its_key_columns_or_rows_is_refused() {
+        let err = import_all("名称,地址\n东口,人民路\n").unwrap_err();
+        assert!(
+            err.starts_with("points.csv: no column gives the camera id (headed one of: 设备编码,"),
+            "{err}"
+        );
+        assert!(err.contains("found: 名称, 地址"), "{err}");
+        let err = import_all("id,rtsp,经度\ncam-1,rtsp://h/1,120\n").unwrap_err();
+        assert!(err.contains("no column gives the latitude"), "{err}");
+        let err = import_all("id,rtsp\n").unwrap_err();
+        assert_eq!(err, "points.csv: no camera rows below the header");
+        assert!(import_all("")
+            .unwrap_err()
+            .contains("no column gives the camera id"));
+    }
+
+    #[test]
+    fn long_lists_of_bad_rows_are_cut_short() {
+        let mut csv = String::from("id,url\n");
+        for _ in 0..LISTED_ROWS + 7 {
+            csv.push_str(",rtsp://h/1\n");
+        }
+        let err = import_all(&csv).unwrap_err();
+        assert!(err.contains("57 bad rows:"), "{err}");
+        assert_eq!(err.lines().count(), LISTED_ROWS + 2);
+        assert!(err.ends_with("… and 7 more"), "{err}");
+    }
+
+    #[test]
+    fn column_letters_count_like_a_spreadsheet() {
+        let letters: Vec<String> = [1, 2, 26, 27, 52, 703].map(column_letters).into();
+        assert_eq!(letters, ["A", "B", "Z", "AA", "AZ", "AAA"]);
+    }
+}
