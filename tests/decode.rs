@@ -6,7 +6,6 @@ mod common;
 use std::path::Path;
 
 use cgbot::decode::{DecodeStats, Decoder, Sampling};
-use cgbot::models::Catalogue;
 use cgbot::source::FileSource;
 use common::*;
 
@@ -18,12 +17,7 @@ struct Decoded {
 }
 
 fn decode(path: &Path, sampling: Sampling) -> Decoded {
-    let input = Catalogue::with_dirs(vec![])
-        .unwrap()
-        .default_model()
-        .unwrap()
-        .input
-        .clone();
+    let input = default_model_input();
     let (mut source, info) = FileSource::open(path).unwrap();
     let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
     let (mut keyframes, mut pts, mut units) = (0, Vec::new(), 0);

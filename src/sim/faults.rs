@@ -18,7 +18,7 @@ pub enum FaultKind {
     /// answering RTSP: the frozen camera that only a media timeout detects.
     Stall(Duration),
     /// Flip bytes in this fraction of RTP payloads: coded picture data is damaged, the
-    /// RTP, NAL and fragmentation headers stay intact.
+    /// RTP, NAL and fragmentation headers and the parameter sets stay intact.
     Corrupt(f64),
     /// Answer requests with random bytes instead of RTSP, then close.
     Garbage,

@@ -382,7 +382,10 @@ impl Connection {
             output.extend_from_slice(payload);
             session.next_sequence = session.next_sequence.wrapping_add(1);
             if let Some(fraction) = session.faults.corrupt {
-                if session.corruption.unit() < fraction {
+                // Drawn for every packet, parameter sets too, so that which packets a
+                // camera damages stays the same from run to run.
+                let damage = session.corruption.unit() < fraction;
+                if damage && !is_parameter_set(clip.codec, payload) {
                     let start = output.len() - payload.len();
                     corrupt(&mut output[start..], &mut session.corruption);
                 }
@@ -789,6 +792,16 @@ fn camera_of(path: &str) -> Option<usize> {
 fn session_id(request: &Request<Vec<u8>>) -> Option<&str> {
     let value = request.header(&headers::SESSION)?.as_str();
     Some(value.split(';').next().unwrap_or(value).trim())
+}
+
+/// Whether an RTP payload is a whole (VPS,) SPS or PPS. Those are never damaged: clients
+/// such as retina parse in-band parameter sets and end the session on a bad one, like a
+/// damaged header; the `corrupt` fault is about picture data.
+fn is_parameter_set(codec: rtp::Codec, payload: &[u8]) -> bool {
+    !payload.is_empty()
+        && codec
+            .parameter_set_types()
+            .contains(&codec.nal_type(payload))
 }
 
 /// Flips a few random bytes of a payload, sparing its first three: the NAL and FU

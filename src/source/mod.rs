@@ -1,10 +1,13 @@
 //! Source stage: where access units come from. Files (MP4, MKV, raw Annex-B, still
-//! images) are demuxed with FFmpeg's libavformat; every source yields the same
-//! [`AccessUnit`]s and [`StreamInfo`] for the decode stage.
+//! images) are demuxed with FFmpeg's libavformat, live cameras are played over RTSP with
+//! retina ([`rtsp`]); every source yields the same [`AccessUnit`]s and [`StreamInfo`] for
+//! the decode stage.
 
 mod file;
+pub mod rtsp;
 
 pub use file::FileSource;
+pub use rtsp::{LiveStream, LiveUnit, RtspError, RtspOptions, RtspSession, Transport};
 
 use ffmpeg_next as ffmpeg;
 use std::path::PathBuf;
