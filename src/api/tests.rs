@@ -212,7 +212,7 @@ fn bbox(label: &str, bbox: [f32; 4]) -> Detection {
 /// through the rules, cases and store stages every 10 s of camera time with the van (and
 /// from 10 s on a second car) where a detector finds them; the example camera's zone has
 /// a 30 s dwell, so both are filed with evidence. Returns the still open writer.
-fn file_cases(db: &Path) -> Filing {
+fn file_cases(db: &Path) -> Store {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let camera = load_cameras(
         &root.join("samples/street-static-camera.toml"),
@@ -243,8 +243,8 @@ fn file_cases(db: &Path) -> Filing {
             .unwrap();
     }
     let mut frame = frame.unwrap();
-    let store = Store::open(db).unwrap();
-    let mut filing = Filing::new(&camera, Categories::builtin(), store, input, BASE_TIME).unwrap();
+    let mut store = Store::open(db).unwrap();
+    let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, BASE_TIME).unwrap();
     let van = bbox("truck", [520.0, 213.0, 640.0, 337.0]);
     let car = bbox("car", [505.0, 150.0, 575.0, 205.0]);
     for t in (0..=60).step_by(10) {
@@ -253,10 +253,10 @@ fn file_cases(db: &Path) -> Filing {
         if t >= 10 {
             found.push(car.clone());
         }
-        filing.on_frame(&frame, &found).unwrap();
+        filing.on_frame(&mut store, &frame, &found).unwrap();
     }
     assert_eq!(filing.stats.filed, 2, "{:?}", filing.stats);
-    filing
+    store
 }
 
 fn ids(reply: &Reply) -> Vec<String> {
@@ -443,9 +443,9 @@ fn cases_are_listed_with_the_store_filters() {
 fn a_case_comes_with_history_and_evidence_images_and_nothing_outside_them() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cases.db");
-    let mut writer = file_cases(&db);
+    let writer = file_cases(&db);
     let evidence_dir = Store::open(&db).unwrap().evidence_dir();
-    let cases = writer.store().cases(&CaseFilter::default()).unwrap();
+    let cases = writer.cases(&CaseFilter::default()).unwrap();
     let id = cases[0].id.clone();
     let server = Server::start(fixed_view(), Some(TOKEN), db);
 
@@ -531,17 +531,13 @@ fn reads_go_on_while_the_daemon_writes() {
         let writing = scope.spawn(|| {
             let mut writes = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut case = writer
-                    .store()
-                    .cases(&CaseFilter::default())
-                    .unwrap()
-                    .remove(0);
+                let mut case = writer.cases(&CaseFilter::default()).unwrap().remove(0);
                 case.updated_at += 1.0;
                 let changes = crate::store::Changes {
                     upserts: vec![case],
                     ..Default::default()
                 };
-                writer.store().write(&changes).unwrap();
+                writer.write(&changes).unwrap();
                 writes += 1;
             }
             writes

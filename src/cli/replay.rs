@@ -149,7 +149,8 @@ fn replay(
                 .or_else(|| source.0.recorded_at())
                 .unwrap_or(0.0);
             let input = detector.model().spec.input.clone();
-            Some(Filing::new(camera, categories, store, input, base)?)
+            let filing = Filing::new(camera, categories, &store, input, base)?;
+            Some((filing, store))
         }
         None => None,
     };
@@ -194,9 +195,9 @@ fn replay(
                     &dir.join(annotated_name(clip, Some(frame.pts))),
                 )?;
             }
-            if let Some(filing) = filing.as_mut() {
+            if let Some((filing, store)) = filing.as_mut() {
                 filing
-                    .on_frame(frame, detections)
+                    .on_frame(store, frame, detections)
                     .map_err(|e| e.to_string())?;
             }
             Ok(())
@@ -205,7 +206,7 @@ fn replay(
     progress.finish_and_clear();
     let summary = summary?;
     eprint!("{}", render_summary(clip, &summary));
-    if let Some(filing) = filing.as_mut() {
+    if let Some((filing, store)) = filing.as_mut() {
         let s = filing.stats;
         eprintln!(
             "  cases: {} candidates, {} filed, {} verifying, {} closed as auto-verified, {} reopened ({})",
@@ -216,7 +217,7 @@ fn replay(
             s.reopened,
             filing_args.db.db.display()
         );
-        filing_args.sinks.deliver(filing.store())?;
+        filing_args.sinks.deliver(store)?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ mod preprocess;
 mod sampling;
 
 pub use preprocess::{Letterbox, ModelInput, Preprocessor};
-pub use sampling::Sampling;
+pub use sampling::{KeyframePolicy, LiveSampler, Sampling};
 
 use std::time::{Duration, Instant};
 

@@ -64,8 +64,16 @@ pub struct ModelInput {
 /// source size or pixel format changes.
 pub struct Preprocessor {
     spec: InputSpec,
-    to_planar_rgb: Option<(ScalerKey, scaling::Context, VideoFrame)>,
+    to_planar_rgb: Option<(ScalerKey, Scaler, VideoFrame)>,
 }
+
+/// A libswscale context that may move to another thread.
+struct Scaler(scaling::Context);
+
+// SAFETY: an SwsContext holds no thread-affine state; it is only ever used through
+// `&mut`, so one thread at a time. The daemon's decoder pool moves a camera's decoder
+// between threads under a mutex.
+unsafe impl Send for Scaler {}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct ScalerKey {
@@ -263,10 +271,11 @@ impl Preprocessor {
                 ))
             })?;
             let planar = VideoFrame::new(Pixel::GBRP, key.width, key.height);
-            self.to_planar_rgb = Some((key, context, planar));
+            self.to_planar_rgb = Some((key, Scaler(context), planar));
         }
         let (_, context, planar) = self.to_planar_rgb.as_mut().expect("converter was just set");
         context
+            .0
             .run(frame, planar)
             .map_err(|e| convert(e.to_string()))?;
         Ok(planar)

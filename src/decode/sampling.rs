@@ -129,6 +129,102 @@ impl Sampler {
     }
 }
 
+/// When a live stream is decoded keyframes-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyframePolicy {
+    /// Keyframes only while the stream's keyframe interval (GOP) is no longer than the
+    /// sample interval; every frame from a keyframe on when it is longer.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// Chooses which access units of a live stream reach its decoder. A live stream's GOP is
+/// not known up front, so it is measured from the keyframes that pass by.
+#[derive(Debug, Clone)]
+pub struct LiveSampler {
+    interval: Duration,
+    policy: KeyframePolicy,
+    last_keyframe: Option<f64>,
+    gop: Option<f64>,
+    last_admitted_key: Option<f64>,
+    /// In decode-all mode, a keyframe has been admitted since the last gap.
+    in_sync: bool,
+}
+
+impl LiveSampler {
+    pub fn new(interval: Duration, policy: KeyframePolicy) -> Self {
+        Self {
+            interval,
+            policy,
+            last_keyframe: None,
+            gop: None,
+            last_admitted_key: None,
+            in_sync: false,
+        }
+    }
+
+    /// Whether the decoder gets keyframes only (else every frame, analysed once per interval).
+    pub fn keyframes_only(&self) -> bool {
+        match self.policy {
+            KeyframePolicy::Always => true,
+            KeyframePolicy::Never => false,
+            // Until the GOP is known, keyframes only: no frame before the first keyframe
+            // can be decoded anyway.
+            KeyframePolicy::Auto => self
+                .gop
+                .is_none_or(|gop| gop <= self.interval.as_secs_f64() * 1.25),
+        }
+    }
+
+    /// How the decoder for the admitted units samples: rate limiting of keyframes has
+    /// already happened here.
+    pub fn sampling(&self) -> Sampling {
+        if self.keyframes_only() {
+            Sampling::Keyframes { min_interval: None }
+        } else {
+            Sampling::Interval(self.interval)
+        }
+    }
+
+    /// The keyframe interval measured so far, in seconds.
+    pub fn gop(&self) -> Option<f64> {
+        self.gop
+    }
+
+    /// Decides for one access unit (presentation time `t`, seconds).
+    pub fn admit(&mut self, keyframe: bool, t: f64) -> bool {
+        if keyframe {
+            if let Some(previous) = self.last_keyframe.filter(|&p| t > p) {
+                self.gop = Some(t - previous);
+            }
+            self.last_keyframe = Some(t);
+        }
+        if !self.keyframes_only() {
+            self.in_sync |= keyframe;
+            return self.in_sync;
+        }
+        // Timestamps jitter: a 2 s GOP sampled every 2 s must not skip every other keyframe.
+        let slack = (self.interval.as_secs_f64() * 0.1).min(0.25);
+        let due = self
+            .last_admitted_key
+            .is_none_or(|last| t - last >= self.interval.as_secs_f64() - slack || t < last);
+        if keyframe && due {
+            self.last_admitted_key = Some(t);
+            return true;
+        }
+        false
+    }
+
+    /// After units were lost (queue overflow, reconnect): decoding restarts at a keyframe.
+    pub fn resync(&mut self) {
+        self.in_sync = false;
+        self.last_keyframe = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +258,43 @@ mod tests {
             min_interval: Some(Duration::from_secs(3)),
         };
         assert_eq!(analysed(sparse, 400, 25.0, 50), [0, 100, 200, 300]);
+    }
+
+    fn admitted(sampler: &mut LiveSampler, seconds: f64, fps: f64, gop: usize) -> Vec<usize> {
+        (0..(seconds * fps) as usize)
+            .filter(|&i| sampler.admit(i % gop == 0, 1000.0 + i as f64 / fps))
+            .collect()
+    }
+
+    #[test]
+    fn live_sampler_keeps_keyframes_while_the_gop_fits_the_interval() {
+        let mut sampler = LiveSampler::new(Duration::from_secs(2), KeyframePolicy::Auto);
+        // 25 fps, GOP 1 s: every other keyframe.
+        assert_eq!(admitted(&mut sampler, 6.0, 25.0, 25), [0, 50, 100]);
+        assert_eq!(sampler.gop(), Some(1.0));
+        assert!(sampler.keyframes_only());
+        // GOP exactly the interval: every keyframe, despite timestamp jitter.
+        let mut sampler = LiveSampler::new(Duration::from_secs(2), KeyframePolicy::Auto);
+        assert_eq!(admitted(&mut sampler, 6.0, 25.0, 50), [0, 50, 100]);
+    }
+
+    #[test]
+    fn live_sampler_decodes_everything_when_the_gop_is_longer_than_the_interval() {
+        let mut sampler = LiveSampler::new(Duration::from_secs(2), KeyframePolicy::Auto);
+        let got = admitted(&mut sampler, 12.0, 10.0, 40);
+        // The first keyframe, then (GOP 4 s measured at the second) every unit.
+        assert_eq!(got[0], 0);
+        assert_eq!(got[1], 40);
+        assert_eq!(got.len(), 1 + 80);
+        assert_eq!(
+            sampler.sampling(),
+            Sampling::Interval(Duration::from_secs(2))
+        );
+        // A gap: nothing until the next keyframe.
+        sampler.resync();
+        assert!(!sampler.admit(false, 2000.0));
+        assert!(sampler.admit(true, 2000.1));
+        assert!(sampler.admit(false, 2000.2));
     }
 
     #[test]

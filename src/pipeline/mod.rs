@@ -1,6 +1,8 @@
 //! Wiring of the stages: source → decode (its own thread) → bounded queue → batched
 //! detect → the caller's sink. `detect` and `replay` are this one path with different ends.
 
+pub mod live;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -200,12 +202,11 @@ pub struct FilingStats {
     pub reopened: u64,
 }
 
-/// The track → rules → cases → store end of the path for one camera: a sink for
-/// [`analyse_file`] (and later for live streams).
+/// The track → rules → cases end of the path for one camera, writing to the caller's
+/// store: a sink for [`analyse_file`], and one per camera in the daemon.
 pub struct Filing {
     rules: RuleEngine,
     cases: CaseEngine,
-    store: Store,
     model_input: InputSpec,
     /// Unix time of presentation time 0.
     base_time: f64,
@@ -217,7 +218,7 @@ impl Filing {
     pub fn new(
         camera: &Camera,
         categories: Categories,
-        store: Store,
+        store: &Store,
         model_input: InputSpec,
         base_time: f64,
     ) -> Result<Self, PipelineError> {
@@ -239,7 +240,6 @@ impl Filing {
                 camera.utc_offset,
             ),
             cases,
-            store,
             model_input,
             base_time,
             stats: FilingStats::default(),
@@ -249,6 +249,7 @@ impl Filing {
     /// One analysed frame: its changes are committed in one transaction before returning.
     pub fn on_frame(
         &mut self,
+        store: &mut Store,
         frame: &Frame,
         detections: &[Detection],
     ) -> Result<(), PipelineError> {
@@ -258,7 +259,7 @@ impl Filing {
         if changes.is_empty() {
             return Ok(());
         }
-        self.store.write(&changes)?;
+        store.write(&changes)?;
         for entry in &changes.history {
             let counter = match entry.to {
                 Status::Detected => &mut self.stats.candidates,
@@ -271,10 +272,6 @@ impl Filing {
             *counter += 1;
         }
         Ok(())
-    }
-
-    pub fn store(&mut self) -> &mut Store {
-        &mut self.store
     }
 }
 
