@@ -12,6 +12,7 @@ use cli::cases::{CasesCommand, OutboxCommand};
 use cli::detect::DetectArgs;
 use cli::models::ModelsCommand;
 use cli::replay::ReplayArgs;
+use cli::run::RunArgs;
 use cli::sim::SimArgs;
 
 #[derive(Parser)]
@@ -54,15 +55,20 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Watch the configured RTSP cameras and file cases: the daemon.
+    Run(RunArgs),
     /// Serve a clip as simulated RTSP street cameras, for tests, benchmarks and demos.
     Sim(SimArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = ["warn", "info", "debug"][usize::from(cli.verbose.min(2))];
+    // The daemon reports its progress at info level; one-shot commands only warn.
+    let base = usize::from(matches!(cli.command, Command::Run(_)));
+    let default_level = ["warn", "info", "debug"][(usize::from(cli.verbose) + base).min(2)];
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
         Command::Outbox { command } => command.run(),
         Command::Cameras { command } => command.run(),
         Command::Models { command } => command.run(),
+        Command::Run(args) => args.run(),
         Command::Sim(args) => args.run(),
     };
     match result {

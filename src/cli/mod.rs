@@ -5,6 +5,7 @@ pub mod cases;
 pub mod detect;
 pub mod models;
 pub mod replay;
+pub mod run;
 pub mod sim;
 
 use std::path::Path;

@@ -32,6 +32,11 @@ pub use import::{
     import_csv, list_bad_rows, BadCell, BadRow, ImportError, ImportOptions, Imported,
 };
 
+pub mod duration;
+mod run;
+
+pub use run::{RunConfig, StreamChoice};
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,8 @@
 //! an RTSP server we did not write (GStreamer's) to play against.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod daemon;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

@@ -1,0 +1,53 @@
+//! `cgbot run`: the daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use cgbot::config::RunConfig;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Daemon configuration (TOML; see the README's "Running the daemon").
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Listen address of the HTTP API, overriding the file's `api.listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+impl RunArgs {
+    pub fn run(&self) -> Result<()> {
+        let mut config = RunConfig::load(&self.config)?;
+        if let Some(listen) = self.listen {
+            config.api.listen = listen;
+        }
+        let report = cgbot::pipeline::live::run(config, stop_signal())?;
+        tracing::info!(
+            frames_analysed = report.frames_analysed,
+            cases_filed = report.cases_filed,
+            shutdown_ms = report.shutdown.as_millis() as u64,
+            "stopped"
+        );
+        Ok(())
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot catch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}

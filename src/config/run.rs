@@ -1,0 +1,360 @@
+//! The daemon's own configuration (`cgbot run --config FILE`). Every section and key is
+//! optional except `cameras`; relative paths are relative to the file.
+//!
+//! ```toml
+//! cameras = "cameras/"            # camera file or directory, watched for rotation
+//! db = "cgbot.db"
+//!
+//! [detector]
+//! model = "yolox_nano"            # catalogue name or ONNX path
+//! provider = "cpu"                # cpu, cuda[:N], tensorrt[:N]
+//!
+//! [sampling]
+//! interval = "2s"                 # one analysed frame per camera per interval
+//! keyframes = "auto"              # auto | always | never
+//!
+//! [rtsp]
+//! transport = "tcp"               # tcp | udp
+//! stream = "main"                 # main | sub: which camera stream is analysed
+//!
+//! [patrol]
+//! slots = 50                      # 0: every camera watched continuously
+//! samples = 2
+//! visit_timeout = "20s"
+//! revisit = "5m"
+//!
+//! [api]
+//! listen = "127.0.0.1:8080"       # bearer token from $CGBOT_API_TOKEN or token_file
+//!
+//! [sinks]
+//! jsonl = "events.jsonl"
+//! webhook = "https://city.example/api/cases"   # token from $CGBOT_WEBHOOK_TOKEN
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::decode::KeyframePolicy;
+use crate::detect::{DetectorOptions, Provider};
+use crate::patrol::PatrolConfig;
+use crate::source::Transport;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub cameras: PathBuf,
+    #[serde(default = "default_db")]
+    pub db: PathBuf,
+    /// Case category table replacing the built-in one.
+    pub catalogue: Option<PathBuf>,
+    #[serde(default)]
+    pub detector: DetectorSettings,
+    #[serde(default)]
+    pub sampling: SamplingSettings,
+    #[serde(default)]
+    pub rtsp: RtspSettings,
+    #[serde(default)]
+    pub queues: QueueSettings,
+    #[serde(default)]
+    pub patrol: PatrolConfig,
+    #[serde(default)]
+    pub api: ApiSettings,
+    #[serde(default)]
+    pub sinks: SinkSettings,
+    /// Longest a graceful shutdown may take before the process exits anyway.
+    #[serde(default = "default_shutdown", with = "super::duration")]
+    pub shutdown_deadline: Duration,
+}
+
+fn default_db() -> PathBuf {
+    PathBuf::from("cgbot.db")
+}
+
+fn default_shutdown() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorSettings {
+    pub model: Option<String>,
+    pub provider: String,
+    pub conf: f32,
+    pub nms: f32,
+    /// Intra-op threads for inference (0: one per core).
+    pub threads: usize,
+    /// Largest batch across cameras, for models with a dynamic batch dimension.
+    pub batch: usize,
+    /// Longest wait for a batch to fill.
+    #[serde(with = "super::duration")]
+    pub max_wait: Duration,
+}
+
+impl Default for DetectorSettings {
+    fn default() -> Self {
+        let d = DetectorOptions::default();
+        Self {
+            model: None,
+            provider: "cpu".into(),
+            conf: d.conf,
+            nms: d.nms_iou,
+            threads: d.threads,
+            batch: d.max_batch,
+            max_wait: Duration::from_millis(20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingSettings {
+    #[serde(with = "super::duration")]
+    pub interval: Duration,
+    pub keyframes: KeyframePolicy,
+}
+
+impl Default for SamplingSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+            keyframes: KeyframePolicy::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamChoice {
+    #[default]
+    Main,
+    Sub,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtspSettings {
+    pub transport: Transport,
+    /// Which of a camera's streams is analysed (the other is used when it is missing).
+    pub stream: StreamChoice,
+    #[serde(with = "super::duration")]
+    pub connect_timeout: Duration,
+    /// No frame for this long: the stream is stalled and reconnected.
+    #[serde(with = "super::duration")]
+    pub frame_timeout: Duration,
+    /// First reconnect delay ceiling; it doubles per failure up to `backoff_max`, and each
+    /// delay is drawn uniformly below the ceiling so cameras do not retry in lockstep.
+    #[serde(with = "super::duration")]
+    pub backoff_initial: Duration,
+    #[serde(with = "super::duration")]
+    pub backoff_max: Duration,
+}
+
+impl Default for RtspSettings {
+    fn default() -> Self {
+        Self {
+            transport: Transport::Tcp,
+            stream: StreamChoice::Main,
+            connect_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Access units waiting per camera before the decoder; the oldest is dropped beyond.
+    pub per_camera: usize,
+    /// Decoded frames waiting for inference; the oldest is dropped beyond.
+    pub frames: usize,
+    /// Decoder threads (0: half the cores, at least one).
+    pub decode_threads: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            per_camera: 8,
+            frames: 32,
+            decode_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// File holding the bearer token (else `$CGBOT_API_TOKEN`).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkSettings {
+    pub jsonl: Option<PathBuf>,
+    /// Webhook URL; its bearer token comes from `$CGBOT_WEBHOOK_TOKEN`.
+    pub webhook: Option<String>,
+    #[serde(with = "super::duration")]
+    pub webhook_timeout: Duration,
+    /// How often the outbox is delivered.
+    #[serde(with = "super::duration")]
+    pub every: Duration,
+}
+
+impl Default for SinkSettings {
+    fn default() -> Self {
+        Self {
+            jsonl: None,
+            webhook: None,
+            webhook_timeout: Duration::from_secs(10),
+            every: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads and checks the file; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read = |reason: String| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+        let mut config: RunConfig = toml::from_str(&text).map_err(|e| read(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut config.cameras);
+        rebase(&mut config.db);
+        for p in [
+            config.catalogue.as_mut(),
+            config.sinks.jsonl.as_mut(),
+            config.api.token_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            rebase(p);
+        }
+        config
+            .check()
+            .map_err(|(field, reason)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: field.into(),
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        self.detector_options()?;
+        if self.sampling.interval.is_zero() {
+            return Err(("sampling.interval", "must be positive".into()));
+        }
+        if self.queues.per_camera == 0 || self.queues.frames == 0 {
+            return Err(("queues", "queue sizes must be at least 1".into()));
+        }
+        if self.patrol.slots > 0 && self.patrol.samples == 0 {
+            return Err(("patrol.samples", "a visit needs at least one sample".into()));
+        }
+        if self.rtsp.backoff_initial.is_zero() || self.rtsp.backoff_max < self.rtsp.backoff_initial
+        {
+            return Err((
+                "rtsp.backoff_initial",
+                "must be positive and at most rtsp.backoff_max".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn detector_options(&self) -> Result<DetectorOptions, (&'static str, String)> {
+        let d = &self.detector;
+        let provider: Provider = d.provider.parse().map_err(|e| ("detector.provider", e))?;
+        for (field, value) in [("detector.conf", d.conf), ("detector.nms", d.nms)] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err((field, format!("{value} is not between 0 and 1")));
+            }
+        }
+        Ok(DetectorOptions {
+            conf: d.conf,
+            nms_iou: d.nms,
+            provider,
+            threads: d.threads,
+            max_batch: d.batch.max(1),
+        })
+    }
+
+    /// The API's bearer token, if one is configured.
+    pub fn api_token(&self) -> Result<Option<String>, ConfigError> {
+        match &self.api.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| ConfigError::Read {
+                    path: path.clone(),
+                    reason: format!("api.token_file: {e}"),
+                }),
+            None => Ok(std::env::var("CGBOT_API_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<RunConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, text).unwrap();
+        RunConfig::load(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_the_camera_list() {
+        let config = load("cameras = \"cams\"\n").unwrap();
+        assert!(config.cameras.ends_with("cams") && config.cameras.is_absolute());
+        assert_eq!(config.sampling.interval, Duration::from_secs(2));
+        assert_eq!(config.patrol.slots, 0);
+        assert_eq!(config.rtsp.transport, Transport::Tcp);
+        assert_eq!(config.shutdown_deadline, Duration::from_secs(10));
+        let err = load("db = \"x.db\"\n").unwrap_err();
+        assert!(err.contains("missing field `cameras`"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = load("cameras = \"c\"\n[sampling]\ninterval = \"soon\"\n").unwrap_err();
+        assert!(err.contains("run.toml") && err.contains("soon"), "{err}");
+        let err = load("cameras = \"c\"\n[detector]\nprovider = \"tpu\"\n").unwrap_err();
+        assert!(
+            err.contains("detector.provider: unknown execution provider"),
+            "{err}"
+        );
+        let err = load("cameras = \"c\"\n[patrol]\nslots = 5\nsamples = 0\n").unwrap_err();
+        assert!(err.contains("patrol.samples"), "{err}");
+        let err = load("cameras = \"c\"\n[rtsp]\ntransprot = \"udp\"\n").unwrap_err();
+        assert!(err.contains("transprot"), "{err}");
+    }
+}

@@ -1,0 +1,341 @@
+//! The daemon's wiring (`cgbot run`): RTSP sessions on tokio, one task per watched
+//! camera → per-camera drop-oldest unit queues → decode pool → frame queue (drop-oldest)
+//! → batched detection across cameras → filing → store, with outbox delivery, patrol
+//! scheduling, hot camera rotation and the HTTP API around it.
+
+mod camera;
+mod supervisor;
+mod view;
+mod workers;
+
+pub use camera::{CameraState, LiveCamera};
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Sender};
+
+use crate::api::{self, ApiConfig};
+use crate::cases::Categories;
+use crate::config::RunConfig;
+use crate::detect::Detector;
+use crate::metrics::{Counter, Histogram};
+use crate::models::Catalogue;
+use crate::rules::EventCatalogue;
+use crate::sinks::{JsonlSink, Sink, WebhookSink};
+use crate::source::RtspOptions;
+use crate::store::Store;
+
+use camera::DropOldest;
+use supervisor::Supervisor;
+use workers::FilingContext;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Sink(#[from] crate::sinks::SinkError),
+    #[error("{0}")]
+    Catalogue(String),
+    #[error("API on {listen}: {reason}")]
+    Api { listen: String, reason: String },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("shutdown took longer than {deadline:?}: {pending}")]
+    ShutdownDeadline { deadline: Duration, pending: String },
+}
+
+/// Process-wide counters and stage latencies (per-camera figures live on each camera).
+#[derive(Default)]
+pub struct DaemonMetrics {
+    pub frames_received: Counter,
+    pub frames_decoded: Counter,
+    pub frames_analysed: Counter,
+    /// Access units dropped from a full camera queue before decoding.
+    pub units_dropped: Counter,
+    /// Decoded frames dropped from the full frame queue before detection.
+    pub frames_dropped: Counter,
+    pub reconnects: Counter,
+    pub detections: Counter,
+    pub inference_errors: Counter,
+    pub batches: Counter,
+    pub batch_frames: Counter,
+    pub cases_filed: Counter,
+    pub cases_closed: Counter,
+    pub patrol_visits: Counter,
+    pub rotations: Counter,
+    pub rotation_errors: Counter,
+    pub decode: Histogram,
+    pub preprocess: Histogram,
+    pub inference: Histogram,
+    pub postprocess: Histogram,
+    pub filing: Histogram,
+    /// From an access unit's arrival to its frame's cases being committed.
+    pub latency: Histogram,
+}
+
+/// What every camera task shares.
+pub(crate) struct LiveContext {
+    pub config: RunConfig,
+    pub rtsp_options: RtspOptions,
+    pub metrics: Arc<DaemonMetrics>,
+    /// Cameras with units waiting for a decoder.
+    pub ready: Sender<Option<Arc<LiveCamera>>>,
+}
+
+/// The cameras currently configured, as the API and metrics see them.
+#[derive(Default)]
+pub struct Registry {
+    cameras: RwLock<BTreeMap<String, Arc<LiveCamera>>>,
+    /// `Some(reason)` while the daemon cannot do its job.
+    not_ready: RwLock<Option<String>>,
+}
+
+impl Registry {
+    pub fn cameras(&self) -> Vec<Arc<LiveCamera>> {
+        read(&self.cameras).values().cloned().collect()
+    }
+
+    fn set(&self, cameras: BTreeMap<String, Arc<LiveCamera>>) {
+        *self.cameras.write().unwrap_or_else(|p| p.into_inner()) = cameras;
+    }
+
+    fn set_not_ready(&self, reason: Option<String>) {
+        *self.not_ready.write().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub frames_analysed: u64,
+    pub cases_filed: u64,
+    pub shutdown: Duration,
+}
+
+/// Runs the daemon until `shutdown` completes, then stops intake, drains the queues,
+/// flushes cases and the outbox, and returns within the configured deadline.
+pub fn run(
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunReport, DaemonError> {
+    let events = EventCatalogue::builtin();
+    let cameras = crate::config::load_cameras(&config.cameras, &events)?;
+    let categories = match &config.catalogue {
+        Some(path) => Categories::load(path).map_err(DaemonError::Catalogue)?,
+        None => Categories::builtin(),
+    };
+    let options = config.detector_options().map_err(|(field, reason)| {
+        crate::config::ConfigError::Invalid {
+            path: config.cameras.clone(),
+            field: field.into(),
+            reason,
+        }
+    })?;
+    let model = Catalogue::load()?.resolve(config.detector.model.as_deref())?;
+    let detector = Detector::new(model, options)?;
+    let model_input = detector.model().spec.input.clone();
+    let store = Store::open(&config.db)?;
+    let sinks = build_sinks(&config)?;
+    let token = config.api_token()?;
+    if let Err(reason) = api::check_exposure(config.api.listen, token.as_deref()) {
+        return Err(DaemonError::Api {
+            listen: config.api.listen.to_string(),
+            reason,
+        });
+    }
+
+    let api_error = |reason: String| DaemonError::Api {
+        listen: config.api.listen.to_string(),
+        reason,
+    };
+    // Bind before any thread starts, so a taken port fails the start cleanly.
+    let listener = std::net::TcpListener::bind(config.api.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| api_error(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cgbot-io")
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+
+    let metrics = Arc::new(DaemonMetrics::default());
+    let registry = Arc::new(Registry::default());
+    let (ready_tx, ready_rx) = unbounded();
+    let frames = Arc::new(DropOldest::new(config.queues.frames));
+    let frames_rx = frames.receiver().clone();
+    let frames_queue = frames_rx.clone();
+    let (detected_tx, detected_rx) = bounded(config.queues.frames);
+    let detected_queue = detected_rx.clone();
+    let decode_threads = match config.queues.decode_threads {
+        0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
+        n => n,
+    };
+
+    let mut decoders = Vec::new();
+    for i in 0..decode_threads {
+        let (ready, frames, input, metrics) = (
+            ready_rx.clone(),
+            frames.clone(),
+            model_input.clone(),
+            metrics.clone(),
+        );
+        decoders.push(spawn(&format!("decode-{i}"), move || {
+            workers::decode_worker(ready, frames, input, metrics)
+        }));
+    }
+    // Only the decoders may hold the frame queue's senders, so detection ends with them.
+    drop(frames);
+    let detect = {
+        let (metrics, max_wait) = (metrics.clone(), config.detector.max_wait);
+        spawn("detect", move || {
+            workers::detect_worker(frames_rx, detector, max_wait, detected_tx, metrics)
+        })
+    };
+    let filing = {
+        let ctx = FilingContext {
+            store,
+            categories,
+            model_input,
+            metrics: metrics.clone(),
+        };
+        spawn("filing", move || workers::filing_worker(detected_rx, ctx))
+    };
+    let (delivery_stop, delivery_stop_rx) = bounded(1);
+    let delivery = if sinks.is_empty() {
+        None
+    } else {
+        let store = Store::open(&config.db)?;
+        let every = config.sinks.every;
+        Some(spawn("delivery", move || {
+            workers::delivery_worker(store, sinks, every, delivery_stop_rx)
+        }))
+    };
+
+    let ctx = Arc::new(LiveContext {
+        rtsp_options: RtspOptions {
+            transport: config.rtsp.transport,
+            connect_timeout: config.rtsp.connect_timeout,
+            frame_timeout: config.rtsp.frame_timeout,
+        },
+        config: config.clone(),
+        metrics: metrics.clone(),
+        ready: ready_tx,
+    });
+    let deadline = config.shutdown_deadline;
+    let shutdown_started = runtime.block_on(async {
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(|e| api_error(e.to_string()))?;
+        tracing::info!(listen = %config.api.listen, "HTTP API listening");
+        let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let view = Arc::new(view::LiveView {
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            frames: frames_queue,
+            detected: detected_queue,
+        });
+        let api_task = tokio::spawn(api::serve(
+            listener,
+            ApiConfig {
+                listen: config.api.listen,
+                token,
+                db: config.db.clone(),
+            },
+            view,
+            async {
+                let _ = api_stopped.await;
+            },
+        ));
+        let supervisor = Supervisor::new(ctx.clone(), registry.clone(), cameras);
+        supervisor.run(shutdown).await;
+        let shutdown_started = Instant::now();
+        registry.set_not_ready(Some("shutting down".into()));
+        let _ = api_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
+        Ok::<_, DaemonError>(shutdown_started)
+    })?;
+    // Intake has stopped: let the decoders drain what is queued, then stop them.
+    for _ in 0..decoders.len() {
+        let _ = ctx.ready.send(None);
+    }
+    drop(ctx);
+    drop(ready_rx);
+    let final_deadline = shutdown_started + deadline;
+    let _ = delivery_stop.send(final_deadline);
+    let mut pending = Vec::new();
+    for (name, handle) in decoders
+        .into_iter()
+        .map(|h| ("decoders", h))
+        .chain([("detection", detect), ("filing", filing)])
+        .chain(delivery.map(|h| ("outbox delivery", h)))
+    {
+        if !join_until(handle, final_deadline) {
+            pending.push(name);
+        }
+    }
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    let report = RunReport {
+        frames_analysed: metrics.frames_analysed.get(),
+        cases_filed: metrics.cases_filed.get(),
+        shutdown: shutdown_started.elapsed(),
+    };
+    if !pending.is_empty() {
+        pending.dedup();
+        return Err(DaemonError::ShutdownDeadline {
+            deadline,
+            pending: format!("{} still busy", pending.join(", ")),
+        });
+    }
+    Ok(report)
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .expect("spawning a pipeline thread")
+}
+
+/// Waits for a thread until `deadline`; false if it is still running then.
+fn join_until(handle: std::thread::JoinHandle<()>, deadline: Instant) -> bool {
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if handle.join().is_err() {
+        tracing::error!("a pipeline thread panicked");
+    }
+    true
+}
+
+fn build_sinks(config: &RunConfig) -> Result<Vec<Box<dyn Sink>>, DaemonError> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(path) = &config.sinks.jsonl {
+        sinks.push(Box::new(JsonlSink::open(path)?));
+    }
+    if let Some(url) = &config.sinks.webhook {
+        let token = std::env::var("CGBOT_WEBHOOK_TOKEN").ok();
+        sinks.push(Box::new(WebhookSink::new(
+            url,
+            token,
+            config.sinks.webhook_timeout,
+        )?));
+    }
+    Ok(sinks)
+}

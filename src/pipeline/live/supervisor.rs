@@ -1,0 +1,335 @@
+//! Decides which cameras are watched: continuous tasks for every camera (or only the
+//! priority ones when patrolling), patrol visits through the slots, and rotations of the
+//! camera list while running.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::Watcher;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::camera::{self, CameraState, LiveCamera, Visit};
+use super::{LiveContext, Registry};
+use crate::config::{diff_cameras, load_cameras, Camera};
+use crate::patrol::Patrol;
+use crate::rules::EventCatalogue;
+
+/// Quiet time after the last file event before a rotation is applied: editors and
+/// deployment tools write in several steps.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// How often free patrol slots are filled.
+const PATROL_TICK: Duration = Duration::from_millis(200);
+
+/// How often a status line is logged.
+const STATUS_EVERY: Duration = Duration::from_secs(30);
+
+/// How long stopping a camera may take (its TEARDOWN included).
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Watched {
+    camera: Arc<LiveCamera>,
+    stop: watch::Sender<bool>,
+    /// The continuous task; patrol cameras have none between visits.
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub(super) struct Supervisor {
+    ctx: Arc<LiveContext>,
+    registry: Arc<Registry>,
+    configured: Vec<Camera>,
+    watched: BTreeMap<String, Watched>,
+    patrol: Patrol,
+    /// Patrol visits under way; each returns its camera's id and generation.
+    visits: JoinSet<(String, u64)>,
+    generation: u64,
+}
+
+impl Supervisor {
+    pub fn new(ctx: Arc<LiveContext>, registry: Arc<Registry>, cameras: Vec<Camera>) -> Self {
+        let patrol = Patrol::new(ctx.config.patrol.clone());
+        let mut supervisor = Self {
+            ctx,
+            registry,
+            configured: Vec::new(),
+            watched: BTreeMap::new(),
+            patrol,
+            visits: JoinSet::new(),
+            generation: 0,
+        };
+        for camera in cameras.iter().cloned() {
+            supervisor.start(camera);
+        }
+        supervisor.configured = cameras;
+        supervisor.publish();
+        supervisor.warn_if_revisit_unreachable();
+        supervisor
+    }
+
+    fn patrolling(&self, camera: &Camera) -> bool {
+        self.ctx.config.patrol.slots > 0 && !camera.priority
+    }
+
+    fn start(&mut self, config: Camera) {
+        self.generation += 1;
+        let camera = Arc::new(LiveCamera::new(
+            config,
+            self.generation,
+            self.ctx.config.rtsp.stream,
+            self.ctx.config.queues.per_camera,
+        ));
+        let (stop, stop_rx) = watch::channel(false);
+        let id = camera.id().to_string();
+        let task = if camera.state() == CameraState::Failed {
+            None
+        } else if self.patrolling(&camera.config) {
+            self.patrol.add(&id);
+            None
+        } else {
+            Some(tokio::spawn(camera::watch_continuously(
+                camera.clone(),
+                self.ctx.clone(),
+                stop_rx,
+            )))
+        };
+        self.watched.insert(id, Watched { camera, stop, task });
+    }
+
+    /// Stops a camera's task or visit; its queued units are dropped by the decoders.
+    async fn stop(&mut self, id: &str) {
+        let Some(watched) = self.watched.remove(id) else {
+            return;
+        };
+        self.patrol.remove(id);
+        let _ = watched.stop.send(true);
+        if let Some(task) = watched.task {
+            let _ = tokio::time::timeout(STOP_TIMEOUT, task).await;
+        }
+        watched.camera.stop();
+    }
+
+    fn publish(&self) {
+        self.registry.set(
+            self.watched
+                .iter()
+                .map(|(id, w)| (id.clone(), w.camera.clone()))
+                .collect(),
+        );
+    }
+
+    fn warn_if_revisit_unreachable(&self) {
+        let guaranteed = self.patrol.guaranteed_revisit();
+        let wanted = self.ctx.config.patrol.revisit;
+        if !self.patrol.is_empty() && guaranteed > wanted {
+            tracing::warn!(
+                cameras = self.patrol.len(),
+                slots = self.ctx.config.patrol.slots,
+                guaranteed = %humantime::format_duration(guaranteed),
+                wanted = %humantime::format_duration(wanted),
+                "patrol cannot promise the configured revisit interval; add slots or shorten visits"
+            );
+        }
+    }
+
+    fn start_visits(&mut self) {
+        let visit = Visit {
+            samples: u64::from(self.ctx.config.patrol.samples),
+            timeout: self.ctx.config.patrol.visit_timeout,
+        };
+        for id in self.patrol.start_visits(Instant::now()) {
+            let Some(watched) = self.watched.get(&id) else {
+                continue;
+            };
+            let stats = self.patrol.stats(&id).expect("just started");
+            *watched
+                .camera
+                .patrol
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = camera::PatrolFigures {
+                visits: stats.visits,
+                longest_gap: stats.longest_gap,
+            };
+            self.ctx.metrics.patrol_visits.inc();
+            let (camera, ctx, stop) = (
+                watched.camera.clone(),
+                self.ctx.clone(),
+                watched.stop.subscribe(),
+            );
+            self.visits.spawn(async move {
+                let done = (camera.id().to_string(), camera.generation);
+                camera::visit(camera, ctx, stop, visit).await;
+                done
+            });
+        }
+    }
+
+    /// Runs until `shutdown` completes, then stops every camera.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let (changes_tx, mut changes) = mpsc::unbounded_channel();
+        let _watcher = watch_camera_files(&self.ctx.config.cameras, changes_tx);
+        let mut tick = tokio::time::interval(PATROL_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut status =
+            tokio::time::interval_at(tokio::time::Instant::now() + STATUS_EVERY, STATUS_EVERY);
+        let mut analysed_before = 0;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(done) = self.visits.join_next(), if !self.visits.is_empty() => {
+                    // A visit of a camera replaced by a rotation frees nothing: the
+                    // replacement's slot accounting started afresh.
+                    if let Ok((id, generation)) = done {
+                        if self.watched.get(&id).is_some_and(|w| w.camera.generation == generation) {
+                            self.patrol.finish(&id);
+                        }
+                    }
+                }
+                _ = tick.tick(), if !self.patrol.is_empty() => self.start_visits(),
+                _ = status.tick() => analysed_before = self.log_status(analysed_before),
+                Some(()) = changes.recv() => {
+                    // Let the writer finish, then take all the events at once.
+                    tokio::time::sleep(SETTLE).await;
+                    while changes.try_recv().is_ok() {}
+                    self.rotate().await;
+                }
+            }
+        }
+        let ids: Vec<String> = self.watched.keys().cloned().collect();
+        let mut stopping = JoinSet::new();
+        for id in ids {
+            if let Some(watched) = self.watched.remove(&id) {
+                let _ = watched.stop.send(true);
+                stopping.spawn(async move {
+                    if let Some(task) = watched.task {
+                        let _ = tokio::time::timeout(STOP_TIMEOUT, task).await;
+                    }
+                    watched.camera.stop();
+                });
+            }
+        }
+        while stopping.join_next().await.is_some() {}
+        let _ = tokio::time::timeout(STOP_TIMEOUT, async {
+            while self.visits.join_next().await.is_some() {}
+        })
+        .await;
+    }
+
+    /// One line for the operator; returns the analysed-frame count for the next line's rate.
+    fn log_status(&self, analysed_before: u64) -> u64 {
+        let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+        for watched in self.watched.values() {
+            *states.entry(watched.camera.state().as_str()).or_default() += 1;
+        }
+        let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let m = &self.ctx.metrics;
+        let analysed = m.frames_analysed.get();
+        tracing::info!(
+            "status: {} cameras ({}); {:.1} frames/s analysed; {} dropped; {} reconnects; {} cases filed; p99 latency ≤ {} s",
+            self.watched.len(),
+            states.join(", "),
+            (analysed - analysed_before) as f64 / STATUS_EVERY.as_secs_f64(),
+            m.units_dropped.get() + m.frames_dropped.get(),
+            m.reconnects.get(),
+            m.cases_filed.get(),
+            m.latency.quantile_bound(0.99),
+        );
+        analysed
+    }
+
+    /// Applies a changed camera list: added cameras start, removed ones stop, changed ones
+    /// restart. A list that fails to load leaves everything as it was.
+    async fn rotate(&mut self) {
+        let path = self.ctx.config.cameras.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || load_cameras(&path, &EventCatalogue::builtin()))
+                .await;
+        let cameras = match loaded {
+            Ok(Ok(cameras)) => cameras,
+            Ok(Err(e)) => {
+                self.ctx.metrics.rotation_errors.inc();
+                tracing::error!(error = %e, "camera list not applied; still watching the previous one");
+                return;
+            }
+            Err(e) => {
+                self.ctx.metrics.rotation_errors.inc();
+                tracing::error!(error = %e, "camera list reload failed");
+                return;
+            }
+        };
+        let diff = diff_cameras(&self.configured, &cameras);
+        if diff.is_empty() {
+            return;
+        }
+        let changed: Vec<String> = diff.changed.iter().map(|c| c.id.clone()).collect();
+        for id in diff.removed.iter().chain(&changed) {
+            self.stop(id).await;
+        }
+        let by_id: BTreeMap<&str, &Camera> =
+            cameras.iter().map(|c| (c.info.id.as_str(), c)).collect();
+        for id in diff.added.iter().chain(&changed) {
+            if let Some(camera) = by_id.get(id.as_str()) {
+                self.start((*camera).clone());
+            }
+        }
+        self.configured = cameras;
+        self.publish();
+        self.ctx.metrics.rotations.inc();
+        tracing::info!(
+            added = diff.added.len(),
+            removed = diff.removed.len(),
+            changed = changed.len(),
+            unchanged = diff.unchanged,
+            "camera list rotated"
+        );
+        self.warn_if_revisit_unreachable();
+    }
+}
+
+/// Watches the camera file (or directory) and signals on any change. Without a watcher
+/// (inotify limits reached, say) rotation needs a restart, which is logged.
+fn watch_camera_files(
+    path: &Path,
+    changes: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    // Watch the directory holding a file: tools replace files by renaming over them.
+    let (dir, file): (PathBuf, Option<PathBuf>) = if path.is_dir() {
+        (path.to_path_buf(), None)
+    } else {
+        (
+            path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            Some(path.to_path_buf()),
+        )
+    };
+    let file_name = file
+        .as_ref()
+        .and_then(|f| f.file_name().map(|n| n.to_owned()));
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        let relevant = event.paths.iter().any(|p| match &file_name {
+            Some(name) => p.file_name() == Some(name.as_os_str()),
+            None => p.extension().is_some_and(|x| x == "toml"),
+        });
+        if relevant {
+            let _ = changes.send(());
+        }
+    };
+    let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map(|()| w)
+    });
+    match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(path = %dir.display(), error = %e, "cannot watch the camera list; rotations need a restart");
+            None
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! What the HTTP API sees of the running daemon: readiness, camera status and metrics.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use super::camera::CameraState;
+use super::workers::LiveFrame;
+use super::{read, DaemonMetrics, Registry};
+use crate::api::{CameraView, DaemonView};
+use crate::detect::Detection;
+use crate::metrics::Exposition;
+
+pub(super) struct LiveView {
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<DaemonMetrics>,
+    pub frames: Receiver<LiveFrame>,
+    pub detected: Receiver<(LiveFrame, Vec<Detection>)>,
+}
+
+impl DaemonView for LiveView {
+    fn readiness(&self) -> Result<(), String> {
+        match read(&self.registry.not_ready).clone() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
+    fn cameras(&self) -> Vec<CameraView> {
+        self.registry
+            .cameras()
+            .iter()
+            .map(|c| {
+                let patrol = *c.patrol.lock().unwrap_or_else(|p| p.into_inner());
+                CameraView {
+                    id: c.id().to_string(),
+                    name: c.config.info.name.clone(),
+                    state: c.state().as_str().to_string(),
+                    stream: c.shown_url.clone(),
+                    priority: c.config.priority,
+                    last_frame_at: c.last_frame_at(),
+                    sampled_fps: c.sampled_fps(),
+                    last_error: c.last_error(),
+                    reconnects: c.counters.reconnects.get(),
+                    frames_received: c.counters.frames_received.get(),
+                    frames_decoded: c.counters.frames_decoded.get(),
+                    frames_analysed: c.counters.frames_analysed.get(),
+                    frames_dropped: c.counters.frames_dropped.get(),
+                    visits: patrol.visits,
+                    revisit_interval_s: patrol.longest_gap.map(|d| d.as_secs_f64()),
+                }
+            })
+            .collect()
+    }
+
+    fn metrics_text(&self) -> String {
+        let m = &self.metrics;
+        let cameras = self.registry.cameras();
+        let mut out = Exposition::default();
+        let by_state: Vec<(&str, f64)> = CameraState::ALL
+            .iter()
+            .map(|&s| {
+                let n = cameras.iter().filter(|c| c.state() == s).count();
+                (s.as_str(), n as f64)
+            })
+            .collect();
+        out.labelled(
+            "cgbot_cameras",
+            "gauge",
+            "Configured cameras by state.",
+            "state",
+            &by_state,
+        );
+        let unit_depth: usize = cameras.iter().map(|c| c.units.len()).sum();
+        out.labelled(
+            "cgbot_queue_depth",
+            "gauge",
+            "Items waiting between stages.",
+            "queue",
+            &[
+                ("units", unit_depth as f64),
+                ("frames", self.frames.len() as f64),
+                ("detections", self.detected.len() as f64),
+            ],
+        );
+        for (name, help, counter) in [
+            (
+                "cgbot_frames_received_total",
+                "Access units received from cameras.",
+                &m.frames_received,
+            ),
+            (
+                "cgbot_frames_decoded_total",
+                "Pictures decoded.",
+                &m.frames_decoded,
+            ),
+            (
+                "cgbot_frames_analysed_total",
+                "Frames through detection, rules and cases.",
+                &m.frames_analysed,
+            ),
+            (
+                "cgbot_reconnects_total",
+                "Camera sessions re-established after a failure, stall or disconnect.",
+                &m.reconnects,
+            ),
+            ("cgbot_detections_total", "Objects detected.", &m.detections),
+            (
+                "cgbot_inference_errors_total",
+                "Batches whose inference failed.",
+                &m.inference_errors,
+            ),
+            ("cgbot_batches_total", "Inference batches run.", &m.batches),
+            (
+                "cgbot_batch_frames_total",
+                "Frames in inference batches (divide by batches for the mean batch size).",
+                &m.batch_frames,
+            ),
+            ("cgbot_cases_filed_total", "Cases filed.", &m.cases_filed),
+            (
+                "cgbot_cases_closed_total",
+                "Cases closed as auto-verified.",
+                &m.cases_closed,
+            ),
+            (
+                "cgbot_patrol_visits_total",
+                "Patrol visits started.",
+                &m.patrol_visits,
+            ),
+            (
+                "cgbot_rotations_total",
+                "Camera list changes applied while running.",
+                &m.rotations,
+            ),
+            (
+                "cgbot_rotation_errors_total",
+                "Camera list changes refused as invalid.",
+                &m.rotation_errors,
+            ),
+        ] {
+            out.counter(name, help, counter.get());
+        }
+        out.labelled(
+            "cgbot_frames_dropped_total",
+            "counter",
+            "Frames dropped to stay fresh: before decoding (full camera queue) or before detection (full frame queue).",
+            "stage",
+            &[
+                ("decode", m.units_dropped.get() as f64),
+                ("detect", m.frames_dropped.get() as f64),
+            ],
+        );
+        out.histograms(
+            "cgbot_stage_seconds",
+            "Time per call of each pipeline stage (decode per access unit, inference per batch).",
+            "stage",
+            &[
+                ("decode", &m.decode),
+                ("preprocess", &m.preprocess),
+                ("inference", &m.inference),
+                ("postprocess", &m.postprocess),
+                ("filing", &m.filing),
+            ],
+        );
+        out.histogram(
+            "cgbot_frame_latency_seconds",
+            "From an access unit's arrival to its frame's cases being committed.",
+            &m.latency,
+        );
+        let max_gap = cameras
+            .iter()
+            .filter_map(|c| {
+                c.patrol
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .longest_gap
+            })
+            .max()
+            .map_or(0.0, |d| d.as_secs_f64());
+        out.gauge(
+            "cgbot_patrol_revisit_max_seconds",
+            "Longest time between two visits of any patrolled camera.",
+            max_gap,
+        );
+        out.finish()
+    }
+}

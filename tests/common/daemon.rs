@@ -1,0 +1,186 @@
+//! Running `cgbot run` as a child process and asking its HTTP API.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// A free TCP port on 127.0.0.1 (free now; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `count` cameras `cam-<i>` reading `rtsp://127.0.0.1:<port>/cam/<i>`, each with the
+/// given zone block (TOML text appended to every camera).
+pub fn camera_file(port: u16, ids: impl IntoIterator<Item = usize>, zone: &str) -> String {
+    let mut text = String::from("[defaults]\nutc_offset = \"+08:00\"\n");
+    for i in ids {
+        text += &format!(
+            "\n[[camera]]\nid = \"cam-{i}\"\nmain_stream = \"rtsp://127.0.0.1:{port}/cam/{i}\"\n{zone}"
+        );
+    }
+    text
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub api: String,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Writes `run.toml` (with `settings` after the generated `cameras`, `db` and `[api]`)
+    /// into `dir` and starts the daemon; waits until /readyz answers.
+    pub fn start(dir: &Path, cameras: &str, settings: &str) -> Daemon {
+        let port = free_port();
+        let config = format!(
+            "cameras = \"{cameras}\"\ndb = \"cases.db\"\n{settings}\n[api]\nlisten = \"127.0.0.1:{port}\"\n"
+        );
+        std::fs::write(dir.join("run.toml"), config).unwrap();
+        let log = dir.join("daemon.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_cgbot"))
+            .args(["run", "--config"])
+            .arg(dir.join("run.toml"))
+            .env("CGBOT_API_TOKEN", TOKEN)
+            .env("RUST_LOG", "cgbot=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start cgbot run");
+        let mut daemon = Daemon {
+            child: Some(child),
+            api: format!("http://127.0.0.1:{port}"),
+            dir: dir.to_path_buf(),
+            log,
+        };
+        daemon.wait_for("the API to answer /readyz", Duration::from_secs(60), |d| {
+            d.status("/readyz") == Some(200)
+        });
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// HTTP status of an unauthenticated GET, `None` if nothing answers.
+    pub fn status(&self, path: &str) -> Option<u16> {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        agent
+            .get(format!("{}{path}", self.api))
+            .call()
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
+    /// GET with the bearer token; panics (with the daemon's log) on failure.
+    pub fn get(&self, path: &str) -> Value {
+        let text = self.get_text(path);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+    }
+
+    pub fn get_text(&self, path: &str) -> String {
+        let response = ureq::get(format!("{}{path}", self.api))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call();
+        match response {
+            Ok(mut r) => r.body_mut().read_to_string().unwrap(),
+            Err(e) => panic!("GET {path}: {e}\n--- daemon log ---\n{}", self.log()),
+        }
+    }
+
+    pub fn cameras(&self) -> Vec<Value> {
+        self.get("/api/cameras")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.get_text("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
+    /// Polls `condition` every 500 ms until it holds; panics with the daemon's log after
+    /// `limit`.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut condition: impl FnMut(&Daemon) -> bool,
+    ) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                panic!(
+                    "daemon exited ({status}) while waiting for {what}\n{}",
+                    self.log()
+                );
+            }
+            if condition(self) {
+                return;
+            }
+            if started.elapsed() > limit {
+                panic!(
+                    "timed out after {limit:?} waiting for {what}\n--- daemon log ---\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns its status and how long it took.
+    pub fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let child = self.child.as_mut().expect("running");
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                panic!(
+                    "daemon still running {limit:?} after SIGTERM\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

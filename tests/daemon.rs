@@ -1,0 +1,308 @@
+//! `cgbot run` end to end against the camera simulator: many cameras, a simulator that
+//! dies and comes back, faulty cameras, patrol through slots, camera rotation while
+//! running, and shutdown on SIGTERM.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cgbot::sim::{FaultPlan, SimConfig, SimHandle};
+use common::daemon::{camera_file, free_port, Daemon};
+use common::{cgbot, ok, sample};
+use serde_json::Value;
+
+fn start_sim(clip: &str, cameras: usize, port: u16, faults: &[&str]) -> SimHandle {
+    let mut config = SimConfig::new(sample(clip), cameras);
+    config.bind = SocketAddr::from(([127, 0, 0, 1], port));
+    config.faults = FaultPlan::new(faults.iter().map(|f| f.parse().unwrap()).collect());
+    SimHandle::start(config).expect("start simulator")
+}
+
+/// The zone of samples/street-static-camera.toml around the parked white van.
+fn van_zone(dwell: &str) -> String {
+    format!(
+        "[[camera.zone]]\nid = \"no-parking-east\"\npolygon = [[0.78, 0.40], [1.0, 0.40], [1.0, 0.80], [0.78, 0.80]]\n\
+         rules = [{{ event = \"illegal_parking\", min_dwell = \"{dwell}\", verify_window = \"10m\" }}]\n"
+    )
+}
+
+fn by_id(cameras: &[Value]) -> BTreeMap<String, Value> {
+    cameras
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c.clone()))
+        .collect()
+}
+
+fn count(camera: &Value, field: &str) -> u64 {
+    camera[field].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn two_hundred_cameras_survive_a_simulator_restart_and_faults_are_reported() {
+    let port = free_port();
+    let faults = ["stall=3s@cam1", "disconnect=3s@cam2", "garbage@cam3"];
+    let sim = start_sim("people-walking.mp4", 200, port, &faults);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cams.toml"), camera_file(port, 0..200, "")).unwrap();
+    let settings = "[sampling]\ninterval = \"4s\"\n\
+                    [rtsp]\nframe_timeout = \"2s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"2s\"\n";
+    let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
+    let faulty = ["cam-1", "cam-2", "cam-3"];
+    let healthy = |c: &Value| !faulty.contains(&c["id"].as_str().unwrap());
+
+    daemon.wait_for(
+        "every healthy camera to be analysed",
+        Duration::from_secs(120),
+        |d| {
+            let cams = d.cameras();
+            cams.len() == 200
+                && cams
+                    .iter()
+                    .filter(|c| healthy(c))
+                    .all(|c| count(c, "frames_analysed") >= 1)
+        },
+    );
+    // Healthy cameras keep their rate: one frame per 4 s each.
+    let before = by_id(&daemon.cameras());
+    std::thread::sleep(Duration::from_secs(16));
+    let after = by_id(&daemon.cameras());
+    let slow: Vec<&String> = after
+        .iter()
+        .filter(|(_, c)| healthy(c))
+        .filter(|(id, c)| count(c, "frames_analysed") < count(&before[*id], "frames_analysed") + 2)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(slow.is_empty(), "cameras below their sample rate: {slow:?}");
+    for c in after.values().filter(|c| healthy(c)) {
+        assert_eq!(c["reconnects"], 0, "{c}");
+        assert_eq!(c["state"], "streaming", "{c}");
+        assert!(c["stream"]
+            .as_str()
+            .unwrap()
+            .starts_with("rtsp://127.0.0.1:"));
+    }
+    let stalled = &after["cam-1"];
+    assert!(count(stalled, "reconnects") >= 1, "{stalled}");
+    assert!(
+        stalled["last_error"].as_str().unwrap().contains("stall"),
+        "{stalled}"
+    );
+    let dropped = &after["cam-2"];
+    assert!(count(dropped, "reconnects") >= 1, "{dropped}");
+    assert!(dropped["last_error"].is_string(), "{dropped}");
+    let garbage = &after["cam-3"];
+    assert_eq!(count(garbage, "frames_analysed"), 0, "{garbage}");
+    assert!(count(garbage, "reconnects") >= 1, "{garbage}");
+    assert!(garbage["last_error"].is_string(), "{garbage}");
+    assert_ne!(garbage["state"], "streaming");
+
+    // The simulator dies: cameras notice and back off; it returns: they all reconnect.
+    sim.shutdown();
+    daemon.wait_for(
+        "cameras to notice the simulator is gone",
+        Duration::from_secs(30),
+        |d| {
+            d.cameras()
+                .iter()
+                .filter(|c| healthy(c))
+                .all(|c| c["state"] != "streaming")
+        },
+    );
+    let down = by_id(&daemon.cameras());
+    let sim = start_sim("people-walking.mp4", 200, port, &faults);
+    daemon.wait_for(
+        "every healthy camera to stream again",
+        Duration::from_secs(90),
+        |d| {
+            d.cameras().iter().filter(|c| healthy(c)).all(|c| {
+                let id = c["id"].as_str().unwrap();
+                count(c, "frames_analysed") > count(&down[id], "frames_analysed")
+                    && count(c, "reconnects") >= 1
+            })
+        },
+    );
+    let metrics = daemon.get_text("/metrics");
+    assert!(
+        metrics.contains("cgbot_cameras{state=\"streaming\"}"),
+        "{metrics}"
+    );
+    assert!(daemon.metric("cgbot_reconnects_total") >= 197.0);
+    assert!(daemon.metric("cgbot_frames_analysed_total") >= 600.0);
+    let (status, took) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{}", daemon.log());
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    drop(sim);
+}
+
+#[test]
+fn patrol_visits_500_cameras_through_50_slots_and_dwell_spans_visits() {
+    let port = free_port();
+    let _sim = start_sim("street-static-h264.mp4", 500, port, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cams.toml"),
+        camera_file(port, 0..500, &van_zone("20s")),
+    )
+    .unwrap();
+    let settings = "[sampling]\ninterval = \"1s\"\n\
+                    [patrol]\nslots = 50\nsamples = 1\nvisit_timeout = \"6s\"\nrevisit = \"60s\"\n";
+    let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
+    daemon.wait_for(
+        "every camera to be visited twice",
+        Duration::from_secs(240),
+        |d| d.cameras().iter().all(|c| count(c, "visits") >= 2),
+    );
+    let cameras = daemon.cameras();
+    let worst = cameras
+        .iter()
+        .filter_map(|c| c["revisit_interval_s"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(worst > 0.0 && worst <= 60.0, "longest revisit {worst} s");
+    let analysed = cameras
+        .iter()
+        .filter(|c| count(c, "frames_analysed") >= 1)
+        .count();
+    assert!(analysed >= 490, "{analysed} of 500 cameras analysed");
+    // Between visits a camera is disconnected; the van is still where it was.
+    daemon.wait_for(
+        "a parking case filed across visits",
+        Duration::from_secs(120),
+        |d| {
+            d.get("/api/cases?status=filed")
+                .as_array()
+                .is_some_and(|c| !c.is_empty())
+        },
+    );
+    let case = &daemon.get("/api/cases?status=filed")[0];
+    let camera = case["camera_id"].as_str().unwrap();
+    let visits = by_id(&daemon.cameras())[camera]["visits"].as_u64().unwrap();
+    assert!(visits >= 2, "{camera} filed after {visits} visit(s)");
+    assert!(daemon.metric("cgbot_patrol_revisit_max_seconds") <= 60.0);
+    let (status, _) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", daemon.log());
+}
+
+#[test]
+fn camera_rotation_applies_without_restart_and_keeps_cases() {
+    let port = free_port();
+    let _sim = start_sim("street-static-h264.mp4", 6, port, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cams = dir.path().join("cams.toml");
+    let write = |text: String| {
+        // As deployment tools do: write aside, rename over.
+        let tmp = dir.path().join("cams.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &cams).unwrap();
+    };
+    write(camera_file(port, 0..3, &van_zone("4s")));
+    let mut daemon = Daemon::start(dir.path(), "cams.toml", "[sampling]\ninterval = \"1s\"\n");
+    daemon.wait_for("a case on cam-0", Duration::from_secs(60), |d| {
+        d.get("/api/cases?camera=cam-0")
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    });
+    let case_id = daemon.get("/api/cases?camera=cam-0")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = by_id(&daemon.cameras());
+
+    // Remove cam-0, change cam-1's zone, keep cam-2, add cam-3.
+    let mut text = camera_file(port, [2, 3], &van_zone("4s"));
+    text += &camera_file(port, [1], &van_zone("5s"))
+        .replace("[defaults]\nutc_offset = \"+08:00\"\n", "");
+    write(text);
+    daemon.wait_for("the rotation", Duration::from_secs(30), |d| {
+        d.metric("cgbot_rotations_total") >= 1.0
+    });
+    daemon.wait_for("cam-3 to be analysed", Duration::from_secs(60), |d| {
+        by_id(&d.cameras())
+            .get("cam-3")
+            .is_some_and(|c| count(c, "frames_analysed") >= 1)
+    });
+    let after = by_id(&daemon.cameras());
+    assert_eq!(
+        after.keys().cloned().collect::<BTreeSet<_>>(),
+        ["cam-1", "cam-2", "cam-3"].map(String::from).into()
+    );
+    // cam-2 went on unchanged; cam-1 restarted with fresh counters.
+    assert!(count(&after["cam-2"], "frames_received") > count(&before["cam-2"], "frames_received"));
+    assert!(count(&after["cam-1"], "frames_received") < count(&before["cam-1"], "frames_received"));
+    // The removed camera's case stays.
+    assert_eq!(
+        daemon.get(&format!("/api/cases/{case_id}"))["id"],
+        case_id.as_str()
+    );
+
+    // A broken list is refused and the running set stays.
+    write("[[camera]]\nid = \"cam-9\"\nmain_stream = 42\n".into());
+    daemon.wait_for("the refused rotation", Duration::from_secs(30), |d| {
+        d.metric("cgbot_rotation_errors_total") >= 1.0
+    });
+    assert_eq!(daemon.cameras().len(), 3);
+    assert!(
+        daemon.log().contains("cams.toml"),
+        "the error names the file"
+    );
+    let (status, _) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", daemon.log());
+}
+
+#[test]
+fn sigterm_under_load_stops_within_the_deadline_and_loses_no_case() {
+    let port = free_port();
+    let _sim = start_sim("street-static-h264.mp4", 40, port, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cams.toml"),
+        camera_file(port, 0..40, &van_zone("3s")),
+    )
+    .unwrap();
+    let settings = "shutdown_deadline = \"8s\"\n[sampling]\ninterval = \"1s\"\n\
+                    [sinks]\njsonl = \"events.jsonl\"\nevery = \"1s\"\n";
+    let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
+    daemon.wait_for("cases from most cameras", Duration::from_secs(120), |d| {
+        d.metric("cgbot_cases_filed_total") >= 20.0
+    });
+    let filed_before = daemon.metric("cgbot_cases_filed_total") as usize;
+    let (status, took) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}: {}", daemon.log());
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+
+    let db = dir.path().join("cases.db");
+    let exported: Vec<Value> = serde_json::from_str(&ok(cgbot(&[
+        "cases",
+        "export",
+        "--format",
+        "json",
+        "--status",
+        "filed",
+        "--db",
+        db.to_str().unwrap(),
+    ])))
+    .unwrap();
+    assert!(
+        exported.len() >= filed_before,
+        "{} cases in the store, {filed_before} filed",
+        exported.len()
+    );
+    // Every case reached the sink exactly once: the outbox was flushed on the way out.
+    let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    let mut filed = BTreeMap::<String, usize>::new();
+    for line in events.lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        if event["kind"] == "case.filed" {
+            *filed
+                .entry(event["payload"]["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    let ids: BTreeSet<String> = exported
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(filed.keys().cloned().collect::<BTreeSet<_>>(), ids);
+    assert!(filed.values().all(|&n| n == 1), "{filed:?}");
+}
