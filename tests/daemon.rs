@@ -13,6 +13,13 @@ use common::daemon::{camera_file, free_port, Daemon};
 use common::{cgbot, ok, sample};
 use serde_json::Value;
 
+/// The daemon tests load both cores; run them one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn start_sim(clip: &str, cameras: usize, port: u16, faults: &[&str]) -> SimHandle {
     let mut config = SimConfig::new(sample(clip), cameras);
     config.bind = SocketAddr::from(([127, 0, 0, 1], port));
@@ -41,12 +48,14 @@ fn count(camera: &Value, field: &str) -> u64 {
 
 #[test]
 fn two_hundred_cameras_survive_a_simulator_restart_and_faults_are_reported() {
+    let _serial = serial();
     let port = free_port();
     let faults = ["stall=3s@cam1", "disconnect=3s@cam2", "garbage@cam3"];
     let sim = start_sim("people-walking.mp4", 200, port, &faults);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cams.toml"), camera_file(port, 0..200, "")).unwrap();
-    let settings = "[sampling]\ninterval = \"4s\"\n\
+    // 20 frames/s in all: what this 2-core box sustains with the simulator beside it.
+    let settings = "[sampling]\ninterval = \"10s\"\n\
                     [rtsp]\nframe_timeout = \"2s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"2s\"\n";
     let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
     let faulty = ["cam-1", "cam-2", "cam-3"];
@@ -64,9 +73,9 @@ fn two_hundred_cameras_survive_a_simulator_restart_and_faults_are_reported() {
                     .all(|c| count(c, "frames_analysed") >= 1)
         },
     );
-    // Healthy cameras keep their rate: one frame per 4 s each.
+    // Healthy cameras keep their rate: one frame per 10 s each.
     let before = by_id(&daemon.cameras());
-    std::thread::sleep(Duration::from_secs(16));
+    std::thread::sleep(Duration::from_secs(30));
     let after = by_id(&daemon.cameras());
     let slow: Vec<&String> = after
         .iter()
@@ -129,7 +138,7 @@ fn two_hundred_cameras_survive_a_simulator_restart_and_faults_are_reported() {
         "{metrics}"
     );
     assert!(daemon.metric("cgbot_reconnects_total") >= 197.0);
-    assert!(daemon.metric("cgbot_frames_analysed_total") >= 600.0);
+    assert!(daemon.metric("cgbot_frames_analysed_total") >= 800.0);
     let (status, took) = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", daemon.log());
     assert!(took < Duration::from_secs(10), "{took:?}");
@@ -138,6 +147,7 @@ fn two_hundred_cameras_survive_a_simulator_restart_and_faults_are_reported() {
 
 #[test]
 fn patrol_visits_500_cameras_through_50_slots_and_dwell_spans_visits() {
+    let _serial = serial();
     let port = free_port();
     let _sim = start_sim("street-static-h264.mp4", 500, port, &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -186,6 +196,7 @@ fn patrol_visits_500_cameras_through_50_slots_and_dwell_spans_visits() {
 
 #[test]
 fn camera_rotation_applies_without_restart_and_keeps_cases() {
+    let _serial = serial();
     let port = free_port();
     let _sim = start_sim("street-static-h264.mp4", 6, port, &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -252,6 +263,7 @@ fn camera_rotation_applies_without_restart_and_keeps_cases() {
 
 #[test]
 fn sigterm_under_load_stops_within_the_deadline_and_loses_no_case() {
+    let _serial = serial();
     let port = free_port();
     let _sim = start_sim("street-static-h264.mp4", 40, port, &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -305,4 +317,40 @@ fn sigterm_under_load_stops_within_the_deadline_and_loses_no_case() {
         .collect();
     assert_eq!(filed.keys().cloned().collect::<BTreeSet<_>>(), ids);
     assert!(filed.values().all(|&n| n == 1), "{filed:?}");
+}
+
+#[test]
+fn bad_daemon_configuration_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let err = common::fails(cgbot(&["run", "--config", missing.to_str().unwrap()]));
+    assert!(err.contains("missing.toml"), "{err}");
+
+    std::fs::write(
+        dir.path().join("cams.toml"),
+        camera_file(free_port(), 0..1, ""),
+    )
+    .unwrap();
+    let run = dir.path().join("run.toml");
+    std::fs::write(
+        &run,
+        "cameras = \"cams.toml\"\n[patrol]\nslots = 2\nsamples = 0\n",
+    )
+    .unwrap();
+    let err = common::fails(cgbot(&["run", "--config", run.to_str().unwrap()]));
+    assert!(err.contains("run.toml: patrol.samples"), "{err}");
+
+    // An API open to the network needs a token.
+    std::fs::write(
+        &run,
+        "cameras = \"cams.toml\"\n[api]\nlisten = \"0.0.0.0:0\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cgbot"))
+        .args(["run", "--config", run.to_str().unwrap()])
+        .env_remove("CGBOT_API_TOKEN")
+        .output()
+        .unwrap();
+    let err = common::fails(out);
+    assert!(err.contains("0.0.0.0:0") && err.contains("token"), "{err}");
 }

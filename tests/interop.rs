@@ -12,6 +12,7 @@ mod common;
 use std::thread;
 
 use cgbot::sim::{SimConfig, SimHandle};
+use common::daemon::Daemon;
 use common::{ffmpeg, ffprobe_rtsp, ffprobe_rtsp_frame_pts, sample, GstServer, RtspProbe};
 
 /// Seconds of stream each ffprobe run reads.
@@ -150,4 +151,35 @@ fn gstreamer_server_loops_a_short_clip_with_increasing_timestamps() {
         "/h264: a {gap}-tick gap between frames: {h264_pts:?}"
     );
     assert!(log.contains("looping"), "server did not loop: {log}");
+}
+
+#[test]
+fn daemon_analyses_h264_and_h265_from_gstreamer() {
+    let server = GstServer::start(
+        &sample("people-walking.mp4"),
+        &sample("people-walking-h265.mp4"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cameras = format!(
+        "[[camera]]\nid = \"gst-h264\"\nmain_stream = \"{}\"\n\n[[camera]]\nid = \"gst-h265\"\nmain_stream = \"{}\"\n",
+        server.url("h264"),
+        server.url("h265")
+    );
+    std::fs::write(dir.path().join("cams.toml"), cameras).unwrap();
+    let mut daemon = Daemon::start(dir.path(), "cams.toml", "[sampling]\ninterval = \"1s\"\n");
+    daemon.wait_for(
+        "frames analysed from both GStreamer streams",
+        std::time::Duration::from_secs(60),
+        |d| {
+            d.cameras()
+                .iter()
+                .all(|c| c["frames_analysed"].as_u64().unwrap_or(0) >= 3)
+        },
+    );
+    for camera in daemon.cameras() {
+        assert_eq!(camera["state"], "streaming", "{camera}");
+        assert_eq!(camera["reconnects"], 0, "{camera}");
+    }
+    let (status, _) = daemon.terminate(std::time::Duration::from_secs(30));
+    assert!(status.success(), "{}", daemon.log());
 }

@@ -171,8 +171,6 @@ impl Default for RtspSettings {
 pub struct QueueSettings {
     /// Access units waiting per camera before the decoder; the oldest is dropped beyond.
     pub per_camera: usize,
-    /// Decoded frames waiting for inference; the oldest is dropped beyond.
-    pub frames: usize,
     /// Decoder threads (0: half the cores, at least one).
     pub decode_threads: usize,
 }
@@ -181,7 +179,6 @@ impl Default for QueueSettings {
     fn default() -> Self {
         Self {
             per_camera: 8,
-            frames: 32,
             decode_threads: 0,
         }
     }
@@ -271,8 +268,8 @@ impl RunConfig {
         if self.sampling.interval.is_zero() {
             return Err(("sampling.interval", "must be positive".into()));
         }
-        if self.queues.per_camera == 0 || self.queues.frames == 0 {
-            return Err(("queues", "queue sizes must be at least 1".into()));
+        if self.queues.per_camera == 0 {
+            return Err(("queues.per_camera", "must be at least 1".into()));
         }
         if self.patrol.slots > 0 && self.patrol.samples == 0 {
             return Err(("patrol.samples", "a visit needs at least one sample".into()));

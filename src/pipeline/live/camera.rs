@@ -11,7 +11,7 @@ use tokio::sync::{watch, Notify};
 
 use super::LiveContext;
 use crate::config::{Camera, StreamChoice};
-use crate::decode::{Decoder, LiveSampler, Sampling};
+use crate::decode::{Decoder, Frame, LiveSampler, Sampling};
 use crate::metrics::Counter;
 use crate::sinks::{redact_url, Backoff};
 use crate::source::{AccessUnit, LiveStream, RtspError, RtspSession};
@@ -102,6 +102,13 @@ pub(super) struct QueuedUnit {
     pub received: Instant,
 }
 
+/// A decoded frame waiting for detection.
+pub(super) struct LiveFrame {
+    pub frame: Frame,
+    /// When the access unit it was decoded from arrived.
+    pub received: Instant,
+}
+
 /// The decoder of one camera, rebuilt when the stream's parameters or sampling change.
 pub(super) struct ActiveDecoder {
     pub stream: Arc<LiveStream>,
@@ -144,6 +151,11 @@ pub struct LiveCamera {
     pub(super) decoder: Mutex<Option<ActiveDecoder>>,
     /// Set while the camera is waiting in the decoders' ready queue.
     scheduled: AtomicBool,
+    /// The camera's newest decoded frame not yet detected: a newer one replaces it, so an
+    /// overloaded box analyses every camera's freshest frame in turn.
+    waiting_frame: Mutex<Option<LiveFrame>>,
+    /// Set while the camera is waiting in the detector's queue.
+    frame_scheduled: AtomicBool,
     stopped: AtomicBool,
     /// Woken for every analysed frame, so a patrol visit ends as soon as it has its samples.
     analysed: Notify,
@@ -170,6 +182,8 @@ impl LiveCamera {
             units: DropOldest::new(queue),
             decoder: Mutex::new(None),
             scheduled: AtomicBool::new(false),
+            waiting_frame: Mutex::new(None),
+            frame_scheduled: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             analysed: Notify::new(),
         };
@@ -215,6 +229,24 @@ impl LiveCamera {
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.set_state(CameraState::Stopped);
+        lock(&self.waiting_frame).take();
+    }
+
+    /// Puts a decoded frame in line for detection. Returns whether it replaced an older
+    /// frame (dropped), and whether the camera must be queued for the detector.
+    pub(super) fn offer_frame(&self, frame: LiveFrame) -> (bool, bool) {
+        let replaced = lock(&self.waiting_frame).replace(frame).is_some();
+        (replaced, !self.frame_scheduled.swap(true, Ordering::SeqCst))
+    }
+
+    /// The frame waiting for detection, if any (the camera leaves the detector's queue).
+    pub(super) fn take_frame(&self) -> Option<LiveFrame> {
+        self.frame_scheduled.store(false, Ordering::SeqCst);
+        lock(&self.waiting_frame).take()
+    }
+
+    pub(super) fn has_waiting_frame(&self) -> bool {
+        lock(&self.waiting_frame).is_some()
     }
 
     /// Takes the camera off the ready queue's books; the decoder then drains its units.

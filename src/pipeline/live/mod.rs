@@ -28,7 +28,6 @@ use crate::sinks::{JsonlSink, Sink, WebhookSink};
 use crate::source::RtspOptions;
 use crate::store::Store;
 
-use camera::DropOldest;
 use supervisor::Supervisor;
 use workers::FilingContext;
 
@@ -54,6 +53,9 @@ pub enum DaemonError {
     ShutdownDeadline { deadline: Duration, pending: String },
 }
 
+/// Detected frames waiting for the filing thread; detection blocks beyond.
+const DETECTED_QUEUE: usize = 64;
+
 /// Process-wide counters and stage latencies (per-camera figures live on each camera).
 #[derive(Default)]
 pub struct DaemonMetrics {
@@ -62,7 +64,7 @@ pub struct DaemonMetrics {
     pub frames_analysed: Counter,
     /// Access units dropped from a full camera queue before decoding.
     pub units_dropped: Counter,
-    /// Decoded frames dropped from the full frame queue before detection.
+    /// Decoded frames replaced by a newer frame of their camera before detection.
     pub frames_dropped: Counter,
     pub reconnects: Counter,
     pub detections: Counter,
@@ -154,7 +156,7 @@ pub fn run(
     if let Err(reason) = api::check_exposure(config.api.listen, token.as_deref()) {
         return Err(DaemonError::Api {
             listen: config.api.listen.to_string(),
-            reason,
+            reason: format!("{reason} (the token comes from $CGBOT_API_TOKEN or api.token_file)"),
         });
     }
 
@@ -176,10 +178,8 @@ pub fn run(
     let metrics = Arc::new(DaemonMetrics::default());
     let registry = Arc::new(Registry::default());
     let (ready_tx, ready_rx) = unbounded();
-    let frames = Arc::new(DropOldest::new(config.queues.frames));
-    let frames_rx = frames.receiver().clone();
-    let frames_queue = frames_rx.clone();
-    let (detected_tx, detected_rx) = bounded(config.queues.frames);
+    let (detect_tx, detect_rx) = unbounded();
+    let (detected_tx, detected_rx) = bounded(DETECTED_QUEUE);
     let detected_queue = detected_rx.clone();
     let decode_threads = match config.queues.decode_threads {
         0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
@@ -188,22 +188,22 @@ pub fn run(
 
     let mut decoders = Vec::new();
     for i in 0..decode_threads {
-        let (ready, frames, input, metrics) = (
+        let (ready, detect_queue, input, metrics) = (
             ready_rx.clone(),
-            frames.clone(),
+            detect_tx.clone(),
             model_input.clone(),
             metrics.clone(),
         );
         decoders.push(spawn(&format!("decode-{i}"), move || {
-            workers::decode_worker(ready, frames, input, metrics)
+            workers::decode_worker(ready, detect_queue, input, metrics)
         }));
     }
-    // Only the decoders may hold the frame queue's senders, so detection ends with them.
-    drop(frames);
+    // Only the decoders may hold the detector queue's senders, so detection ends with them.
+    drop(detect_tx);
     let detect = {
         let (metrics, max_wait) = (metrics.clone(), config.detector.max_wait);
         spawn("detect", move || {
-            workers::detect_worker(frames_rx, detector, max_wait, detected_tx, metrics)
+            workers::detect_worker(detect_rx, detector, max_wait, detected_tx, metrics)
         })
     };
     let filing = {
@@ -245,7 +245,6 @@ pub fn run(
         let view = Arc::new(view::LiveView {
             registry: registry.clone(),
             metrics: metrics.clone(),
-            frames: frames_queue,
             detected: detected_queue,
         });
         let api_task = tokio::spawn(api::serve(

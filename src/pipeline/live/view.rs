@@ -5,17 +5,15 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use super::camera::CameraState;
-use super::workers::LiveFrame;
+use super::workers::Detected;
 use super::{read, DaemonMetrics, Registry};
 use crate::api::{CameraView, DaemonView};
-use crate::detect::Detection;
 use crate::metrics::Exposition;
 
 pub(super) struct LiveView {
     pub registry: Arc<Registry>,
     pub metrics: Arc<DaemonMetrics>,
-    pub frames: Receiver<LiveFrame>,
-    pub detected: Receiver<(LiveFrame, Vec<Detection>)>,
+    pub detected: Receiver<Detected>,
 }
 
 impl DaemonView for LiveView {
@@ -72,6 +70,7 @@ impl DaemonView for LiveView {
             &by_state,
         );
         let unit_depth: usize = cameras.iter().map(|c| c.units.len()).sum();
+        let frame_depth = cameras.iter().filter(|c| c.has_waiting_frame()).count();
         out.labelled(
             "cgbot_queue_depth",
             "gauge",
@@ -79,7 +78,7 @@ impl DaemonView for LiveView {
             "queue",
             &[
                 ("units", unit_depth as f64),
-                ("frames", self.frames.len() as f64),
+                ("frames", frame_depth as f64),
                 ("detections", self.detected.len() as f64),
             ],
         );
@@ -143,7 +142,7 @@ impl DaemonView for LiveView {
         out.labelled(
             "cgbot_frames_dropped_total",
             "counter",
-            "Frames dropped to stay fresh: before decoding (full camera queue) or before detection (full frame queue).",
+            "Frames dropped to stay fresh: before decoding (full camera queue) or before detection (replaced by the camera's newer frame).",
             "stage",
             &[
                 ("decode", m.units_dropped.get() as f64),

@@ -8,31 +8,23 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::camera::{ActiveDecoder, DropOldest, LiveCamera};
+use super::camera::{ActiveDecoder, LiveCamera, LiveFrame};
 use super::DaemonMetrics;
 use crate::cases::Categories;
-use crate::decode::{Decoder, Frame};
+use crate::decode::Decoder;
 use crate::detect::{Detection, Detector};
 use crate::models::InputSpec;
 use crate::pipeline::{next_batch, Filing};
 use crate::sinks::{Backoff, Sink};
 use crate::store::Store;
 
-/// A decoded frame on its way to detection.
-pub(super) struct LiveFrame {
-    pub camera: Arc<LiveCamera>,
-    pub frame: Frame,
-    /// When the access unit it was decoded from arrived.
-    pub received: Instant,
-}
-
 /// Takes cameras with queued units off the ready queue and decodes them. A camera is on
 /// the ready queue at most once, and its decoder lock is held while its units drain, so
 /// each camera's units are decoded in order by one thread at a time. `None` stops the
-/// worker.
+/// worker. Decoded frames wait on their camera for the detector.
 pub(super) fn decode_worker(
     ready: Receiver<Option<Arc<LiveCamera>>>,
-    frames: Arc<DropOldest<LiveFrame>>,
+    detect_queue: Sender<Arc<LiveCamera>>,
     input: InputSpec,
     metrics: Arc<DaemonMetrics>,
 ) {
@@ -89,37 +81,44 @@ pub(super) fn decode_worker(
             camera.counters.frames_decoded.add(new_frames);
             metrics.frames_decoded.add(new_frames);
             for frame in decoded {
-                let dropped = frames.push(LiveFrame {
-                    camera: camera.clone(),
+                let (replaced, schedule) = camera.offer_frame(LiveFrame {
                     frame,
                     received: queued.received,
                 });
-                for old in dropped {
-                    old.camera.counters.frames_dropped.inc();
+                if replaced {
+                    camera.counters.frames_dropped.inc();
                     metrics.frames_dropped.inc();
+                }
+                if schedule {
+                    let _ = detect_queue.send(camera.clone());
                 }
             }
         }
     }
 }
 
-/// Detects on batches of frames from any cameras until the decoders are gone.
+/// A frame with its detections, on its way to filing.
+pub(super) type Detected = (Arc<LiveCamera>, LiveFrame, Vec<Detection>);
+
+/// Detects on batches of frames from any cameras, taking cameras in the order their
+/// frames became ready, until the decoders are gone.
 pub(super) fn detect_worker(
-    frames: Receiver<LiveFrame>,
+    cameras: Receiver<Arc<LiveCamera>>,
     mut detector: Detector,
     max_wait: Duration,
-    out: Sender<(LiveFrame, Vec<Detection>)>,
+    out: Sender<Detected>,
     metrics: Arc<DaemonMetrics>,
 ) {
-    while let Some(batch) = next_batch(&frames, detector.batch_size(), max_wait) {
-        let batch: Vec<LiveFrame> = batch
+    while let Some(ready) = next_batch(&cameras, detector.batch_size(), max_wait) {
+        let batch: Vec<(Arc<LiveCamera>, LiveFrame)> = ready
             .into_iter()
-            .filter(|f| !f.camera.is_stopped())
+            .filter(|camera| !camera.is_stopped())
+            .filter_map(|camera| camera.take_frame().map(|frame| (camera, frame)))
             .collect();
         if batch.is_empty() {
             continue;
         }
-        let inputs: Vec<_> = batch.iter().map(|f| &f.frame.input).collect();
+        let inputs: Vec<_> = batch.iter().map(|(_, f)| &f.frame.input).collect();
         let before = detector.times();
         let results = match detector.detect(&inputs) {
             Ok(results) => results,
@@ -138,8 +137,8 @@ pub(super) fn detect_worker(
             .observe(after.postprocess - before.postprocess);
         metrics.batch_frames.add(batch.len() as u64);
         metrics.batches.inc();
-        for (frame, found) in batch.into_iter().zip(results) {
-            if out.send((frame, found)).is_err() {
+        for ((camera, frame), found) in batch.into_iter().zip(results) {
+            if out.send((camera, frame, found)).is_err() {
                 return;
             }
         }
@@ -157,11 +156,11 @@ pub(super) struct FilingContext {
 /// Tracks, applies rules and files cases, one camera at a time, committing each frame's
 /// changes before the next. Per-camera state survives patrol visits (dwell rules work
 /// across them) and is rebuilt when a rotation changes the camera.
-pub(super) fn filing_worker(input: Receiver<(LiveFrame, Vec<Detection>)>, mut ctx: FilingContext) {
+pub(super) fn filing_worker(input: Receiver<Detected>, mut ctx: FilingContext) {
     let mut filings: HashMap<String, (Arc<LiveCamera>, Filing)> = HashMap::new();
     let mut last_sweep = Instant::now();
-    for (live, detections) in input {
-        let camera = &live.camera;
+    for (camera, live, detections) in input {
+        let camera = &camera;
         if camera.is_stopped() {
             continue;
         }
