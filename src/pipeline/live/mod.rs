@@ -274,16 +274,21 @@ pub fn run(
     drop(ctx);
     drop(ready_rx);
     let final_deadline = shutdown_started + deadline;
-    let _ = delivery_stop.send(final_deadline);
     let mut pending = Vec::new();
     for (name, handle) in decoders
         .into_iter()
         .map(|h| ("decoders", h))
         .chain([("detection", detect), ("filing", filing)])
-        .chain(delivery.map(|h| ("outbox delivery", h)))
     {
         if !join_until(handle, final_deadline) {
             pending.push(name);
+        }
+    }
+    // Every case is committed now: the last delivery round takes them all.
+    let _ = delivery_stop.send(final_deadline);
+    if let Some(handle) = delivery {
+        if !join_until(handle, final_deadline) {
+            pending.push("outbox delivery");
         }
     }
     runtime.shutdown_timeout(Duration::from_millis(200));
