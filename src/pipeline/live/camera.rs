@@ -2,7 +2,7 @@
 //! the async task that keeps its RTSP session up or makes one patrol visit.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -156,6 +156,8 @@ pub struct LiveCamera {
     waiting_frame: Mutex<Option<LiveFrame>>,
     /// Set while the camera is waiting in the detector's queue.
     frame_scheduled: AtomicBool,
+    /// When the detector last took a frame of this camera (its service sequence number).
+    last_served: AtomicU64,
     stopped: AtomicBool,
     /// Woken for every analysed frame, so a patrol visit ends as soon as it has its samples.
     analysed: Notify,
@@ -184,6 +186,7 @@ impl LiveCamera {
             scheduled: AtomicBool::new(false),
             waiting_frame: Mutex::new(None),
             frame_scheduled: AtomicBool::new(false),
+            last_served: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             analysed: Notify::new(),
         };
@@ -239,14 +242,16 @@ impl LiveCamera {
         (replaced, !self.frame_scheduled.swap(true, Ordering::SeqCst))
     }
 
-    /// The frame waiting for detection, if any (the camera leaves the detector's queue).
-    pub(super) fn take_frame(&self) -> Option<LiveFrame> {
+    /// The frame waiting for detection, if any: the camera leaves the detector's queue,
+    /// served as the detector's `service`-th camera.
+    pub(super) fn take_frame(&self, service: u64) -> Option<LiveFrame> {
         self.frame_scheduled.store(false, Ordering::SeqCst);
+        self.last_served.store(service, Ordering::Relaxed);
         lock(&self.waiting_frame).take()
     }
 
-    pub(super) fn has_waiting_frame(&self) -> bool {
-        lock(&self.waiting_frame).is_some()
+    pub(super) fn last_served(&self) -> u64 {
+        self.last_served.load(Ordering::Relaxed)
     }
 
     /// Takes the camera off the ready queue's books; the decoder then drains its units.

@@ -4,6 +4,7 @@
 //! scheduling, hot camera rotation and the HTTP API around it.
 
 mod camera;
+mod fair;
 mod supervisor;
 mod view;
 mod workers;
@@ -28,6 +29,7 @@ use crate::sinks::{JsonlSink, Sink, WebhookSink};
 use crate::source::RtspOptions;
 use crate::store::Store;
 
+use fair::FairQueue;
 use supervisor::Supervisor;
 use workers::FilingContext;
 
@@ -178,7 +180,7 @@ pub fn run(
     let metrics = Arc::new(DaemonMetrics::default());
     let registry = Arc::new(Registry::default());
     let (ready_tx, ready_rx) = unbounded();
-    let (detect_tx, detect_rx) = unbounded();
+    let detect_queue = Arc::new(FairQueue::new());
     let (detected_tx, detected_rx) = bounded(DETECTED_QUEUE);
     let detected_queue = detected_rx.clone();
     let decode_threads = match config.queues.decode_threads {
@@ -190,7 +192,7 @@ pub fn run(
     for i in 0..decode_threads {
         let (ready, detect_queue, input, metrics) = (
             ready_rx.clone(),
-            detect_tx.clone(),
+            detect_queue.clone(),
             model_input.clone(),
             metrics.clone(),
         );
@@ -198,12 +200,14 @@ pub fn run(
             workers::decode_worker(ready, detect_queue, input, metrics)
         }));
     }
-    // Only the decoders may hold the detector queue's senders, so detection ends with them.
-    drop(detect_tx);
     let detect = {
-        let (metrics, max_wait) = (metrics.clone(), config.detector.max_wait);
+        let (metrics, max_wait, queue) = (
+            metrics.clone(),
+            config.detector.max_wait,
+            detect_queue.clone(),
+        );
         spawn("detect", move || {
-            workers::detect_worker(detect_rx, detector, max_wait, detected_tx, metrics)
+            workers::detect_worker(queue, detector, max_wait, detected_tx, metrics)
         })
     };
     let filing = {
@@ -245,6 +249,7 @@ pub fn run(
         let view = Arc::new(view::LiveView {
             registry: registry.clone(),
             metrics: metrics.clone(),
+            detect_queue: detect_queue.clone(),
             detected: detected_queue,
         });
         let api_task = tokio::spawn(api::serve(
@@ -275,11 +280,14 @@ pub fn run(
     drop(ready_rx);
     let final_deadline = shutdown_started + deadline;
     let mut pending = Vec::new();
-    for (name, handle) in decoders
-        .into_iter()
-        .map(|h| ("decoders", h))
-        .chain([("detection", detect), ("filing", filing)])
-    {
+    for handle in decoders {
+        if !join_until(handle, final_deadline) {
+            pending.push("decoders");
+        }
+    }
+    // The decoders are done (or out of time): detection takes what is left and ends.
+    detect_queue.close();
+    for (name, handle) in [("detection", detect), ("filing", filing)] {
         if !join_until(handle, final_deadline) {
             pending.push(name);
         }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use super::camera::CameraState;
+use super::camera::{CameraState, LiveCamera};
+use super::fair::FairQueue;
 use super::workers::Detected;
 use super::{read, DaemonMetrics, Registry};
 use crate::api::{CameraView, DaemonView};
@@ -13,6 +14,7 @@ use crate::metrics::Exposition;
 pub(super) struct LiveView {
     pub registry: Arc<Registry>,
     pub metrics: Arc<DaemonMetrics>,
+    pub detect_queue: Arc<FairQueue<Arc<LiveCamera>>>,
     pub detected: Receiver<Detected>,
 }
 
@@ -70,7 +72,6 @@ impl DaemonView for LiveView {
             &by_state,
         );
         let unit_depth: usize = cameras.iter().map(|c| c.units.len()).sum();
-        let frame_depth = cameras.iter().filter(|c| c.has_waiting_frame()).count();
         out.labelled(
             "cgbot_queue_depth",
             "gauge",
@@ -78,7 +79,7 @@ impl DaemonView for LiveView {
             "queue",
             &[
                 ("units", unit_depth as f64),
-                ("frames", frame_depth as f64),
+                ("frames", self.detect_queue.len() as f64),
                 ("detections", self.detected.len() as f64),
             ],
         );
@@ -182,5 +183,16 @@ impl DaemonView for LiveView {
             max_gap,
         );
         out.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_knows_every_camera_state() {
+        let states: Vec<&str> = CameraState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(states, crate::api::CAMERA_STATES);
     }
 }

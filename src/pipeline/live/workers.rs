@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::camera::{ActiveDecoder, LiveCamera, LiveFrame};
+use super::fair::FairQueue;
 use super::DaemonMetrics;
 use crate::cases::Categories;
 use crate::decode::Decoder;
 use crate::detect::{Detection, Detector};
 use crate::models::InputSpec;
-use crate::pipeline::{next_batch, Filing};
+use crate::pipeline::Filing;
 use crate::sinks::{Backoff, Sink};
 use crate::store::Store;
 
@@ -24,7 +25,7 @@ use crate::store::Store;
 /// worker. Decoded frames wait on their camera for the detector.
 pub(super) fn decode_worker(
     ready: Receiver<Option<Arc<LiveCamera>>>,
-    detect_queue: Sender<Arc<LiveCamera>>,
+    detect_queue: Arc<FairQueue<Arc<LiveCamera>>>,
     input: InputSpec,
     metrics: Arc<DaemonMetrics>,
 ) {
@@ -96,7 +97,7 @@ pub(super) fn decode_worker(
                     metrics.frames_dropped.inc();
                 }
                 if schedule {
-                    let _ = detect_queue.send(camera.clone());
+                    detect_queue.push(camera.last_served(), camera.clone());
                 }
             }
         }
@@ -106,20 +107,24 @@ pub(super) fn decode_worker(
 /// A frame with its detections, on its way to filing.
 pub(super) type Detected = (Arc<LiveCamera>, LiveFrame, Vec<Detection>);
 
-/// Detects on batches of frames from any cameras, taking cameras in the order their
-/// frames became ready, until the decoders are gone.
+/// Detects on batches of frames from any cameras, least recently served camera first,
+/// until the queue is closed and empty.
 pub(super) fn detect_worker(
-    cameras: Receiver<Arc<LiveCamera>>,
+    cameras: Arc<FairQueue<Arc<LiveCamera>>>,
     mut detector: Detector,
     max_wait: Duration,
     out: Sender<Detected>,
     metrics: Arc<DaemonMetrics>,
 ) {
-    while let Some(ready) = next_batch(&cameras, detector.batch_size(), max_wait) {
+    let mut services = 0u64;
+    while let Some(ready) = cameras.next_batch(detector.batch_size(), max_wait) {
         let batch: Vec<(Arc<LiveCamera>, LiveFrame)> = ready
             .into_iter()
             .filter(|camera| !camera.is_stopped())
-            .filter_map(|camera| camera.take_frame().map(|frame| (camera, frame)))
+            .filter_map(|camera| {
+                services += 1;
+                camera.take_frame(services).map(|frame| (camera, frame))
+            })
             .collect();
         if batch.is_empty() {
             continue;
