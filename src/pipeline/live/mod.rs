@@ -177,6 +177,7 @@ pub fn run(
         .build()
         .map_err(DaemonError::Runtime)?;
 
+    keep_frame_buffers_out_of_the_heap();
     let metrics = Arc::new(DaemonMetrics::default());
     let registry = Arc::new(Registry::default());
     let (ready_tx, ready_rx) = unbounded();
@@ -313,6 +314,18 @@ pub fn run(
         });
     }
     Ok(report)
+}
+
+/// Frames and model inputs are megabyte buffers allocated in bursts (every camera's first
+/// keyframe at once). glibc raises its mmap threshold after freeing such a buffer, so later
+/// ones come from the heap and their memory is never returned: measured with 500 idle
+/// cameras, 820 MB of RSS instead of 150 MB. A fixed threshold keeps them mmapped.
+fn keep_frame_buffers_out_of_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator tunable; called before the threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
