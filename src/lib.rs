@@ -4,6 +4,7 @@
 
 pub mod annotate;
 pub mod api;
+pub mod bench;
 pub mod cases;
 pub mod config;
 pub mod decode;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use cli::bench::BenchArgs;
 use cli::cameras::CamerasCommand;
 use cli::cases::{CasesCommand, OutboxCommand};
 use cli::detect::DetectArgs;
@@ -55,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Measure cameras per core, stage costs, latency and memory with simulated cameras.
+    Bench(Box<BenchArgs>),
     /// Watch the configured RTSP cameras and file cases: the daemon.
     Run(RunArgs),
     /// Serve a clip as simulated RTSP street cameras, for tests, benchmarks and demos.
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Cameras { command } => command.run(),
         Command::Models { command } => command.run(),
         Command::Run(args) => args.run(),
+        Command::Bench(args) => args.run(),
         Command::Sim(args) => args.run(),
     };
     match result {

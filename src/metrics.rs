@@ -23,9 +23,11 @@ impl Counter {
     }
 }
 
-/// Upper bounds (seconds) shared by every latency histogram: 1 ms to 30 s.
-const BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+/// Upper bounds (seconds) shared by every latency histogram: 1 ms to 30 s, finer around
+/// the 2 s a frame → detection latency target.
+const BUCKETS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0,
+    10.0, 30.0,
 ];
 
 pub struct Histogram {

@@ -1,5 +1,6 @@
 //! The subcommands: each parses its arguments into the library's options, runs, prints.
 
+pub mod bench;
 pub mod cameras;
 pub mod cases;
 pub mod detect;

@@ -9,6 +9,14 @@ use clap::Args;
 /// The shared sample clips beside the source tree the binary was built from.
 const SHARED_SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/samples");
 
+/// A clip of the shared samples: `$CGBOT_SAMPLES/NAME`, CGBOT_SAMPLES defaulting to the
+/// ../shared/samples beside the source tree.
+pub fn default_clip(name: &str) -> PathBuf {
+    std::env::var_os("CGBOT_SAMPLES")
+        .map_or_else(|| PathBuf::from(SHARED_SAMPLES), PathBuf::from)
+        .join(name)
+}
+
 #[derive(Args)]
 pub struct SimArgs {
     /// H.264 or H.265 clip every camera plays in a loop
@@ -43,11 +51,9 @@ pub struct SimArgs {
 
 impl SimArgs {
     pub fn run(self) -> Result<()> {
-        let clip = self.clip.unwrap_or_else(|| {
-            std::env::var_os("CGBOT_SAMPLES")
-                .map_or_else(|| PathBuf::from(SHARED_SAMPLES), PathBuf::from)
-                .join("people-walking-1080p-h264.mp4")
-        });
+        let clip = self
+            .clip
+            .unwrap_or_else(|| default_clip("people-walking-1080p-h264.mp4"));
         let mut config = cgbot::sim::SimConfig::new(&clip, self.cameras);
         config.bind = std::net::SocketAddr::new(self.bind, self.port);
         config.credentials = self

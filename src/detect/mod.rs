@@ -178,6 +178,10 @@ impl Detector {
         let mut builder = Session::builder(env)
             .map_err(load)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| load(e.into()))?
+            // Idle intra-op threads would otherwise spin for a while after each run: at
+            // one frame per camera every few seconds that is CPU burnt for nothing.
+            .with_intra_op_spinning(false)
             .map_err(|e| load(e.into()))?;
         if options.threads > 0 {
             builder = builder
