@@ -17,7 +17,9 @@ use serde::Serialize;
 
 use crate::decode::ModelInput;
 use crate::models::{OutputFormat, ResolvedModel};
-use yolox::YoloxGrid;
+/// Public for the stage benchmarks (`benches/stages.rs`), which time the YOLOX
+/// postprocess without running the model.
+pub use yolox::YoloxGrid;
 
 /// One detected object, box in source-image pixels `[x1, y1, x2, y2]`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
