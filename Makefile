@@ -8,7 +8,7 @@ DEMO_OUT   ?= out/demo
 TOOLS_VENV := .venv
 TEST_MODELS := target/test-models
 
-.PHONY: setup build demo test test-models lint bench clean
+.PHONY: setup build demo test test-models baseline-env lint bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -42,7 +42,19 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-bench: setup
+# The "usual Python pipeline" baseline the benchmark compares with (benches/baseline/):
+# OpenCV and onnxruntime, pinned, in the same venv. Not part of `make test`.
+BASELINE_REQS := benches/baseline/requirements.txt
+BASELINE_STAMP := $(TOOLS_VENV)/.baseline-env
+
+$(BASELINE_STAMP): $(BASELINE_REQS)
+	test -x $(TOOLS_VENV)/bin/python || python3 -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(BASELINE_REQS)
+	touch $@
+
+baseline-env: $(BASELINE_STAMP)
+
+bench: setup baseline-env
 	$(CARGO) bench
 
 clean:
