@@ -380,6 +380,29 @@ pub fn inference_ceiling(options: &BenchOptions, budget: Duration) -> Result<Cei
     })
 }
 
+/// The baseline's interpreter and script, once they are known to work: checked before a
+/// long run rather than after it.
+pub fn baseline_ready() -> Result<(PathBuf, PathBuf), BenchError> {
+    let tree = Path::new(SOURCE_TREE);
+    let python = std::env::var_os("CGBOT_BASELINE_PYTHON")
+        .map_or_else(|| tree.join(".venv/bin/python"), PathBuf::from);
+    let script = tree.join("benches/baseline/baseline.py");
+    let importable = Command::new(&python)
+        .args(["-c", "import cv2, numpy, onnxruntime"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !importable || !script.exists() {
+        return Err(BenchError::Baseline(format!(
+            "{} with OpenCV, numpy and onnxruntime, and {}, are needed: run `make baseline-env`",
+            python.display(),
+            script.display()
+        )));
+    }
+    Ok((python, script))
+}
+
 /// Runs the Python/OpenCV baseline (`benches/baseline/baseline.py`) on cameras 0..n of
 /// the same simulator, with the same model and sampling interval.
 pub fn run_baseline(
@@ -387,17 +410,7 @@ pub fn run_baseline(
     options: &BenchOptions,
     cameras: usize,
 ) -> Result<BaselineReport, BenchError> {
-    let tree = Path::new(SOURCE_TREE);
-    let python = std::env::var_os("CGBOT_BASELINE_PYTHON")
-        .map_or_else(|| tree.join(".venv/bin/python"), PathBuf::from);
-    let script = tree.join("benches/baseline/baseline.py");
-    if !python.exists() || !script.exists() {
-        return Err(BenchError::Baseline(format!(
-            "{} or {} missing: run `make baseline-env`",
-            python.display(),
-            script.display()
-        )));
-    }
+    let (python, script) = baseline_ready()?;
     let model = Catalogue::load()
         .and_then(|c| c.resolve(options.model.as_deref()))
         .map_err(|e| BenchError::Baseline(e.to_string()))?;

@@ -101,6 +101,9 @@ impl BenchArgs {
             exe: std::env::current_exe().context("locating the cgbot binary")?,
             work_dir: self.work_dir.clone(),
         };
+        if self.baseline {
+            bench::baseline_ready()?;
+        }
         std::fs::create_dir_all(&self.work_dir)
             .with_context(|| format!("{}", self.work_dir.display()))?;
         let most = counts
