@@ -37,9 +37,12 @@ fn bench_reports_throughput_cpu_latency_and_memory() {
     assert!((1.0..=3.0).contains(&analysed), "{point}");
     assert!(point["cpu_cores"].as_f64().unwrap() > 0.0);
     let stages = &point["cpu_ms_per_frame"];
-    for stage in ["receive", "decode", "inference"] {
+    // The OS counts CPU in 10 ms ticks: two small cameras for 6 s may not fill one for
+    // receiving, but decode and inference do.
+    for stage in ["decode", "inference"] {
         assert!(stages[stage].as_f64().unwrap() > 0.0, "{stage}: {stages}");
     }
+    assert!(stages["receive"].as_f64().unwrap() >= 0.0, "{stages}");
     assert!(point["latency_p99_s"].as_f64().is_some());
     assert!(point["peak_rss_mib"].as_f64().unwrap() >= point["base_rss_mib"].as_f64().unwrap());
     assert!(report["inference_ceiling"]["batch1_fps"].as_f64().unwrap() > 1.0);
