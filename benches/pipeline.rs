@@ -4,26 +4,19 @@
 //!
 //!     cargo bench --bench pipeline            (or: make bench)
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use cgbot::decode::{Decoder, Frame, Preprocessor, Sampling};
 use cgbot::detect::{Detector, DetectorOptions};
 use cgbot::models::Catalogue;
 use cgbot::source::{AccessUnit, FileSource, StreamInfo};
+use common::sample;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// 5 GOPs of 2 s: 10 s of a 25 fps clip, 250 access units.
 const GOPS: usize = 5;
-
-fn sample(name: &str) -> PathBuf {
-    std::env::var_os("CGBOT_SAMPLES")
-        .map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples"),
-            PathBuf::from,
-        )
-        .join(name)
-}
 
 /// The access units of the first `GOPS` GOPs, in decode order (up to the next keyframe).
 fn demux(name: &str) -> (StreamInfo, Vec<AccessUnit>) {

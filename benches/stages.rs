@@ -9,8 +9,9 @@
 //!
 //! Synthetic inputs come from a fixed-seed generator, so every run measures the same work.
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use cgbot::cases::{CameraInfo, CaseEngine, Categories, Status};
@@ -22,19 +23,11 @@ use cgbot::models::{Catalogue, InputSpec};
 use cgbot::rules::{EventCatalogue, RuleFields, Sighting, ZoneRules};
 use cgbot::source::{AccessUnit, FileSource, StreamInfo};
 use cgbot::track::{Appearance, Observation, Tracker, TrackerConfig};
+use common::sample;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode};
 
 const WIDTH: u32 = 1920;
 const HEIGHT: u32 = 1080;
-
-fn sample(name: &str) -> PathBuf {
-    std::env::var_os("CGBOT_SAMPLES")
-        .map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples"),
-            PathBuf::from,
-        )
-        .join(name)
-}
 
 /// The embedded default model's input (YOLOX-Nano, 416 × 416); no model file needed.
 fn model_input() -> InputSpec {
