@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cgbot::sim::{FaultPlan, SimConfig, SimHandle};
+use cgbot::sim::{SimConfig, SimHandle};
 use common::daemon::{camera_file, free_port, Daemon};
-use common::{cgbot, ok, sample};
+use common::{cgbot, fault_plan, ok, sample};
 use serde_json::Value;
 
 /// The daemon tests load both cores; run them one at a time.
@@ -23,7 +23,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn start_sim(clip: &str, cameras: usize, port: u16, faults: &[&str]) -> SimHandle {
     let mut config = SimConfig::new(sample(clip), cameras);
     config.bind = SocketAddr::from(([127, 0, 0, 1], port));
-    config.faults = FaultPlan::new(faults.iter().map(|f| f.parse().unwrap()).collect());
+    config.faults = fault_plan(faults);
     SimHandle::start(config).expect("start simulator")
 }
 

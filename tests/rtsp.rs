@@ -10,9 +10,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cgbot::decode::{Decoder, Sampling};
-use cgbot::sim::{Credentials, FaultPlan, SimConfig, SimHandle};
+use cgbot::sim::{Credentials, SimConfig, SimHandle};
 use cgbot::source::{LiveUnit, RtspError, RtspOptions, RtspSession, Transport};
-use common::{default_model_input, sample};
+use common::{default_model_input, fault_plan, sample};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The longest any step may take before the test gives up.
@@ -382,18 +382,13 @@ fn unreachable_and_silent_cameras() {
 #[test]
 fn camera_faults() {
     let mut config = SimConfig::new(sample("people-walking.mp4"), 6);
-    config.faults = FaultPlan::new(
-        [
-            "refuse@cam1",
-            "garbage@cam2",
-            "stall=1s@cam3",
-            "disconnect=1s@cam4",
-            "corrupt=0.2@cam5",
-        ]
-        .iter()
-        .map(|spec| spec.parse().unwrap())
-        .collect(),
-    );
+    config.faults = fault_plan(&[
+        "refuse@cam1",
+        "garbage@cam2",
+        "stall=1s@cam3",
+        "disconnect=1s@cam4",
+        "corrupt=0.2@cam5",
+    ]);
     let sim = start(config);
     let options = RtspOptions {
         frame_timeout: Duration::from_secs(1),

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cgbot::sim::{Credentials, FaultPlan, SimConfig, SimHandle};
-use common::{fails, ffmpeg, run, sample, Run};
+use cgbot::sim::{Credentials, SimConfig, SimHandle};
+use common::{fails, fault_plan, ffmpeg, run, sample, Run};
 
 /// `codec,width,height` of the camera's video as ffprobe reports it.
 fn ffprobe(url: &str, transport: &str) -> Run {
@@ -185,18 +185,13 @@ fn fifty_concurrent_sessions() {
 #[test]
 fn faults_behave_as_configured() {
     let mut config = SimConfig::new(sample("people-walking.mp4"), 6);
-    config.faults = FaultPlan::new(
-        [
-            "refuse@cam1",
-            "garbage@cam2",
-            "stall=1s@cam3",
-            "disconnect=2s@cam4",
-            "corrupt=0.1@cam5",
-        ]
-        .iter()
-        .map(|spec| spec.parse().unwrap())
-        .collect(),
-    );
+    config.faults = fault_plan(&[
+        "refuse@cam1",
+        "garbage@cam2",
+        "stall=1s@cam3",
+        "disconnect=2s@cam4",
+        "corrupt=0.1@cam5",
+    ]);
     let sim = SimHandle::start(config).expect("start simulator");
     let url = |camera| sim.url(camera);
     let [refused, garbage, stalled, disconnected, corrupted, healthy] = thread::scope(|s| {

@@ -434,3 +434,8 @@ impl Drop for GstServer {
         self.terminate();
     }
 }
+
+/// A simulator fault plan from specs such as `stall=1s@cam3`.
+pub fn fault_plan(specs: &[&str]) -> cgbot::sim::FaultPlan {
+    cgbot::sim::FaultPlan::new(specs.iter().map(|spec| spec.parse().unwrap()).collect())
+}
