@@ -15,11 +15,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use cgbot::cases::{CameraInfo, CaseEngine, Categories, Status};
-use cgbot::decode::{Decoder, Frame, Sampling};
+use cgbot::decode::{Decoder, Sampling};
 use cgbot::detect::nms::nms;
 use cgbot::detect::{Detection, DetectorOptions, YoloxGrid};
 use cgbot::geometry::{anchor_point, Polygon};
 use cgbot::models::{Catalogue, InputSpec};
+use cgbot::pipeline::first_keyframe;
 use cgbot::rules::{EventCatalogue, RuleFields, Sighting, ZoneRules};
 use cgbot::source::{AccessUnit, FileSource, StreamInfo};
 use cgbot::track::{Appearance, Observation, Tracker, TrackerConfig};
@@ -456,15 +457,7 @@ fn zone_test(c: &mut Criterion) {
 /// the sample updates them and writes no evidence (evidence is written when a case is
 /// first seen, filed, reopened or closed — all of which happen in the setup).
 fn cases_steady_state(c: &mut Criterion) {
-    let frame: Frame = {
-        let (info, units) = keyframes("people-walking-1080p-h264.mp4", 1);
-        let unit = &units[0];
-        let sampling = Sampling::Keyframes { min_interval: None };
-        let mut decoder = Decoder::new(&info, &model_input(), sampling).unwrap();
-        let mut frames = Vec::new();
-        decoder.push(unit, &mut |f| frames.push(f)).unwrap();
-        frames.pop().expect("a frame")
-    };
+    let frame = first_keyframe(&sample("people-walking-1080p-h264.mp4"), &model_input()).unwrap();
     let events = EventCatalogue::builtin();
     let zone = |id: &str, vertices: Vec<[f64; 2]>, event: &str| ZoneRules {
         id: id.to_string(),

@@ -12,12 +12,10 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::cases::Categories;
 use crate::config::load_cameras;
-use crate::decode::{Decoder, Sampling};
 use crate::detect::Detection;
 use crate::models::Catalogue;
-use crate::pipeline::Filing;
+use crate::pipeline::{first_keyframe, Filing};
 use crate::rules::EventCatalogue;
-use crate::source::FileSource;
 
 const TOKEN: &str = "s3cret-token";
 const METRICS: &str = "# HELP cgbot_frames_analysed_total Frames analysed.\n\
@@ -227,22 +225,7 @@ fn file_cases(db: &Path) -> Store {
         .input
         .clone();
     let clip = root.join("../shared/samples/street-static-h264.mp4");
-    let (mut source, info) = FileSource::open(&clip).unwrap();
-    let sampling = Sampling::Keyframes { min_interval: None };
-    let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
-    let mut frame = None;
-    while frame.is_none() {
-        let unit = source
-            .next_unit()
-            .unwrap()
-            .expect("the clip has a keyframe");
-        decoder
-            .push(&unit, &mut |f| {
-                frame.get_or_insert(f);
-            })
-            .unwrap();
-    }
-    let mut frame = frame.unwrap();
+    let mut frame = first_keyframe(&clip, &input).unwrap();
     let mut store = Store::open(db).unwrap();
     let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, BASE_TIME).unwrap();
     let van = bbox("truck", [520.0, 213.0, 640.0, 337.0]);

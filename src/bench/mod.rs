@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{Decoder, Sampling};
 use crate::detect::{Detector, DetectorOptions, Provider};
 use crate::models::Catalogue;
+use crate::pipeline::first_keyframe;
 use crate::sim::SimHandle;
-use crate::source::FileSource;
 use probe::{memory_mib, CpuSample, Metrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -343,23 +342,10 @@ pub fn inference_ceiling(options: &BenchOptions, budget: Duration) -> Result<Cei
         },
     )
     .map_err(|e| setup(e.to_string()))?;
-    let (mut source, info) = FileSource::open(&options.clip).map_err(|e| setup(e.to_string()))?;
     let spec = detector.model().spec.input.clone();
-    let mut decoder = Decoder::new(&info, &spec, Sampling::Keyframes { min_interval: None })
-        .map_err(|e| setup(e.to_string()))?;
-    let mut frame = None;
-    while frame.is_none() {
-        let unit = source
-            .next_unit()
-            .map_err(|e| setup(e.to_string()))?
-            .ok_or_else(|| setup(format!("{}: no keyframe", options.clip.display())))?;
-        decoder
-            .push(&unit, &mut |f| {
-                frame.get_or_insert(f);
-            })
-            .map_err(|e| setup(e.to_string()))?;
-    }
-    let input = frame.expect("loop ends with a frame").input;
+    let input = first_keyframe(&options.clip, &spec)
+        .map_err(|e| setup(e.to_string()))?
+        .input;
     let batch = detector.batch_size();
     let mut rate = |batch: usize| -> Result<f64, BenchError> {
         let inputs = vec![&input; batch];

@@ -3,7 +3,7 @@
 
 pub mod live;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
@@ -273,6 +273,33 @@ impl Filing {
         }
         Ok(())
     }
+}
+
+/// The first keyframe of a clip, decoded and preprocessed for a model with `input`: a
+/// realistic frame for benchmarks and tests of the later stages.
+pub fn first_keyframe(path: &Path, input: &InputSpec) -> Result<Frame, PipelineError> {
+    let (mut source, info) = FileSource::open(path)?;
+    let decode_error = |source| PipelineError::Decode {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut decoder = Decoder::new(&info, input, Sampling::Keyframes { min_interval: None })
+        .map_err(decode_error)?;
+    let mut frame = None;
+    while frame.is_none() {
+        let unit = source
+            .next_unit()?
+            .ok_or_else(|| PipelineError::NothingDecoded {
+                path: path.to_path_buf(),
+                detail: "no keyframe in the file".into(),
+            })?;
+        decoder
+            .push(&unit, &mut |f| {
+                frame.get_or_insert(f);
+            })
+            .map_err(decode_error)?;
+    }
+    Ok(frame.expect("the loop ends with a frame"))
 }
 
 /// Blocks for the first frame, then gathers up to `max` within `max_wait`. `None` once

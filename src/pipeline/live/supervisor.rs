@@ -105,11 +105,7 @@ impl Supervisor {
             return;
         };
         self.patrol.remove(id);
-        let _ = watched.stop.send(true);
-        if let Some(task) = watched.task {
-            let _ = tokio::time::timeout(STOP_TIMEOUT, task).await;
-        }
-        watched.camera.stop();
+        stop_watched(watched).await;
     }
 
     fn publish(&self) {
@@ -203,13 +199,7 @@ impl Supervisor {
         let mut stopping = JoinSet::new();
         for id in ids {
             if let Some(watched) = self.watched.remove(&id) {
-                let _ = watched.stop.send(true);
-                stopping.spawn(async move {
-                    if let Some(task) = watched.task {
-                        let _ = tokio::time::timeout(STOP_TIMEOUT, task).await;
-                    }
-                    watched.camera.stop();
-                });
+                stopping.spawn(stop_watched(watched));
             }
         }
         while stopping.join_next().await.is_some() {}
@@ -288,6 +278,16 @@ impl Supervisor {
         );
         self.warn_if_revisit_unreachable();
     }
+}
+
+/// Signals a camera's task or visit to end and waits for it (TEARDOWN included), at most
+/// `STOP_TIMEOUT`.
+async fn stop_watched(watched: Watched) {
+    let _ = watched.stop.send(true);
+    if let Some(task) = watched.task {
+        let _ = tokio::time::timeout(STOP_TIMEOUT, task).await;
+    }
+    watched.camera.stop();
 }
 
 /// Watches the camera file (or directory) and signals on any change. Without a watcher
