@@ -4,6 +4,7 @@
 
 pub mod annotate;
 pub mod api;
+pub mod backoff;
 pub mod bench;
 pub mod cases;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod patrol;
 pub mod pipeline;
+pub mod redact;
 pub mod rules;
 pub mod sim;
 pub mod sinks;

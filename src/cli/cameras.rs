@@ -9,8 +9,8 @@ use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
 
 use cgbot::config::{self, Camera, CameraDiff, ImportError, ImportOptions};
+use cgbot::redact::redact_url;
 use cgbot::rules::EventCatalogue;
-use cgbot::sinks::redact_url;
 
 #[derive(Subcommand)]
 pub enum CamerasCommand {

@@ -7,8 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use cgbot::backoff::Backoff;
 use cgbot::cases::{Case, Status};
-use cgbot::sinks::{Backoff, JsonlSink, Sink, WebhookSink};
+use cgbot::sinks::{JsonlSink, Sink, WebhookSink};
 use cgbot::store::{CaseFilter, Evidence, HistoryEntry, Store};
 
 #[derive(Subcommand)]

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::redact::redact_url;
 use crate::rules::{EventCatalogue, RuleFields};
-use crate::sinks::redact_url;
 
 /// Bad rows an error or a skip report lists before summing up the rest.
 const LISTED_ROWS: usize = 50;

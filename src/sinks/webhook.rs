@@ -1,4 +1,5 @@
-use super::{redact_url, OutboxEvent, Sink, SinkError};
+use super::{OutboxEvent, Sink, SinkError};
+use crate::redact::redact_url;
 use std::io::Read;
 use std::time::Duration;
 
@@ -125,8 +126,8 @@ impl Sink for WebhookSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backoff::Backoff;
     use crate::sinks::tests::event;
-    use crate::sinks::Backoff;
     use std::collections::{HashMap, HashSet};
     use std::io::{BufRead, BufReader, Write};
     use std::net::{TcpListener, TcpStream};

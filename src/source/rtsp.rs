@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{AccessUnit, StreamInfo};
-use crate::sinks::redact_url;
+use crate::redact::redact_url;
 
 /// How RTP reaches us.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]

@@ -456,7 +456,7 @@ impl Store {
         &mut self,
         sink: &mut dyn crate::sinks::Sink,
         until: std::time::Instant,
-        backoff: &mut crate::sinks::Backoff,
+        backoff: &mut crate::backoff::Backoff,
     ) -> Result<Delivery, StoreError> {
         let name = sink.name().to_string();
         let mut report = Delivery::default();
@@ -501,7 +501,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::{Backoff, Sink, SinkError};
+    use crate::backoff::Backoff;
+    use crate::sinks::{Sink, SinkError};
     use std::time::{Duration, Instant};
 
     fn event(key: &str) -> NewEvent {

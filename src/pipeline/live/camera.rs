@@ -10,10 +10,11 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use tokio::sync::{watch, Notify};
 
 use super::LiveContext;
+use crate::backoff::Backoff;
 use crate::config::{Camera, StreamChoice};
 use crate::decode::{Decoder, Frame, LiveSampler, Sampling};
 use crate::metrics::Counter;
-use crate::sinks::{redact_url, Backoff};
+use crate::redact::redact_url;
 use crate::source::{AccessUnit, LiveStream, RtspError, RtspSession};
 
 /// A camera's state as operators see it.

@@ -11,12 +11,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::camera::{ActiveDecoder, LiveCamera, LiveFrame};
 use super::fair::FairQueue;
 use super::DaemonMetrics;
+use crate::backoff::Backoff;
 use crate::cases::Categories;
 use crate::decode::Decoder;
 use crate::detect::{Detection, Detector};
 use crate::models::InputSpec;
 use crate::pipeline::Filing;
-use crate::sinks::{Backoff, Sink};
+use crate::sinks::Sink;
 use crate::store::Store;
 
 /// Takes cameras with queued units off the ready queue and decodes them. A camera is on

@@ -1,3 +1,5 @@
+//! Retry pacing shared by reconnecting cameras and outbox delivery.
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Exponential backoff with full jitter: the n-th delay is uniform in
