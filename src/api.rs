@@ -83,7 +83,7 @@ pub struct CameraView {
     pub frames_received: u64,
     pub frames_decoded: u64,
     pub frames_analysed: u64,
-    pub frames_dropped: u64,
+    pub frames_skipped: u64,
     /// Patrol visits so far.
     pub visits: u64,
     /// Achieved revisit interval: the longest gap between the starts of two visits.

@@ -54,7 +54,7 @@ fn camera_view(id: &str, state: &str) -> CameraView {
         frames_received: 1000,
         frames_decoded: 40,
         frames_analysed: 30,
-        frames_dropped: 2,
+        frames_skipped: 2,
         visits: 7,
         revisit_interval_s: Some(300.0),
     }

@@ -80,13 +80,28 @@ pub struct PointReport {
     pub non_inference_share: f64,
     pub latency_p50_s: Option<f64>,
     pub latency_p99_s: Option<f64>,
-    pub frames_dropped: u64,
+    /// Units and frames left out to stay fresh, by stage.
+    pub skipped: Skipped,
     pub reconnects: u64,
     /// RSS once the model is loaded, before the cameras' frames flow.
     pub base_rss_mib: f64,
     pub peak_rss_mib: f64,
     /// (peak − base) / cameras.
     pub rss_per_camera_mib: f64,
+}
+
+/// What each stage skipped to stay fresh (the daemon's `cgbot_frames_skipped_total`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Skipped {
+    pub receive: u64,
+    pub decode: u64,
+    pub detect: u64,
+}
+
+impl Skipped {
+    pub fn total(&self) -> u64 {
+        self.receive + self.decode + self.detect
+    }
 }
 
 /// ONNX Runtime alone on a ready-made model input: the pipeline's upper bound.
@@ -306,8 +321,15 @@ pub fn run_point(
             "cgbot_frame_latency_seconds",
             0.99,
         ),
-        frames_dropped: (delta("cgbot_frames_dropped_total{stage=\"decode\"}")
-            + delta("cgbot_frames_dropped_total{stage=\"detect\"}")) as u64,
+        skipped: {
+            let skipped =
+                |stage: &str| delta(&format!("cgbot_frames_skipped_total{{stage=\"{stage}\"}}"));
+            Skipped {
+                receive: skipped("receive") as u64,
+                decode: skipped("decode") as u64,
+                detect: skipped("detect") as u64,
+            }
+        },
         reconnects: delta("cgbot_reconnects_total") as u64,
         base_rss_mib: base_rss,
         peak_rss_mib: peak_rss,

@@ -194,13 +194,15 @@ fn machine() -> String {
 
 fn point_line(p: &PointReport) -> String {
     format!(
-        "bench: {} cameras: {:.1} of {:.1} frames/s analysed, {:.2} cores, p99 {} s, {} dropped",
+        "bench: {} cameras: {:.1} of {:.1} frames/s analysed, {:.2} cores, p99 {} s, skipped {} (decode {}, detect {})",
         p.cameras,
         p.analysed_fps,
         p.wanted_fps,
         p.cpu_cores,
         p.latency_p99_s.map_or("-".into(), |l| format!("{l:.2}")),
-        p.frames_dropped
+        p.skipped.total(),
+        p.skipped.decode,
+        p.skipped.detect
     )
 }
 
@@ -209,10 +211,10 @@ fn render(r: &Report) -> String {
         "clip {}, one frame per camera every {} s, provider {}, {}\n\n",
         r.clip, r.interval_s, r.provider, r.machine
     );
-    out += "cameras  analysed/s  wanted/s  cores  cams/core  p50 s  p99 s  dropped  peak RSS MiB  RSS/camera MiB\n";
+    out += "cameras  analysed/s  wanted/s  cores  cams/core  p50 s  p99 s  skipped: receive  decode  detect  peak RSS MiB  RSS/camera MiB\n";
     for p in &r.points {
         out += &format!(
-            "{:>7}  {:>10.1}  {:>8.1}  {:>5.2}  {:>9.1}  {:>5}  {:>5}  {:>7}  {:>12.0}  {:>14.2}\n",
+            "{:>7}  {:>10.1}  {:>8.1}  {:>5.2}  {:>9.1}  {:>5}  {:>5}  {:>16}  {:>6}  {:>6}  {:>12.0}  {:>14.2}\n",
             p.cameras,
             p.analysed_fps,
             p.wanted_fps,
@@ -220,7 +222,9 @@ fn render(r: &Report) -> String {
             p.cameras_per_core,
             p.latency_p50_s.map_or("-".into(), |l| format!("{l:.2}")),
             p.latency_p99_s.map_or("-".into(), |l| format!("{l:.2}")),
-            p.frames_dropped,
+            p.skipped.receive,
+            p.skipped.decode,
+            p.skipped.detect,
             p.peak_rss_mib,
             p.rss_per_camera_mib
         );

@@ -1,14 +1,16 @@
 //! `cgbot detect`: objects in still images.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
 
+use cgbot::config::Camera;
 use cgbot::decode::Sampling;
 use cgbot::detect::Detection;
-use cgbot::pipeline::{self, Batching};
+use cgbot::pipeline::{self, Analysed, FileFeed, Outlet, OutletError};
 use cgbot::source::FileSource;
 
 use super::{annotated_name, describe, write_annotated, DetectorArgs};
@@ -44,40 +46,63 @@ struct ImageResult<'a> {
     detections: &'a [Detection],
 }
 
+/// Collects each image's detections (and draws them) as the pipeline analyses it.
+struct Collect {
+    annotate: Option<PathBuf>,
+    found: HashMap<String, Vec<Detection>>,
+}
+
+impl Outlet for Collect {
+    fn analysed(&mut self, a: &Analysed<'_>) -> Result<(), OutletError> {
+        if let Some(dir) = &self.annotate {
+            let path = dir.join(annotated_name(Path::new(a.feed.id()), None));
+            write_annotated(a.frame, a.detections, &path)?;
+        }
+        self.found
+            .entry(a.feed.id().to_string())
+            .or_default()
+            .extend_from_slice(a.detections);
+        Ok(())
+    }
+}
+
 fn detect(
     images: &[PathBuf],
     args: &DetectorArgs,
     json: bool,
     annotate: Option<&Path>,
 ) -> Result<()> {
-    let mut detector = args.build()?;
-    let mut results = Vec::new();
+    let detector = args.build()?;
     let mut failed = 0;
+    let mut files = Vec::new();
     for path in images {
-        let mut found = Vec::new();
-        let outcome = FileSource::open(path)
-            .map_err(Into::into)
-            .and_then(|source| {
-                pipeline::analyse_file(
-                    source,
-                    &mut detector,
-                    Sampling::All,
-                    Batching::default(),
-                    &mut |frame, detections| {
-                        if let Some(dir) = annotate {
-                            write_annotated(
-                                frame,
-                                detections,
-                                &dir.join(annotated_name(path, None)),
-                            )?;
-                        }
-                        found.extend_from_slice(detections);
-                        Ok(())
-                    },
-                )
-            });
-        match outcome {
-            Ok(_) => results.push((path.display().to_string(), found)),
+        match FileSource::open(path) {
+            Ok((source, info)) => files.push(FileFeed {
+                source,
+                info,
+                camera: Camera::unconfigured(&path.display().to_string()),
+                start: 0.0,
+            }),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    let names: Vec<String> = files.iter().map(|f| f.camera.info.id.clone()).collect();
+    let collect = Collect {
+        annotate: annotate.map(Path::to_path_buf),
+        found: HashMap::new(),
+    };
+    let (mut collect, summaries) =
+        pipeline::run_files(files, detector, None, Sampling::All, collect)?;
+    let mut results = Vec::new();
+    for (image, summary) in names.into_iter().zip(summaries) {
+        match summary {
+            Ok(_) => {
+                let found = collect.found.remove(&image).unwrap_or_default();
+                results.push((image, found));
+            }
             Err(e) => {
                 failed += 1;
                 eprintln!("error: {e}");

@@ -86,8 +86,8 @@ pub fn annotated_name(source: &Path, pts: Option<f64>) -> String {
     }
 }
 
-pub fn write_annotated(frame: &Frame, detections: &[Detection], path: &Path) -> Result<(), String> {
-    let mut image = frame.picture.to_rgb().map_err(|e| e.to_string())?;
+pub fn write_annotated(frame: &Frame, detections: &[Detection], path: &Path) -> Result<()> {
+    let mut image = frame.picture.to_rgb()?;
     annotate::draw_detections(&mut image, detections);
-    annotate::save_jpeg(&image, path).map_err(|e| e.to_string())
+    Ok(annotate::save_jpeg(&image, path)?)
 }

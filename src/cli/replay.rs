@@ -10,10 +10,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use cgbot::cases::Categories;
-use cgbot::config;
+use cgbot::config::{self, Camera};
 use cgbot::decode::Sampling;
 use cgbot::detect::Detection;
-use cgbot::pipeline::{self, Batching, Filing, Summary};
+use cgbot::pipeline::{
+    self, Analysed, Feed, FileFeed, FilingSetup, FilingStats, Outlet, OutletError, Summary,
+};
 use cgbot::rules::EventCatalogue;
 use cgbot::source::FileSource;
 use cgbot::store::Store;
@@ -119,6 +121,56 @@ fn replay_camera(args: &FilingArgs) -> Result<Option<config::Camera>> {
     Ok(Some(camera))
 }
 
+/// Prints (or writes as JSON), annotates and reports progress for every analysed frame.
+struct ReplayOutlet {
+    clip: PathBuf,
+    json: bool,
+    annotate: Option<PathBuf>,
+    progress: ProgressBar,
+    terminal: bool,
+    last_status: Instant,
+    analysed: u64,
+    cases: FilingStats,
+}
+
+impl Outlet for ReplayOutlet {
+    fn analysed(&mut self, a: &Analysed<'_>) -> Result<(), OutletError> {
+        let frame = a.frame;
+        self.analysed += 1;
+        self.progress.set_position((frame.pts * 1000.0) as u64);
+        if !self.terminal && self.last_status.elapsed() >= Duration::from_secs(10) {
+            self.last_status = Instant::now();
+            eprintln!(
+                "progress: {:.1} s of {}, {} frames analysed",
+                frame.pts,
+                self.clip.display(),
+                self.analysed
+            );
+        }
+        let mut stdout = std::io::stdout();
+        if self.json {
+            let line = serde_json::to_string(&FrameResult {
+                pts: frame.pts,
+                keyframe: frame.keyframe,
+                detections: a.detections,
+            })?;
+            writeln!(stdout, "{line}")?;
+        } else if !a.detections.is_empty() {
+            self.progress
+                .suspend(|| writeln!(stdout, "{:8.2}s  {}", frame.pts, describe(a.detections)))?;
+        }
+        if let (Some(dir), false) = (&self.annotate, a.detections.is_empty()) {
+            let path = dir.join(annotated_name(&self.clip, Some(frame.pts)));
+            write_annotated(frame, a.detections, &path)?;
+        }
+        Ok(())
+    }
+
+    fn filed(&mut self, _feed: &Feed, stats: FilingStats) {
+        self.cases = stats;
+    }
+}
+
 fn replay(
     clip: &Path,
     sampling: Sampling,
@@ -128,7 +180,7 @@ fn replay(
     filing_args: &FilingArgs,
 ) -> Result<()> {
     let camera = replay_camera(filing_args)?;
-    let mut detector = match (&args.model, camera.as_ref().and_then(|c| c.model.clone())) {
+    let detector = match (&args.model, camera.as_ref().and_then(|c| c.model.clone())) {
         (None, Some(model)) => DetectorArgs {
             model: Some(model),
             ..args.clone()
@@ -136,78 +188,48 @@ fn replay(
         .build()?,
         _ => args.build()?,
     };
-    let source = FileSource::open(clip)?;
-    let mut filing = match &camera {
-        Some(camera) => {
-            let categories = match &filing_args.catalogue {
+    let (source, info) = FileSource::open(clip)?;
+    let filing = match &camera {
+        Some(_) => Some(FilingSetup {
+            store: Store::open(&filing_args.db.db)?,
+            categories: match &filing_args.catalogue {
                 Some(path) => Categories::load(path).map_err(anyhow::Error::msg)?,
                 None => Categories::builtin(),
-            };
-            let store = Store::open(&filing_args.db.db)?;
-            let base = filing_args
-                .start
-                .or_else(|| source.0.recorded_at())
-                .unwrap_or(0.0);
-            let input = detector.model().spec.input.clone();
-            let filing = Filing::new(camera, categories, &store, input, base)?;
-            Some((filing, store))
-        }
+            },
+        }),
         None => None,
     };
-    let progress = progress_bar(source.1.duration);
-    let terminal = std::io::stderr().is_terminal();
-    let mut last_status = Instant::now();
-    let mut stdout = std::io::stdout().lock();
-    let mut analysed = 0u64;
-    let summary = pipeline::analyse_file(
+    let start = filing_args
+        .start
+        .or_else(|| source.recorded_at())
+        .unwrap_or(0.0);
+    let outlet = ReplayOutlet {
+        clip: clip.to_path_buf(),
+        json,
+        annotate: annotate.map(Path::to_path_buf),
+        progress: progress_bar(info.duration),
+        terminal: std::io::stderr().is_terminal(),
+        last_status: Instant::now(),
+        analysed: 0,
+        cases: FilingStats::default(),
+    };
+    let file = FileFeed {
         source,
-        &mut detector,
-        sampling,
-        Batching::default(),
-        &mut |frame, detections| {
-            analysed += 1;
-            progress.set_position((frame.pts * 1000.0) as u64);
-            if !terminal && last_status.elapsed() >= Duration::from_secs(10) {
-                last_status = Instant::now();
-                eprintln!(
-                    "progress: {:.1} s of {}, {analysed} frames analysed",
-                    frame.pts,
-                    clip.display()
-                );
-            }
-            if json {
-                let line = serde_json::to_string(&FrameResult {
-                    pts: frame.pts,
-                    keyframe: frame.keyframe,
-                    detections,
-                })
-                .map_err(|e| e.to_string())?;
-                writeln!(stdout, "{line}").map_err(|e| e.to_string())?;
-            } else if !detections.is_empty() {
-                progress
-                    .suspend(|| writeln!(stdout, "{:8.2}s  {}", frame.pts, describe(detections)))
-                    .map_err(|e| e.to_string())?;
-            }
-            if let (Some(dir), false) = (annotate, detections.is_empty()) {
-                write_annotated(
-                    frame,
-                    detections,
-                    &dir.join(annotated_name(clip, Some(frame.pts))),
-                )?;
-            }
-            if let Some((filing, store)) = filing.as_mut() {
-                filing
-                    .on_frame(store, frame, detections)
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        },
-    );
-    progress.finish_and_clear();
-    let summary = summary?;
+        info,
+        camera: camera.unwrap_or_else(|| Camera::unconfigured(&clip.display().to_string())),
+        start,
+    };
+    let filed = filing.is_some();
+    let outcome = pipeline::run_files(vec![file], detector, filing, sampling, outlet);
+    let (outlet, mut summaries) = match outcome {
+        Ok(done) => done,
+        Err(e) => return Err(e.into()),
+    };
+    outlet.progress.finish_and_clear();
+    let summary = summaries.pop().expect("one summary per file")?;
     eprint!("{}", render_summary(clip, &summary));
-    if let Some((filing, store)) = filing.as_mut() {
-        let s = filing.stats;
+    if filed {
+        let s = outlet.cases;
         eprintln!(
             "  cases: {} candidates, {} filed, {} verifying, {} closed as auto-verified, {} reopened ({})",
             s.candidates,
@@ -217,7 +239,9 @@ fn replay(
             s.reopened,
             filing_args.db.db.display()
         );
-        filing_args.sinks.deliver(store)?;
+        filing_args
+            .sinks
+            .deliver(&mut Store::open(&filing_args.db.db)?)?;
     }
     Ok(())
 }

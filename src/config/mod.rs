@@ -172,6 +172,27 @@ pub struct Camera {
 /// Default local time of the reference deployment (China Standard Time).
 const DEFAULT_UTC_OFFSET: &str = "+08:00";
 
+impl Camera {
+    /// A camera known only by its id, with no streams and no zones: what a recording
+    /// analysed for detections alone comes from.
+    pub fn unconfigured(id: &str) -> Self {
+        Camera {
+            info: CameraInfo {
+                id: id.to_string(),
+                ..CameraInfo::default()
+            },
+            main_stream: None,
+            sub_stream: None,
+            model: None,
+            utc_offset: 8 * 3600,
+            tracker: TrackerConfig::default(),
+            zones: Vec::new(),
+            priority: false,
+            source: PathBuf::new(),
+        }
+    }
+}
+
 /// Loads a camera file, or every `*.toml` in a directory (sorted by name).
 pub fn load_cameras(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, ConfigError> {
     let files = if path.is_dir() {

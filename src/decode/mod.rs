@@ -103,6 +103,33 @@ pub struct DecodeStats {
     pub preprocess_time: Duration,
 }
 
+impl DecodeStats {
+    pub fn add(&mut self, other: &DecodeStats) {
+        self.units_skipped += other.units_skipped;
+        self.units_decoded += other.units_decoded;
+        self.units_rejected += other.units_rejected;
+        self.frames_decoded += other.frames_decoded;
+        self.frames_damaged += other.frames_damaged;
+        self.frames_analysed += other.frames_analysed;
+        self.decode_time += other.decode_time;
+        self.preprocess_time += other.preprocess_time;
+    }
+
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &DecodeStats) -> DecodeStats {
+        DecodeStats {
+            units_skipped: self.units_skipped - before.units_skipped,
+            units_decoded: self.units_decoded - before.units_decoded,
+            units_rejected: self.units_rejected - before.units_rejected,
+            frames_decoded: self.frames_decoded - before.frames_decoded,
+            frames_damaged: self.frames_damaged - before.frames_damaged,
+            frames_analysed: self.frames_analysed - before.frames_analysed,
+            decode_time: self.decode_time - before.decode_time,
+            preprocess_time: self.preprocess_time - before.preprocess_time,
+        }
+    }
+}
+
 pub struct Decoder {
     decoder: ffmpeg::decoder::Video,
     sampler: Sampler,

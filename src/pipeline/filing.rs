@@ -22,7 +22,7 @@ pub struct FilingStats {
 }
 
 /// The track → rules → cases end of the path for one camera, writing to the caller's
-/// store: a sink for [`analyse_file`], and one per camera in the daemon.
+/// store: one per camera, kept by the filing stage.
 pub struct Filing {
     rules: RuleEngine,
     cases: CaseEngine,

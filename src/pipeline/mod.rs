@@ -1,22 +1,47 @@
-//! Wiring of the stages: source → decode (its own thread) → bounded queue → batched
-//! detect → the caller's sink. `detect` and `replay` are this one path with different ends.
+//! The one data path, wired once. Every command is this pipeline with different ends:
+//!
+//! ```text
+//! source ──Unit──▶ intake ─▶ decoding (pool; one decoder per feed) ─Sample─▶ frame queue
+//!   (file | RTSP | patrol visit)                                              │ newest / in order
+//!                     filing (track → rules → cases → store) ◀─ detection (batches across feeds)
+//!                                   └─▶ outlet (the command's end: print, annotate, API figures)
+//! ```
+//!
+//! The queue policy is the difference between a recording and a camera: a file source
+//! waits for the stages ([`QueuePolicy::Backpressure`], nothing is dropped), a camera
+//! never waits ([`QueuePolicy::Freshness`]: no stage works on a unit or frame of a feed
+//! when a newer one is already waiting for it; every skip is counted by stage).
+//! `replay` and `detect` are [`run_files`], `run` (and so `bench`) is [`live`].
 
+mod decoding;
+mod detection;
+mod feed;
 mod filing;
 pub mod live;
+mod outlet;
 
+pub use feed::{Feed, FeedCounters, Sample, Unit};
 pub use filing::{Filing, FilingStats};
+pub use outlet::{Analysed, FilingSetup, Outlet, OutletError};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+use crossbeam_channel::{bounded, Sender, TrySendError};
 
 use crate::cases::CaseError;
+use crate::config::Camera;
 use crate::decode::{DecodeError, DecodeStats, Decoder, Frame, Sampling};
-use crate::detect::{DetectError, DetectTimes, Detection, Detector};
+use crate::detect::{DetectError, DetectTimes, Detector};
+use crate::metrics::{Counter, Histogram};
 use crate::models::InputSpec;
-use crate::source::{FileSource, SourceError, StreamInfo};
+use crate::source::{FileSource, FileStream, SourceError, StreamInfo, StreamParameters};
 use crate::store::StoreError;
+
+use decoding::Message;
+use detection::FrameQueue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -28,12 +53,361 @@ pub enum PipelineError {
     Detect(#[from] DetectError),
     #[error("{path}: no picture could be decoded ({detail})")]
     NothingDecoded { path: PathBuf, detail: String },
-    #[error("{path}: {reason}")]
-    Sink { path: PathBuf, reason: String },
+    #[error("{feed}: {source}")]
+    Output {
+        feed: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Cases(#[from] CaseError),
+    #[error("a pipeline stage stopped unexpectedly ({0})")]
+    StageDied(&'static str),
+}
+
+/// What a stage does when the next one is busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueuePolicy {
+    /// Wait: a recording loses nothing.
+    Backpressure,
+    /// Newest work wins: older units and frames of the same feed are skipped (counted).
+    Freshness,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub policy: QueuePolicy,
+    /// Decode threads; feeds are spread over them, each feed decoded by one.
+    pub decode_threads: usize,
+    /// Units one feed may have waiting for its decoder, and (with back-pressure) decoded
+    /// frames waiting for detection.
+    pub per_feed: usize,
+    /// Longest wait for an inference batch to fill once its first frame is there.
+    pub max_wait: Duration,
+}
+
+impl PipelineConfig {
+    /// For recordings: nothing dropped, frames of a file batched together.
+    pub fn files() -> Self {
+        Self {
+            policy: QueuePolicy::Backpressure,
+            decode_threads: 1,
+            per_feed: 16,
+            max_wait: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Process-wide counters and stage latencies (per-feed figures live on each [`Feed`]).
+#[derive(Default)]
+pub struct Metrics {
+    pub frames_received: Counter,
+    pub frames_decoded: Counter,
+    pub frames_analysed: Counter,
+    /// Units that found the intake full (the decoders far behind).
+    pub skipped_receive: Counter,
+    /// Units never decoded: a newer keyframe of their feed was waiting, their feed's queue
+    /// overflowed, or their patrol visit had ended.
+    pub skipped_decode: Counter,
+    /// Decoded frames never detected: replaced by a newer frame of their feed, or stale.
+    pub skipped_detect: Counter,
+    pub units_queued: Counter,
+    pub units_taken: Counter,
+    pub reconnects: Counter,
+    pub detections: Counter,
+    pub inference_errors: Counter,
+    pub batches: Counter,
+    pub batch_frames: Counter,
+    pub cases_filed: Counter,
+    pub cases_closed: Counter,
+    pub patrol_visits: Counter,
+    pub rotations: Counter,
+    pub rotation_errors: Counter,
+    pub decode: Histogram,
+    pub preprocess: Histogram,
+    pub inference: Histogram,
+    pub postprocess: Histogram,
+    pub filing: Histogram,
+    /// Nanoseconds spent filing and in the outlet, all frames together.
+    pub filing_nanos: Counter,
+    /// From an access unit's arrival to its frame's cases being committed.
+    pub latency: Histogram,
+}
+
+impl Metrics {
+    /// Units waiting for a decoder, all feeds together.
+    pub fn units_waiting(&self) -> u64 {
+        self.units_queued
+            .get()
+            .saturating_sub(self.units_taken.get())
+    }
+}
+
+/// The pipeline has stopped taking units.
+#[derive(Debug, thiserror::Error)]
+#[error("the pipeline is shutting down")]
+pub struct Closed;
+
+/// Where sources hand their units in. Cheap to clone; one per source task.
+#[derive(Clone)]
+pub struct Intake {
+    shards: Arc<[Sender<Message>]>,
+    policy: QueuePolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl Intake {
+    /// The decode thread of a feed: always the same one, so a feed's units are decoded in
+    /// order by one decoder.
+    fn shard(&self, feed: &Feed) -> &Sender<Message> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        feed.id().hash(&mut hasher);
+        &self.shards[hasher.finish() as usize % self.shards.len()]
+    }
+
+    /// Hands a unit to its decoder: waits for room with back-pressure; with freshness a
+    /// full intake skips the unit (counted).
+    pub fn push(&self, unit: Unit) -> Result<(), Closed> {
+        let shard = self.shard(&unit.feed);
+        match self.policy {
+            QueuePolicy::Backpressure => shard.send(Message::Unit(unit)).map_err(|_| Closed),
+            QueuePolicy::Freshness => match shard.try_send(Message::Unit(unit)) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(Message::Unit(unit))) => {
+                    self.metrics.skipped_receive.inc();
+                    unit.feed.counters.frames_skipped.inc();
+                    Ok(())
+                }
+                Err(_) => Err(Closed),
+            },
+        }
+    }
+
+    /// The feed has no more units: its decoder gives up the pictures it still holds.
+    pub fn end(&self, feed: &Arc<Feed>) -> Result<(), Closed> {
+        self.shard(feed)
+            .send(Message::End(feed.clone()))
+            .map_err(|_| Closed)
+    }
+}
+
+/// Units a decode thread's intake holds with freshness before skipping (its feeds' own
+/// queues are bounded by `per_feed` besides).
+const FRESH_INTAKE: usize = 1024;
+/// Detected frames waiting for the filing thread; detection blocks beyond.
+const DETECTED_QUEUE: usize = 64;
+
+/// The running stages. Hand units in through [`Pipeline::intake`]; [`Pipeline::finish`]
+/// drains every stage in order.
+pub struct Pipeline<O: Outlet> {
+    intake: Intake,
+    decoders: Vec<JoinHandle<Option<PipelineError>>>,
+    detection: JoinHandle<(Detector, Option<DetectError>)>,
+    filing: JoinHandle<(O, Result<(), PipelineError>)>,
+    frames: Arc<FrameQueue>,
+    detected: crossbeam_channel::Receiver<outlet::Detected>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the stages hand back when they have drained.
+pub struct Finished<O> {
+    pub detector: Detector,
+    pub outlet: O,
+}
+
+/// A stage still busy when the deadline passed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} still busy")]
+pub struct StillBusy(pub String);
+
+impl<O: Outlet> Pipeline<O> {
+    pub fn start(
+        config: &PipelineConfig,
+        detector: Detector,
+        filing: Option<FilingSetup>,
+        outlet: O,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let input = detector.model().spec.input.clone();
+        let frames = Arc::new(FrameQueue::new(config.policy, config.per_feed));
+        let (detected_tx, detected_rx) = bounded(DETECTED_QUEUE);
+        let capacity = match config.policy {
+            QueuePolicy::Backpressure => config.per_feed,
+            QueuePolicy::Freshness => FRESH_INTAKE,
+        };
+        let mut shards = Vec::new();
+        let mut decoders = Vec::new();
+        for i in 0..config.decode_threads.max(1) {
+            let (tx, rx) = bounded(capacity.max(1));
+            shards.push(tx);
+            let worker = decoding::DecodeWorker::new(
+                config.policy,
+                config.per_feed,
+                input.clone(),
+                frames.clone(),
+                metrics.clone(),
+            );
+            decoders.push(spawn(&format!("decode-{i}"), move || worker.run(rx)));
+        }
+        let detection = {
+            let (frames, metrics, max_wait, policy) = (
+                frames.clone(),
+                metrics.clone(),
+                config.max_wait,
+                config.policy,
+            );
+            spawn("detect", move || {
+                detection::detect_worker(frames, detector, max_wait, policy, detected_tx, metrics)
+            })
+        };
+        let filing = {
+            let (rx, metrics, policy) = (detected_rx.clone(), metrics.clone(), config.policy);
+            spawn("filing", move || {
+                outlet::filing_worker(rx, filing, input, outlet, policy, metrics)
+            })
+        };
+        Self {
+            intake: Intake {
+                shards: shards.into(),
+                policy: config.policy,
+                metrics: metrics.clone(),
+            },
+            decoders,
+            detection,
+            filing,
+            frames,
+            detected: detected_rx,
+            metrics,
+        }
+    }
+
+    pub fn intake(&self) -> Intake {
+        self.intake.clone()
+    }
+
+    /// Frames decoded and waiting for detection.
+    pub fn frames_waiting(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Detected frames waiting for filing.
+    pub fn detected_waiting(&self) -> usize {
+        self.detected.len()
+    }
+
+    /// Figures the live view reads while the pipeline runs.
+    pub fn depths(&self) -> QueueDepths {
+        QueueDepths {
+            frames: self.frames.clone(),
+            detected: self.detected.clone(),
+        }
+    }
+
+    /// Stops intake, lets the decoders drain what is queued, then detection, then filing.
+    /// With a `deadline`, a stage still busy then is reported instead of waited for.
+    pub fn finish(
+        self,
+        deadline: Option<Instant>,
+    ) -> Result<Result<Finished<O>, PipelineError>, StillBusy> {
+        for shard in self.intake.shards.iter() {
+            let _ = shard.send(Message::Stop);
+        }
+        drop(self.intake);
+        let mut busy = Vec::new();
+        let mut decode_error = None;
+        for handle in self.decoders {
+            match join_until(handle, deadline) {
+                None => busy.push("decoders"),
+                Some(Ok(error)) => decode_error = decode_error.or(error),
+                Some(Err(_)) => decode_error = Some(PipelineError::StageDied("decoding")),
+            }
+        }
+        // The decoders are done (or out of time): detection takes what is left and ends.
+        self.frames.close();
+        let detection = join_until(self.detection, deadline);
+        if detection.is_none() {
+            busy.push("detection");
+        }
+        let filing = join_until(self.filing, deadline);
+        if filing.is_none() {
+            busy.push("filing");
+        }
+        if !busy.is_empty() {
+            busy.dedup();
+            return Err(StillBusy(busy.join(", ")));
+        }
+        let (Some(Ok((detector, detect_error))), Some(Ok((outlet, filed)))) = (detection, filing)
+        else {
+            return Ok(Err(PipelineError::StageDied("detection or filing")));
+        };
+        if let Some(e) = decode_error {
+            return Ok(Err(e));
+        }
+        if let Some(e) = detect_error {
+            return Ok(Err(e.into()));
+        }
+        Ok(filed.map(|()| Finished { detector, outlet }))
+    }
+}
+
+/// Queue depths for the API, without holding the pipeline.
+#[derive(Clone)]
+pub struct QueueDepths {
+    frames: Arc<FrameQueue>,
+    detected: crossbeam_channel::Receiver<outlet::Detected>,
+}
+
+impl QueueDepths {
+    pub fn frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn detected(&self) -> usize {
+        self.detected.len()
+    }
+}
+
+pub(crate) fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .expect("spawning a pipeline thread")
+}
+
+/// Waits for a thread, until `deadline` if there is one: `None` if it is still running
+/// then, `Some(Err)` if it panicked.
+pub(crate) fn join_until<T>(
+    handle: JoinHandle<T>,
+    deadline: Option<Instant>,
+) -> Option<std::thread::Result<T>> {
+    if let Some(deadline) = deadline {
+        while !handle.is_finished() {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let joined = handle.join();
+    if joined.is_err() {
+        tracing::error!("a pipeline thread panicked");
+    }
+    Some(joined)
+}
+
+/// One recording to analyse: its opened source, and the camera it was recorded by (for
+/// filing; [`Camera::unconfigured`] when only detections are wanted).
+pub struct FileFeed {
+    pub source: FileSource,
+    pub info: StreamInfo,
+    pub camera: Camera,
+    /// Unix time of the file's first frame.
+    pub start: f64,
 }
 
 /// What one pass over a file did and where the time went.
@@ -50,147 +424,119 @@ pub struct Summary {
     pub wall: Duration,
 }
 
-/// How the decoder thread hands frames to detection.
-#[derive(Debug, Clone, Copy)]
-pub struct Batching {
-    /// Frames waiting between decode and detect; the decoder blocks when it is full.
-    pub queue: usize,
-    /// Longest wait for a batch to fill once its first frame is there.
-    pub max_wait: Duration,
-}
-
-impl Default for Batching {
-    fn default() -> Self {
-        Self {
-            queue: 16,
-            max_wait: Duration::from_millis(50),
-        }
-    }
-}
-
-/// Called for every analysed frame, in order, with its detections.
-pub type Sink<'a> = dyn FnMut(&Frame, &[Detection]) -> Result<(), String> + 'a;
-
-/// Runs the whole path over one opened file (clip or still image).
-pub fn analyse_file(
-    (mut source, info): (FileSource, StreamInfo),
-    detector: &mut Detector,
+/// Runs recordings through the pipeline, one after the other, with back-pressure: every
+/// sampled frame is analysed. Returns the outlet and a summary (or why nothing could be
+/// decoded) per file, in order.
+pub fn run_files<O: Outlet>(
+    files: Vec<FileFeed>,
+    detector: Detector,
+    filing: Option<FilingSetup>,
     sampling: Sampling,
-    batching: Batching,
-    sink: &mut Sink<'_>,
-) -> Result<Summary, PipelineError> {
+    outlet: O,
+) -> Result<(O, Vec<Result<Summary, PipelineError>>), PipelineError> {
     let started = Instant::now();
-    let path = source.path().to_path_buf();
-    let input_spec = detector.model().spec.input.clone();
-    let codec_name = info.codec.name();
-    let (tx, rx) = bounded::<Frame>(batching.queue.max(1));
     let detect_before = detector.times();
-
-    let (decode_side, detect_side) = std::thread::scope(|scope| {
-        let decoder_thread = scope.spawn(move || -> Result<Summary, DecodeError> {
-            let mut decoder = Decoder::new(&info, &input_spec, sampling)?;
-            let mut summary = Summary::default();
-            let receiver_gone = std::cell::Cell::new(false);
-            let mut emit = |frame: Frame| {
-                if tx.send(frame).is_err() {
-                    receiver_gone.set(true);
-                }
-            };
-            loop {
-                let t = Instant::now();
-                let unit = source.next_unit();
-                summary.demux_time += t.elapsed();
-                match unit {
-                    Ok(Some(unit)) => {
-                        summary.access_units += 1;
-                        decoder.push(&unit, &mut emit)?;
-                    }
-                    Ok(None) => break,
-                    // Opening succeeded, so a read error here means an unreadable body.
-                    Err(e) => {
-                        summary.ended_early = Some(e.to_string());
+    let metrics = Arc::new(Metrics::default());
+    let pipeline = Pipeline::start(
+        &PipelineConfig::files(),
+        detector,
+        filing,
+        outlet,
+        metrics.clone(),
+    );
+    let intake = pipeline.intake();
+    let mut fed = Vec::new();
+    for (i, mut file) in files.into_iter().enumerate() {
+        let mut camera = file.camera;
+        if camera.info.id.is_empty() {
+            camera.info.id = format!("file-{i}");
+        }
+        let feed = Arc::new(Feed::new(camera, 0, file.start));
+        let stream: Arc<dyn StreamParameters> = Arc::new(FileStream::new(&file.info));
+        let mut summary = Summary::default();
+        let mut closed = false;
+        loop {
+            let t = Instant::now();
+            let unit = file.source.next_unit();
+            summary.demux_time += t.elapsed();
+            match unit {
+                Ok(Some(unit)) => {
+                    summary.access_units += 1;
+                    feed.counters.frames_received.inc();
+                    let unit = Unit {
+                        feed: feed.clone(),
+                        epoch: 0,
+                        stream: stream.clone(),
+                        sampling,
+                        unit,
+                        received: Instant::now(),
+                    };
+                    if intake.push(unit).is_err() {
+                        closed = true;
                         break;
                     }
                 }
-                if receiver_gone.get() {
-                    return Ok(summary);
+                Ok(None) => break,
+                // Opening succeeded, so a read error here means an unreadable body.
+                Err(e) => {
+                    summary.ended_early = Some(e.to_string());
+                    break;
                 }
             }
-            decoder.finish(&mut emit)?;
-            summary.decode = decoder.stats();
-            summary.corrupt_packets = source.corrupt_packets;
-            summary.ended_early = summary.ended_early.or(source.ended_early.take());
-            Ok(summary)
-        });
-        let detected = run_detection(&rx, detector, batching, sink);
-        drop(rx); // unblocks the decoder if detection stopped early
-        let decoded = decoder_thread.join().expect("decoder thread panicked");
-        (decoded, detected)
-    });
-
-    let mut summary = decode_side.map_err(|source| PipelineError::Decode {
-        path: path.clone(),
-        source,
-    })?;
-    let (detections, output_time) = detect_side.map_err(|e| match e {
-        StageError::Detect(e) => PipelineError::Detect(e),
-        StageError::Sink(reason) => PipelineError::Sink {
-            path: path.clone(),
-            reason,
-        },
-    })?;
-    if summary.decode.frames_decoded == 0 {
-        let detail = match (&summary.ended_early, summary.decode.units_rejected) {
-            (Some(e), _) => e.clone(),
-            (None, n) if n > 0 => format!(
-                "the {} decoder rejected all {n} access units: not valid {} data",
-                codec_name, codec_name
-            ),
-            _ => format!("{} access units read", summary.access_units),
-        };
-        return Err(PipelineError::NothingDecoded {
-            path: path.clone(),
-            detail,
-        });
+        }
+        summary.corrupt_packets = file.source.corrupt_packets;
+        summary.ended_early = summary.ended_early.or(file.source.ended_early.take());
+        let path = file.source.path().to_path_buf();
+        let codec = file.info.codec.name();
+        fed.push((feed.clone(), path, codec, summary));
+        // A stage has stopped with an error: finishing reports it.
+        if closed || intake.end(&feed).is_err() {
+            break;
+        }
     }
-    let after = detector.times();
-    summary.detect = DetectTimes {
+    drop(intake);
+    let finished = match pipeline.finish(None) {
+        Ok(finished) => finished?,
+        Err(busy) => unreachable!("no deadline, yet {busy}"),
+    };
+    let after = finished.detector.times();
+    let detect = DetectTimes {
         inference: after.inference - detect_before.inference,
         postprocess: after.postprocess - detect_before.postprocess,
         batches: after.batches - detect_before.batches,
     };
-    summary.detections = detections;
-    summary.output_time = output_time;
-    summary.wall = started.elapsed();
-    Ok(summary)
+    let output_time = Duration::from_nanos(metrics.filing_nanos.get());
+    let summaries = fed
+        .into_iter()
+        .map(|(feed, path, codec, mut summary)| {
+            summary.decode = feed.decode_stats();
+            if let Some(detail) = nothing_decoded(&summary, codec) {
+                return Err(PipelineError::NothingDecoded { path, detail });
+            }
+            summary.detections = feed.counters.detections.get();
+            summary.detect = detect;
+            summary.output_time = output_time;
+            summary.wall = started.elapsed();
+            Ok(summary)
+        })
+        .collect();
+    Ok((finished.outlet, summaries))
 }
 
-enum StageError {
-    Detect(DetectError),
-    Sink(String),
-}
-
-/// Pulls frames in batches, detects, and feeds the sink. Returns the number of
-/// detections and the time spent in the sink.
-fn run_detection(
-    rx: &Receiver<Frame>,
-    detector: &mut Detector,
-    batching: Batching,
-    sink: &mut Sink<'_>,
-) -> Result<(u64, Duration), StageError> {
-    let mut detections = 0u64;
-    let mut output_time = Duration::ZERO;
-    while let Some(batch) = next_batch(rx, detector.batch_size(), batching.max_wait) {
-        let inputs: Vec<_> = batch.iter().map(|f| &f.input).collect();
-        let results = detector.detect(&inputs).map_err(StageError::Detect)?;
-        let started = Instant::now();
-        for (frame, found) in batch.iter().zip(&results) {
-            detections += found.len() as u64;
-            sink(frame, found).map_err(StageError::Sink)?;
-        }
-        output_time += started.elapsed();
+/// Why a file gave no picture, if it gave none.
+fn nothing_decoded(summary: &Summary, codec: &str) -> Option<String> {
+    if summary.decode.frames_decoded > 0 {
+        return None;
     }
-    Ok((detections, output_time))
+    Some(
+        match (&summary.ended_early, summary.decode.units_rejected) {
+            (Some(e), _) => e.clone(),
+            (None, n) if n > 0 => {
+                format!("the {codec} decoder rejected all {n} access units: not valid {codec} data")
+            }
+            _ => format!("{} access units read", summary.access_units),
+        },
+    )
 }
 
 /// The first keyframe of a clip, decoded and preprocessed for a model with `input`: a
@@ -218,49 +564,4 @@ pub fn first_keyframe(path: &Path, input: &InputSpec) -> Result<Frame, PipelineE
             .map_err(decode_error)?;
     }
     Ok(frame.expect("the loop ends with a frame"))
-}
-
-/// Blocks for the first frame, then gathers up to `max` within `max_wait`. `None` once
-/// the decoder is done and the queue empty.
-pub fn next_batch<T>(rx: &Receiver<T>, max: usize, max_wait: Duration) -> Option<Vec<T>> {
-    let first = rx.recv().ok()?;
-    let mut batch = Vec::with_capacity(max);
-    batch.push(first);
-    let deadline = Instant::now() + max_wait;
-    while batch.len() < max {
-        match rx.recv_deadline(deadline) {
-            Ok(item) => batch.push(item),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    Some(batch)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_fill_up_to_max_then_drain_the_rest() {
-        let (tx, rx) = bounded(10);
-        for i in 0..5 {
-            tx.send(i).unwrap();
-        }
-        drop(tx);
-        let wait = Duration::from_millis(10);
-        assert_eq!(next_batch(&rx, 2, wait), Some(vec![0, 1]));
-        assert_eq!(next_batch(&rx, 2, wait), Some(vec![2, 3]));
-        assert_eq!(next_batch(&rx, 2, wait), Some(vec![4]));
-        assert_eq!(next_batch(&rx, 2, wait), None);
-    }
-
-    #[test]
-    fn partial_batch_leaves_after_max_wait() {
-        let (tx, rx) = bounded(10);
-        tx.send(1).unwrap();
-        let started = Instant::now();
-        assert_eq!(next_batch(&rx, 4, Duration::from_millis(30)), Some(vec![1]));
-        assert!(started.elapsed() >= Duration::from_millis(30));
-        drop(tx);
-    }
 }

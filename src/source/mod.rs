@@ -33,6 +33,49 @@ pub struct StreamInfo {
     pub duration: Option<f64>,
 }
 
+/// A stream's decoder parameters, shareable across threads: every unit carries them, so
+/// a decoder is rebuilt exactly when a camera changes its parameters.
+pub trait StreamParameters: Send + Sync {
+    fn stream_info(&self) -> StreamInfo;
+}
+
+impl StreamParameters for LiveStream {
+    fn stream_info(&self) -> StreamInfo {
+        LiveStream::stream_info(self)
+    }
+}
+
+/// A file's stream parameters. FFmpeg's parameter struct may move between threads but not
+/// be shared, so readers get a copy.
+pub struct FileStream(std::sync::Mutex<StreamInfo>);
+
+impl FileStream {
+    pub fn new(info: &StreamInfo) -> Self {
+        Self(std::sync::Mutex::new(info.copy()))
+    }
+}
+
+impl StreamParameters for FileStream {
+    fn stream_info(&self) -> StreamInfo {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).copy()
+    }
+}
+
+impl StreamInfo {
+    /// A copy owning its own codec parameters.
+    fn copy(&self) -> StreamInfo {
+        StreamInfo {
+            codec: self.codec,
+            parameters: self.parameters.clone(),
+            width: self.width,
+            height: self.height,
+            time_base: self.time_base,
+            frame_rate: self.frame_rate,
+            duration: self.duration,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{path}: no such file")]

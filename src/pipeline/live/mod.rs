@@ -1,13 +1,11 @@
-//! The daemon's wiring (`cgbot run`): RTSP sessions on tokio, one task per watched
-//! camera → per-camera drop-oldest unit queues → decode pool → frame queue (drop-oldest)
-//! → batched detection across cameras → filing → store, with outbox delivery, patrol
-//! scheduling, hot camera rotation and the HTTP API around it.
+//! The daemon (`cgbot run`): the pipeline with freshness, fed by RTSP sessions on tokio
+//! (one task per watched camera, or patrol visits through a fixed number of slots), with
+//! hot camera rotation, outbox delivery and the HTTP API around it.
 
 mod camera;
-mod fair;
+mod delivery;
 mod supervisor;
 mod view;
-mod workers;
 
 pub use camera::{CameraState, LiveCamera};
 
@@ -16,22 +14,22 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Sender};
+use crossbeam_channel::bounded;
 
 use crate::api::{self, ApiConfig};
 use crate::cases::Categories;
 use crate::config::RunConfig;
 use crate::detect::Detector;
-use crate::metrics::{Counter, Histogram};
 use crate::models::Catalogue;
+use crate::pipeline::{
+    join_until, spawn, FilingSetup, Intake, Metrics, Pipeline, PipelineConfig, QueuePolicy,
+};
 use crate::rules::EventCatalogue;
 use crate::sinks::{JsonlSink, Sink, WebhookSink};
 use crate::source::RtspOptions;
 use crate::store::Store;
 
-use fair::FairQueue;
 use supervisor::Supervisor;
-use workers::FilingContext;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -55,45 +53,12 @@ pub enum DaemonError {
     ShutdownDeadline { deadline: Duration, pending: String },
 }
 
-/// Detected frames waiting for the filing thread; detection blocks beyond.
-const DETECTED_QUEUE: usize = 64;
-
-/// Process-wide counters and stage latencies (per-camera figures live on each camera).
-#[derive(Default)]
-pub struct DaemonMetrics {
-    pub frames_received: Counter,
-    pub frames_decoded: Counter,
-    pub frames_analysed: Counter,
-    /// Access units dropped from a full camera queue before decoding.
-    pub units_dropped: Counter,
-    /// Decoded frames replaced by a newer frame of their camera before detection.
-    pub frames_dropped: Counter,
-    pub reconnects: Counter,
-    pub detections: Counter,
-    pub inference_errors: Counter,
-    pub batches: Counter,
-    pub batch_frames: Counter,
-    pub cases_filed: Counter,
-    pub cases_closed: Counter,
-    pub patrol_visits: Counter,
-    pub rotations: Counter,
-    pub rotation_errors: Counter,
-    pub decode: Histogram,
-    pub preprocess: Histogram,
-    pub inference: Histogram,
-    pub postprocess: Histogram,
-    pub filing: Histogram,
-    /// From an access unit's arrival to its frame's cases being committed.
-    pub latency: Histogram,
-}
-
 /// What every camera task shares.
 pub(crate) struct LiveContext {
     pub config: RunConfig,
     pub rtsp_options: RtspOptions,
-    pub metrics: Arc<DaemonMetrics>,
-    /// Cameras with units waiting for a decoder.
-    pub ready: Sender<Option<Arc<LiveCamera>>>,
+    pub metrics: Arc<Metrics>,
+    pub intake: Intake,
 }
 
 /// The cameras currently configured, as the API and metrics see them.
@@ -151,7 +116,6 @@ pub fn run(
     })?;
     let model = Catalogue::load()?.resolve(config.detector.model.as_deref())?;
     let detector = Detector::new(model, options)?;
-    let model_input = detector.model().spec.input.clone();
     let store = Store::open(&config.db)?;
     let sinks = build_sinks(&config)?;
     let token = config.api_token()?;
@@ -178,48 +142,24 @@ pub fn run(
         .map_err(DaemonError::Runtime)?;
 
     keep_frame_buffers_out_of_the_heap();
-    let metrics = Arc::new(DaemonMetrics::default());
+    let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(Registry::default());
-    let (ready_tx, ready_rx) = unbounded();
-    let detect_queue = Arc::new(FairQueue::new());
-    let (detected_tx, detected_rx) = bounded(DETECTED_QUEUE);
-    let detected_queue = detected_rx.clone();
     let decode_threads = match config.queues.decode_threads {
         0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
         n => n,
     };
-
-    let mut decoders = Vec::new();
-    for i in 0..decode_threads {
-        let (ready, detect_queue, input, metrics) = (
-            ready_rx.clone(),
-            detect_queue.clone(),
-            model_input.clone(),
-            metrics.clone(),
-        );
-        decoders.push(spawn(&format!("decode-{i}"), move || {
-            workers::decode_worker(ready, detect_queue, input, metrics)
-        }));
-    }
-    let detect = {
-        let (metrics, max_wait, queue) = (
-            metrics.clone(),
-            config.detector.max_wait,
-            detect_queue.clone(),
-        );
-        spawn("detect", move || {
-            workers::detect_worker(queue, detector, max_wait, detected_tx, metrics)
-        })
-    };
-    let filing = {
-        let ctx = FilingContext {
-            store,
-            categories,
-            model_input,
-            metrics: metrics.clone(),
-        };
-        spawn("filing", move || workers::filing_worker(detected_rx, ctx))
-    };
+    let pipeline = Pipeline::start(
+        &PipelineConfig {
+            policy: QueuePolicy::Freshness,
+            decode_threads,
+            per_feed: config.queues.per_camera,
+            max_wait: config.detector.max_wait,
+        },
+        detector,
+        Some(FilingSetup { store, categories }),
+        (),
+        metrics.clone(),
+    );
     let (delivery_stop, delivery_stop_rx) = bounded(1);
     let delivery = if sinks.is_empty() {
         None
@@ -227,7 +167,7 @@ pub fn run(
         let store = Store::open(&config.db)?;
         let every = config.sinks.every;
         Some(spawn("delivery", move || {
-            workers::delivery_worker(store, sinks, every, delivery_stop_rx)
+            delivery::delivery_worker(store, sinks, every, delivery_stop_rx)
         }))
     };
 
@@ -239,7 +179,7 @@ pub fn run(
         },
         config: config.clone(),
         metrics: metrics.clone(),
-        ready: ready_tx,
+        intake: pipeline.intake(),
     });
     let deadline = config.shutdown_deadline;
     let shutdown_started = runtime.block_on(async {
@@ -250,8 +190,7 @@ pub fn run(
         let view = Arc::new(view::LiveView {
             registry: registry.clone(),
             metrics: metrics.clone(),
-            detect_queue: detect_queue.clone(),
-            detected: detected_queue,
+            depths: pipeline.depths(),
         });
         let api_task = tokio::spawn(api::serve(
             listener,
@@ -273,31 +212,20 @@ pub fn run(
         let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
         Ok::<_, DaemonError>(shutdown_started)
     })?;
-    // Intake has stopped: let the decoders drain what is queued, then stop them.
-    for _ in 0..decoders.len() {
-        let _ = ctx.ready.send(None);
-    }
+    // Intake has stopped: the stages drain in order.
     drop(ctx);
-    drop(ready_rx);
     let final_deadline = shutdown_started + deadline;
     let mut pending = Vec::new();
-    for handle in decoders {
-        if !join_until(handle, final_deadline) {
-            pending.push("decoders");
-        }
-    }
-    // The decoders are done (or out of time): detection takes what is left and ends.
-    detect_queue.close();
-    for (name, handle) in [("detection", detect), ("filing", filing)] {
-        if !join_until(handle, final_deadline) {
-            pending.push(name);
-        }
+    match pipeline.finish(Some(final_deadline)) {
+        Err(busy) => pending.push(busy.to_string()),
+        Ok(Err(e)) => tracing::error!(error = %e, "the pipeline stopped with an error"),
+        Ok(Ok(_)) => {}
     }
     // Every case is committed now: the last delivery round takes them all.
     let _ = delivery_stop.send(final_deadline);
     if let Some(handle) = delivery {
-        if !join_until(handle, final_deadline) {
-            pending.push("outbox delivery");
+        if join_until(handle, Some(final_deadline)).is_none() {
+            pending.push("outbox delivery still busy".into());
         }
     }
     runtime.shutdown_timeout(Duration::from_millis(200));
@@ -310,7 +238,7 @@ pub fn run(
         pending.dedup();
         return Err(DaemonError::ShutdownDeadline {
             deadline,
-            pending: format!("{} still busy", pending.join(", ")),
+            pending: pending.join(", "),
         });
     }
     Ok(report)
@@ -326,27 +254,6 @@ fn keep_frame_buffers_out_of_the_heap() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(f)
-        .expect("spawning a pipeline thread")
-}
-
-/// Waits for a thread until `deadline`; false if it is still running then.
-fn join_until(handle: std::thread::JoinHandle<()>, deadline: Instant) -> bool {
-    while !handle.is_finished() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if handle.join().is_err() {
-        tracing::error!("a pipeline thread panicked");
-    }
-    true
 }
 
 fn build_sinks(config: &RunConfig) -> Result<Vec<Box<dyn Sink>>, DaemonError> {

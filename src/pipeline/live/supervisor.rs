@@ -80,13 +80,12 @@ impl Supervisor {
             config,
             self.generation,
             self.ctx.config.rtsp.stream,
-            self.ctx.config.queues.per_camera,
         ));
         let (stop, stop_rx) = watch::channel(false);
         let id = camera.id().to_string();
         let task = if camera.state() == CameraState::Failed {
             None
-        } else if self.patrolling(&camera.config) {
+        } else if self.patrolling(camera.config()) {
             self.patrol.add(&id);
             None
         } else {
@@ -156,7 +155,7 @@ impl Supervisor {
                 watched.stop.subscribe(),
             );
             self.visits.spawn(async move {
-                let done = (camera.id().to_string(), camera.generation);
+                let done = (camera.id().to_string(), camera.generation());
                 camera::visit(camera, ctx, stop, visit).await;
                 done
             });
@@ -180,7 +179,7 @@ impl Supervisor {
                     // A visit of a camera replaced by a rotation frees nothing: the
                     // replacement's slot accounting started afresh.
                     if let Ok((id, generation)) = done {
-                        if self.watched.get(&id).is_some_and(|w| w.camera.generation == generation) {
+                        if self.watched.get(&id).is_some_and(|w| w.camera.generation() == generation) {
                             self.patrol.finish(&id);
                         }
                     }
@@ -219,11 +218,13 @@ impl Supervisor {
         let m = &self.ctx.metrics;
         let analysed = m.frames_analysed.get();
         tracing::info!(
-            "status: {} cameras ({}); {:.1} frames/s analysed; {} dropped; {} reconnects; {} cases filed; p99 latency ≤ {} s",
+            "status: {} cameras ({}); {:.1} frames/s analysed; skipped {} at receive, {} at decode, {} at detect; {} reconnects; {} cases filed; p99 latency ≤ {} s",
             self.watched.len(),
             states.join(", "),
             (analysed - analysed_before) as f64 / STATUS_EVERY.as_secs_f64(),
-            m.units_dropped.get() + m.frames_dropped.get(),
+            m.skipped_receive.get(),
+            m.skipped_decode.get(),
+            m.skipped_detect.get(),
             m.reconnects.get(),
             m.cases_filed.get(),
             m.latency.quantile_bound(0.99),

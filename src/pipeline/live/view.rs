@@ -2,20 +2,16 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
-
-use super::camera::{CameraState, LiveCamera};
-use super::fair::FairQueue;
-use super::workers::Detected;
-use super::{read, DaemonMetrics, Registry};
+use super::camera::CameraState;
+use super::{read, Registry};
 use crate::api::{CameraView, DaemonView};
 use crate::metrics::Exposition;
+use crate::pipeline::{Metrics, QueueDepths};
 
 pub(super) struct LiveView {
     pub registry: Arc<Registry>,
-    pub metrics: Arc<DaemonMetrics>,
-    pub detect_queue: Arc<FairQueue<Arc<LiveCamera>>>,
-    pub detected: Receiver<Detected>,
+    pub metrics: Arc<Metrics>,
+    pub depths: QueueDepths,
 }
 
 impl DaemonView for LiveView {
@@ -32,20 +28,21 @@ impl DaemonView for LiveView {
             .iter()
             .map(|c| {
                 let patrol = *c.patrol.lock().unwrap_or_else(|p| p.into_inner());
+                let (feed, counters) = (&c.feed, &c.feed.counters);
                 CameraView {
                     id: c.id().to_string(),
-                    name: c.config.info.name.clone(),
+                    name: c.config().info.name.clone(),
                     state: c.state().as_str().to_string(),
                     stream: c.shown_url.clone(),
-                    priority: c.config.priority,
-                    last_frame_at: c.last_frame_at(),
-                    sampled_fps: c.sampled_fps(),
-                    last_error: c.last_error(),
-                    reconnects: c.counters.reconnects.get(),
-                    frames_received: c.counters.frames_received.get(),
-                    frames_decoded: c.counters.frames_decoded.get(),
-                    frames_analysed: c.counters.frames_analysed.get(),
-                    frames_dropped: c.counters.frames_dropped.get(),
+                    priority: c.config().priority,
+                    last_frame_at: feed.last_frame_at(),
+                    sampled_fps: feed.sampled_fps(),
+                    last_error: feed.last_error(),
+                    reconnects: c.reconnects.get(),
+                    frames_received: counters.frames_received.get(),
+                    frames_decoded: counters.frames_decoded.get(),
+                    frames_analysed: counters.frames_analysed.get(),
+                    frames_skipped: counters.frames_skipped.get(),
                     visits: patrol.visits,
                     revisit_interval_s: patrol.longest_gap.map(|d| d.as_secs_f64()),
                 }
@@ -71,16 +68,15 @@ impl DaemonView for LiveView {
             "state",
             &by_state,
         );
-        let unit_depth: usize = cameras.iter().map(|c| c.units.len()).sum();
         out.labelled(
             "cgbot_queue_depth",
             "gauge",
             "Items waiting between stages.",
             "queue",
             &[
-                ("units", unit_depth as f64),
-                ("frames", self.detect_queue.len() as f64),
-                ("detections", self.detected.len() as f64),
+                ("units", m.units_waiting() as f64),
+                ("frames", self.depths.frames() as f64),
+                ("detections", self.depths.detected() as f64),
             ],
         );
         for (name, help, counter) in [
@@ -141,13 +137,14 @@ impl DaemonView for LiveView {
             out.counter(name, help, counter.get());
         }
         out.labelled(
-            "cgbot_frames_dropped_total",
+            "cgbot_frames_skipped_total",
             "counter",
-            "Frames dropped to stay fresh: before decoding (full camera queue) or before detection (replaced by the camera's newer frame).",
+            "Units and frames left out to stay fresh, by the stage that skipped them: receive (intake full), decode (a newer keyframe of the camera waiting, its queue full, or its patrol visit over), detect (replaced by the camera's newer frame, or stale).",
             "stage",
             &[
-                ("decode", m.units_dropped.get() as f64),
-                ("detect", m.frames_dropped.get() as f64),
+                ("receive", m.skipped_receive.get() as f64),
+                ("decode", m.skipped_decode.get() as f64),
+                ("detect", m.skipped_detect.get() as f64),
             ],
         );
         out.histograms(

@@ -1,0 +1,186 @@
+//! A feed: one camera's (or one file's) way through the stages. It carries the camera's
+//! identity and configuration with every unit and frame, so the stages need no
+//! back-reference to whoever started it, and it keeps the counters each stage adds to.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::Camera;
+use crate::decode::{DecodeStats, Frame, Sampling};
+use crate::metrics::Counter;
+use crate::source::{AccessUnit, StreamParameters};
+
+/// Per-feed figures, as the API shows them for a camera.
+#[derive(Default)]
+pub struct FeedCounters {
+    pub frames_received: Counter,
+    pub frames_decoded: Counter,
+    pub frames_analysed: Counter,
+    /// Units and frames left out to stay fresh, at any stage.
+    pub frames_skipped: Counter,
+    pub detections: Counter,
+}
+
+/// Window over which the analysed frame rate is computed.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+pub struct Feed {
+    pub camera: Camera,
+    /// Bumped by the daemon when a rotation changes the camera: per-camera state (the
+    /// tracker, the case engine) is rebuilt for a new generation.
+    pub generation: u64,
+    /// Unix time of stream time 0: a file's recording start. Live streams are stamped in
+    /// Unix seconds already (0).
+    pub time_offset: f64,
+    pub counters: FeedCounters,
+    stopped: AtomicBool,
+    /// Bumped when a patrol visit ends: units and frames of an earlier epoch are stale.
+    epoch: AtomicU64,
+    decode: Mutex<DecodeStats>,
+    last_error: Mutex<Option<String>>,
+    last_frame_at: Mutex<Option<f64>>,
+    analysed_at: Mutex<VecDeque<Instant>>,
+    /// Woken for every analysed frame, so a patrol visit ends as soon as it has its samples.
+    analysed: tokio::sync::Notify,
+    /// When detection last took a frame of this feed (its service number): the least
+    /// recently served feed goes first.
+    pub(super) detect_served: AtomicU64,
+}
+
+impl Feed {
+    pub fn new(camera: Camera, generation: u64, time_offset: f64) -> Self {
+        Self {
+            camera,
+            generation,
+            time_offset,
+            counters: FeedCounters::default(),
+            stopped: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            decode: Mutex::new(DecodeStats::default()),
+            last_error: Mutex::new(None),
+            last_frame_at: Mutex::new(None),
+            analysed_at: Mutex::new(VecDeque::new()),
+            analysed: tokio::sync::Notify::new(),
+            detect_served: AtomicU64::new(0),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.camera.info.id
+    }
+
+    /// No more of this feed is wanted: what is queued is skipped.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Ends the current epoch (a patrol visit): its units and frames still queued are
+    /// skipped, so nothing of a finished visit is decoded or detected.
+    pub fn next_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether work stamped with `epoch` is still wanted.
+    pub fn wants(&self, epoch: u64) -> bool {
+        !self.is_stopped() && epoch == self.epoch()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
+    }
+
+    pub fn record_error(&self, error: impl Into<String>) {
+        *lock(&self.last_error) = Some(error.into());
+    }
+
+    /// Decode figures of this feed so far.
+    pub fn decode_stats(&self) -> DecodeStats {
+        *lock(&self.decode)
+    }
+
+    pub(super) fn add_decode_stats(&self, delta: &DecodeStats) {
+        lock(&self.decode).add(delta);
+    }
+
+    /// Unix time of the latest analysed frame.
+    pub fn last_frame_at(&self) -> Option<f64> {
+        *lock(&self.last_frame_at)
+    }
+
+    /// Called by the filing stage for every analysed frame of this feed.
+    pub(super) fn record_analysed(&self, ts: f64, detections: usize) {
+        self.counters.frames_analysed.inc();
+        self.counters.detections.add(detections as u64);
+        *lock(&self.last_frame_at) = Some(ts);
+        let now = Instant::now();
+        let mut times = lock(&self.analysed_at);
+        times.push_back(now);
+        while times
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > RATE_WINDOW)
+        {
+            times.pop_front();
+        }
+        drop(times);
+        self.analysed.notify_waiters();
+    }
+
+    /// Resolves at the next analysed frame of this feed.
+    pub async fn analysed(&self) {
+        self.analysed.notified().await;
+    }
+
+    /// Analysed frames per second over the last minute.
+    pub fn sampled_fps(&self) -> f64 {
+        let now = Instant::now();
+        let recent = lock(&self.analysed_at)
+            .iter()
+            .filter(|&&t| now.duration_since(t) <= RATE_WINDOW)
+            .count();
+        recent as f64 / RATE_WINDOW.as_secs_f64()
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take a feed's figures down with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An access unit on its way to decoding.
+pub struct Unit {
+    pub feed: Arc<Feed>,
+    /// The feed's epoch when the unit arrived.
+    pub epoch: u64,
+    /// The parameters the unit decodes with; a new `Arc` when the stream changes them.
+    pub stream: Arc<dyn StreamParameters>,
+    /// How the feed's decoder samples.
+    pub sampling: Sampling,
+    pub unit: AccessUnit,
+    pub received: Instant,
+}
+
+/// A decoded frame on its way to detection and filing.
+pub struct Sample {
+    pub feed: Arc<Feed>,
+    pub epoch: u64,
+    pub frame: Frame,
+    /// When the access unit it was decoded from arrived.
+    pub received: Instant,
+}
+
+impl Sample {
+    /// Unix seconds of the frame's presentation.
+    pub fn ts(&self) -> f64 {
+        self.feed.time_offset + self.frame.pts
+    }
+}

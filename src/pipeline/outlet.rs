@@ -1,0 +1,154 @@
+//! The last stage, on one thread: each detected frame is filed (track → rules → cases →
+//! store) for its feed's camera, then handed to the command's [`Outlet`] — printing and
+//! annotating for `replay` and `detect`, nothing more for the daemon, whose figures the
+//! stage keeps itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::{Feed, Filing, FilingStats, Metrics, PipelineError, QueuePolicy, Sample};
+use crate::cases::Categories;
+use crate::decode::Frame;
+use crate::detect::Detection;
+use crate::models::InputSpec;
+use crate::store::Store;
+
+/// A frame with its detections, on its way to filing.
+pub(super) type Detected = (Sample, Vec<Detection>);
+
+/// Where cases are filed; without one, frames are only detected.
+pub struct FilingSetup {
+    pub store: Store,
+    pub categories: Categories,
+}
+
+/// One analysed frame, as the outlet sees it after its cases were committed.
+pub struct Analysed<'a> {
+    pub feed: &'a Arc<Feed>,
+    pub frame: &'a Frame,
+    /// Unix seconds of the frame.
+    pub ts: f64,
+    pub detections: &'a [Detection],
+}
+
+pub type OutletError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The command's end of the pipeline. Called on the filing thread for every analysed
+/// frame, in order within a feed; an error ends the run (with back-pressure) or is
+/// recorded on the feed (with freshness).
+pub trait Outlet: Send + 'static {
+    fn analysed(&mut self, frame: &Analysed<'_>) -> Result<(), OutletError>;
+
+    /// How many cases this outlet's frames filed, by step, when the run ends.
+    fn filed(&mut self, _feed: &Feed, _stats: FilingStats) {}
+}
+
+/// The daemon's outlet: everything it shows is kept by the stages.
+impl Outlet for () {
+    fn analysed(&mut self, _frame: &Analysed<'_>) -> Result<(), OutletError> {
+        Ok(())
+    }
+}
+
+/// How often filing state of stopped feeds (cameras removed by a rotation) is dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+pub(super) fn filing_worker<O: Outlet>(
+    input: Receiver<Detected>,
+    mut setup: Option<FilingSetup>,
+    model_input: InputSpec,
+    mut outlet: O,
+    policy: QueuePolicy,
+    metrics: Arc<Metrics>,
+) -> (O, Result<(), PipelineError>) {
+    // Per-camera state survives patrol visits (dwell rules work across them) and is
+    // rebuilt for a camera's new generation. Its cases stay in the store either way.
+    let mut filings: HashMap<String, (Arc<Feed>, Filing)> = HashMap::new();
+    let mut last_sweep = Instant::now();
+    for (sample, detections) in input {
+        let feed = &sample.feed;
+        if feed.is_stopped() {
+            continue;
+        }
+        let started = Instant::now();
+        let ts = sample.ts();
+        let filed = match setup.as_mut() {
+            Some(setup) => file(&mut filings, setup, &model_input, &sample, &detections),
+            None => Ok(FilingStats::default()),
+        };
+        let outcome = filed.and_then(|filed| {
+            metrics.cases_filed.add(filed.filed);
+            metrics.cases_closed.add(filed.closed);
+            outlet
+                .analysed(&Analysed {
+                    feed,
+                    frame: &sample.frame,
+                    ts,
+                    detections: &detections,
+                })
+                .map_err(|source| PipelineError::Output {
+                    feed: feed.id().to_string(),
+                    source,
+                })
+        });
+        if let Err(e) = outcome {
+            if policy == QueuePolicy::Backpressure {
+                return (outlet, Err(e));
+            }
+            tracing::error!(camera = feed.id(), error = %e, "filing failed");
+            feed.record_error(format!("filing failed: {e}"));
+        }
+        metrics.filing.observe(started.elapsed());
+        metrics
+            .filing_nanos
+            .add(started.elapsed().as_nanos() as u64);
+        metrics.latency.observe(sample.received.elapsed());
+        metrics.frames_analysed.inc();
+        metrics.detections.add(detections.len() as u64);
+        feed.record_analysed(ts, detections.len());
+        if last_sweep.elapsed() > SWEEP_EVERY {
+            filings.retain(|_, (feed, _)| !feed.is_stopped());
+            last_sweep = Instant::now();
+        }
+    }
+    for (feed, filing) in filings.values() {
+        outlet.filed(feed, filing.stats);
+    }
+    (outlet, Ok(()))
+}
+
+/// Files one frame for its feed's camera, starting the camera's filing state if needed.
+/// Returns the filed and closed counts this frame added.
+fn file(
+    filings: &mut HashMap<String, (Arc<Feed>, Filing)>,
+    setup: &mut FilingSetup,
+    model_input: &InputSpec,
+    sample: &Sample,
+    detections: &[Detection],
+) -> Result<FilingStats, PipelineError> {
+    let feed = &sample.feed;
+    let current = filings
+        .get(feed.id())
+        .is_some_and(|(known, _)| Arc::ptr_eq(known, feed));
+    if !current {
+        let filing = Filing::new(
+            &feed.camera,
+            setup.categories.clone(),
+            &setup.store,
+            model_input.clone(),
+            feed.time_offset,
+        )?;
+        filings.insert(feed.id().to_string(), (feed.clone(), filing));
+    }
+    let (_, filing) = filings.get_mut(feed.id()).expect("inserted above");
+    let before = filing.stats;
+    filing.on_frame(&mut setup.store, &sample.frame, detections)?;
+    Ok(FilingStats {
+        filed: filing.stats.filed - before.filed,
+        closed: filing.stats.closed - before.closed,
+        ..FilingStats::default()
+    })
+}
