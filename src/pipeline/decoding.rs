@@ -16,7 +16,7 @@ use crate::decode::{DecodeStats, Decoder, Frame, Sampling};
 use crate::models::InputSpec;
 use crate::source::StreamParameters;
 
-pub(super) enum Message {
+pub(crate) enum Message {
     Unit(Unit),
     /// The feed has no more units: flush its decoder.
     End(Arc<Feed>),

@@ -40,7 +40,7 @@ use crate::models::InputSpec;
 use crate::source::{FileSource, FileStream, SourceError, StreamInfo, StreamParameters};
 use crate::store::StoreError;
 
-use decoding::Message;
+pub(crate) use decoding::Message;
 use detection::FrameQueue;
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +191,18 @@ impl Intake {
             .send(Message::End(feed.clone()))
             .map_err(|_| Closed)
     }
+}
+
+/// An intake whose units land in the returned channel, for tests of the sources.
+#[cfg(test)]
+pub(crate) fn test_intake() -> (Intake, crossbeam_channel::Receiver<Message>) {
+    let (tx, rx) = bounded(FRESH_INTAKE);
+    let intake = Intake {
+        shards: vec![tx].into(),
+        policy: QueuePolicy::Freshness,
+        metrics: Arc::new(Metrics::default()),
+    };
+    (intake, rx)
 }
 
 /// Units a decode thread's intake holds with freshness before skipping (its feeds' own

@@ -9,6 +9,8 @@ pub mod rtsp;
 pub use file::FileSource;
 pub use rtsp::{LiveStream, LiveUnit, RtspError, RtspOptions, RtspSession, Transport};
 
+use futures_util::future::BoxFuture;
+
 use ffmpeg_next as ffmpeg;
 use std::path::PathBuf;
 
@@ -31,6 +33,50 @@ pub struct StreamInfo {
     pub frame_rate: Option<f64>,
     /// Length in seconds, when the container says.
     pub duration: Option<f64>,
+}
+
+/// A playing live session, as the daemon uses it: [`RtspSession`], or a scripted one in
+/// tests that drive reconnects, stalls and patrol visits in simulated time.
+pub trait LiveSession: Send {
+    /// The next decodable picture; an error ends the session.
+    fn next_unit(&mut self) -> BoxFuture<'_, Result<LiveUnit, RtspError>>;
+    /// Ends the session (TEARDOWN for a camera).
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// Opens live sessions: the daemon's seam between its camera tasks and the network.
+pub trait Opener: Send + Sync {
+    fn connect<'a>(
+        &'a self,
+        url: &'a str,
+        options: &'a RtspOptions,
+    ) -> BoxFuture<'a, Result<Box<dyn LiveSession>, RtspError>>;
+}
+
+/// Opens real RTSP sessions with retina.
+pub struct RtspOpener;
+
+impl Opener for RtspOpener {
+    fn connect<'a>(
+        &'a self,
+        url: &'a str,
+        options: &'a RtspOptions,
+    ) -> BoxFuture<'a, Result<Box<dyn LiveSession>, RtspError>> {
+        Box::pin(async move {
+            let session = RtspSession::connect(url, options).await?;
+            Ok(Box::new(session) as Box<dyn LiveSession>)
+        })
+    }
+}
+
+impl LiveSession for RtspSession {
+    fn next_unit(&mut self) -> BoxFuture<'_, Result<LiveUnit, RtspError>> {
+        Box::pin(RtspSession::next_unit(self))
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(RtspSession::close(*self))
+    }
 }
 
 /// A stream's decoder parameters, shareable across threads: every unit carries them, so

@@ -14,7 +14,7 @@ use crate::decode::LiveSampler;
 use crate::metrics::Counter;
 use crate::pipeline::{Feed, Unit};
 use crate::redact::redact_url;
-use crate::source::{RtspError, RtspSession, StreamParameters};
+use crate::source::{RtspError, StreamParameters};
 
 /// A camera's state as operators see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,7 +261,7 @@ async fn session(
     let connected = tokio::select! {
         _ = stop.wait_for(|s| *s) => return Ended::Stopped,
         _ = tokio::time::sleep_until(deadline) => return Ended::VisitDone,
-        connected = RtspSession::connect(url, &ctx.rtsp_options) => connected,
+        connected = ctx.opener.connect(url, &ctx.rtsp_options) => connected,
     };
     let mut session = match connected {
         Ok(s) => s,
@@ -314,4 +314,230 @@ async fn session(
     };
     session.close().await;
     ended
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::config::RunConfig;
+    use crate::pipeline::{test_intake, Message};
+    use crate::source::{LiveSession, LiveStream, LiveUnit, Opener, RtspOptions};
+
+    /// What a scripted camera does once connected.
+    #[derive(Clone, Copy)]
+    enum Script {
+        /// Connecting fails.
+        Refuse,
+        /// Keyframes every `every`, forever.
+        Keyframes { every: Duration },
+        /// One keyframe, then silence until the session stalls after `after`.
+        OneThenStall { after: Duration },
+    }
+
+    struct ScriptedOpener {
+        script: Script,
+        connects: AtomicUsize,
+        closes: Arc<AtomicUsize>,
+    }
+
+    struct ScriptedSession {
+        script: Script,
+        sent: u32,
+        closes: Arc<AtomicUsize>,
+    }
+
+    fn unit(n: u32) -> LiveUnit {
+        LiveUnit {
+            wall_time: 1_700_000_000.0 + f64::from(n) * 2.0,
+            keyframe: true,
+            stream: Arc::new(LiveStream {
+                codec: ffmpeg_next::codec::Id::H264,
+                extradata: Vec::new(),
+                width: 640,
+                height: 480,
+                frame_rate: Some(25.0),
+            }),
+            data: vec![0, 0, 0, 1, 0x65],
+            lost_packets: 0,
+        }
+    }
+
+    impl LiveSession for ScriptedSession {
+        fn next_unit(&mut self) -> BoxFuture<'_, Result<LiveUnit, RtspError>> {
+            Box::pin(async move {
+                match self.script {
+                    Script::Keyframes { every } => tokio::time::sleep(every).await,
+                    Script::OneThenStall { after } if self.sent > 0 => {
+                        tokio::time::sleep(after).await;
+                        return Err(RtspError::Stalled {
+                            url: "rtsp://cam".into(),
+                            after,
+                        });
+                    }
+                    _ => {}
+                }
+                self.sent += 1;
+                Ok(unit(self.sent))
+            })
+        }
+
+        fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+            self.closes.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {})
+        }
+    }
+
+    impl Opener for ScriptedOpener {
+        fn connect<'a>(
+            &'a self,
+            _url: &'a str,
+            _options: &'a RtspOptions,
+        ) -> BoxFuture<'a, Result<Box<dyn LiveSession>, RtspError>> {
+            self.connects.fetch_add(1, Ordering::SeqCst);
+            let script = self.script;
+            let closes = self.closes.clone();
+            Box::pin(async move {
+                if let Script::Refuse = script {
+                    return Err(RtspError::Connect {
+                        url: "rtsp://cam".into(),
+                        reason: "connection refused".into(),
+                    });
+                }
+                Ok(Box::new(ScriptedSession {
+                    script,
+                    sent: 0,
+                    closes,
+                }) as Box<dyn LiveSession>)
+            })
+        }
+    }
+
+    fn setup(
+        script: Script,
+    ) -> (
+        Arc<LiveCamera>,
+        Arc<LiveContext>,
+        Arc<ScriptedOpener>,
+        crossbeam_channel::Receiver<Message>,
+    ) {
+        let config: RunConfig = toml::from_str(
+            "cameras = \"cams.toml\"\n\
+             [sampling]\ninterval = \"2s\"\n\
+             [rtsp]\nbackoff_initial = \"1s\"\nbackoff_max = \"8s\"\n",
+        )
+        .expect("a valid run config");
+        let opener = Arc::new(ScriptedOpener {
+            script,
+            connects: AtomicUsize::new(0),
+            closes: Arc::new(AtomicUsize::new(0)),
+        });
+        let (intake, units) = test_intake();
+        let ctx = Arc::new(LiveContext {
+            rtsp_options: RtspOptions::default(),
+            config,
+            metrics: Arc::default(),
+            intake,
+            opener: opener.clone(),
+        });
+        let mut camera = Camera::unconfigured("cam-1");
+        camera.main_stream = Some("rtsp://user:secret@cam/main".into());
+        let camera = Arc::new(LiveCamera::new(camera, 1, StreamChoice::Main));
+        (camera, ctx, opener, units)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_camera_is_retried_with_capped_backoff_in_simulated_time() {
+        let (camera, ctx, opener, _units) = setup(Script::Refuse);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(watch_continuously(camera.clone(), ctx, stop_rx));
+        let wall = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let attempts = opener.connects.load(Ordering::SeqCst);
+        // Full jitter below a cap of 8 s: at least 120 / 8 attempts, and far fewer than
+        // one per second once the cap is reached.
+        assert!(
+            (15..=120).contains(&attempts),
+            "{attempts} attempts in 120 s"
+        );
+        assert_eq!(camera.reconnects.get() as usize, attempts);
+        assert_eq!(camera.state(), CameraState::Backoff);
+        let error = camera.feed.last_error().unwrap();
+        assert!(error.contains("connection refused"), "{error}");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(camera.state(), CameraState::Stopped);
+        assert!(
+            wall.elapsed() < Duration::from_secs(1),
+            "simulated, not slept"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_session_is_closed_reported_and_reconnected() {
+        let after = Duration::from_secs(10);
+        let (camera, ctx, opener, units) = setup(Script::OneThenStall { after });
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(watch_continuously(camera.clone(), ctx, stop_rx));
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        assert!(opener.connects.load(Ordering::SeqCst) >= 2, "reconnected");
+        assert!(
+            opener.closes.load(Ordering::SeqCst) >= 1,
+            "the stalled session was torn down"
+        );
+        assert!(camera.feed.last_error().unwrap().contains("stalled"));
+        assert!(
+            units.try_iter().count() >= 2,
+            "each session's keyframe reached the intake"
+        );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_patrol_visit_stops_intake_at_its_samples_and_ends_its_epoch() {
+        let every = Duration::from_millis(500);
+        let (camera, ctx, opener, units) = setup(Script::Keyframes { every });
+        let (_stop, stop_rx) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let timeout = Duration::from_secs(10);
+        visit(
+            camera.clone(),
+            ctx,
+            stop_rx,
+            Visit {
+                samples: 1,
+                timeout,
+            },
+        )
+        .await;
+        // Nothing analyses here: the visit waits out its time after admitting one unit.
+        let took = started.elapsed();
+        assert!(
+            took >= timeout && took < timeout + Duration::from_secs(1),
+            "{took:?}"
+        );
+        let admitted: Vec<Message> = units.try_iter().collect();
+        assert_eq!(
+            admitted.len(),
+            1,
+            "intake stopped at the visit's one sample"
+        );
+        assert_eq!(
+            opener.closes.load(Ordering::SeqCst),
+            1,
+            "disconnected at once"
+        );
+        let Message::Unit(unit) = &admitted[0] else {
+            panic!("a unit")
+        };
+        assert!(
+            !camera.feed.wants(unit.epoch),
+            "the visit's leftovers are stale"
+        );
+        assert_eq!(camera.state(), CameraState::Waiting);
+    }
 }

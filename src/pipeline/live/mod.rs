@@ -26,7 +26,7 @@ use crate::pipeline::{
 };
 use crate::rules::EventCatalogue;
 use crate::sinks::{JsonlSink, Sink, WebhookSink};
-use crate::source::RtspOptions;
+use crate::source::{Opener, RtspOpener, RtspOptions};
 use crate::store::Store;
 
 use supervisor::Supervisor;
@@ -59,6 +59,7 @@ pub(crate) struct LiveContext {
     pub rtsp_options: RtspOptions,
     pub metrics: Arc<Metrics>,
     pub intake: Intake,
+    pub opener: Arc<dyn Opener>,
 }
 
 /// The cameras currently configured, as the API and metrics see them.
@@ -180,6 +181,7 @@ pub fn run(
         config: config.clone(),
         metrics: metrics.clone(),
         intake: pipeline.intake(),
+        opener: Arc::new(RtspOpener),
     });
     let deadline = config.shutdown_deadline;
     let shutdown_started = runtime.block_on(async {
