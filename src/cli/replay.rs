@@ -220,11 +220,8 @@ fn replay(
         start,
     };
     let filed = filing.is_some();
-    let outcome = pipeline::run_files(vec![file], detector, filing, sampling, outlet);
-    let (outlet, mut summaries) = match outcome {
-        Ok(done) => done,
-        Err(e) => return Err(e.into()),
-    };
+    let (outlet, mut summaries) =
+        pipeline::run_files(vec![file], detector, filing, sampling, outlet)?;
     outlet.progress.finish_and_clear();
     let summary = summaries.pop().expect("one summary per file")?;
     eprint!("{}", render_summary(clip, &summary));
