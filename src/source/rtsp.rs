@@ -487,11 +487,11 @@ impl Handshake<'_> {
             _ => match RetinaFailure::of(e) {
                 RetinaFailure::Connect | RetinaFailure::Io => RtspError::Connect {
                     url,
-                    reason: summary(e),
+                    reason: detail(e),
                 },
                 RetinaFailure::Other => RtspError::Protocol {
                     url,
-                    reason: summary(e),
+                    reason: detail(e),
                 },
             },
         }
@@ -572,11 +572,11 @@ fn stream_error(url: String, e: &retina::Error) -> RtspError {
     match RetinaFailure::of(e) {
         RetinaFailure::Connect | RetinaFailure::Io => RtspError::Ended {
             url,
-            reason: summary(e),
+            reason: detail(e),
         },
         RetinaFailure::Other => RtspError::Protocol {
             url,
-            reason: summary(e),
+            reason: detail(e),
         },
     }
 }
@@ -608,15 +608,20 @@ impl RetinaFailure {
     }
 }
 
-/// The first line of a retina error: the description, without the connection and
-/// message context (addresses, byte positions, hex dumps) of the lines below it.
-fn summary(e: &retina::Error) -> String {
+/// A retina error's whole text, on one line: its description and the connection and
+/// message context below it (addresses, byte positions, the packet), enough to find the
+/// offending packet in a capture. URLs in it carry no credentials: they are taken out
+/// before retina sees the URL.
+fn detail(e: &retina::Error) -> String {
     let text = e.to_string();
-    let line = text.lines().next().unwrap_or_default();
-    let line = line
+    let text = text
         .strip_prefix("Unable to connect to RTSP server: ")
-        .unwrap_or(line);
-    line.trim_end_matches("; buffered:").to_string()
+        .unwrap_or(&text);
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// " Service Unavailable" after 503, for the statuses cameras commonly answer with.
@@ -647,6 +652,55 @@ fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// retina's error is opaque: the daemon tells failures apart by its `Debug` text.
+    /// Real failures from retina pin that reading until retina offers an error kind.
+    #[test]
+    fn retina_failures_are_classified_by_kind_and_keep_their_context() {
+        use std::io::{Read, Write};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let describe = |port: u16| {
+            runtime.block_on(async move {
+                let url = url::Url::parse(&format!("rtsp://127.0.0.1:{port}/cam")).unwrap();
+                retina::client::Session::describe(url, retina::client::SessionOptions::default())
+                    .await
+                    .err()
+                    .expect("describe fails")
+            })
+        };
+        let closed_port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let refused = describe(closed_port);
+        assert!(matches!(
+            RetinaFailure::of(&refused),
+            RetinaFailure::Connect
+        ));
+        assert!(detail(&refused).contains("refused"), "{}", detail(&refused));
+
+        // A server that answers with something that is not RTSP.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
+        let garbage = describe(port);
+        server.join().unwrap();
+        assert!(matches!(RetinaFailure::of(&garbage), RetinaFailure::Other));
+        // The whole context, on one line: what failed, the bytes, the connection.
+        let text = detail(&garbage);
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    }
 
     #[test]
     fn credentials_leave_the_url() {
