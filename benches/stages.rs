@@ -14,7 +14,8 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use cgbot::cases::{CameraInfo, CaseEngine, Categories, Status};
+use cgbot::cases::{CaseEngine, Categories, Status};
+use cgbot::config::CameraInfo;
 use cgbot::decode::{Decoder, Sampling};
 use cgbot::detect::nms::nms;
 use cgbot::detect::{Detection, DetectorOptions, YoloxGrid};

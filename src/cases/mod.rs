@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::annotate;
+use crate::config::{CameraInfo, Location};
 use crate::decode::Frame;
 use crate::detect::nms::iou;
 use crate::detect::Detection;
@@ -30,15 +31,6 @@ use crate::track::Appearance;
 const SAME_PLACE_IOU: f32 = 0.3;
 /// Below this appearance similarity a sighting at the same place is a different object.
 const SAME_OBJECT_APPEARANCE: f32 = 0.5;
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Location {
-    pub longitude: Option<f64>,
-    pub latitude: Option<f64>,
-    pub address: Option<String>,
-    /// Grid-cell code of the city's management grid (单元网格).
-    pub grid: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseCategory {
@@ -85,14 +77,6 @@ pub struct Case {
     track_id: Option<u64>,
     #[serde(skip)]
     appearance: Option<Appearance>,
-}
-
-/// The camera a case engine works for.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CameraInfo {
-    pub id: String,
-    pub name: String,
-    pub location: Location,
 }
 
 #[derive(Debug, thiserror::Error)]
