@@ -9,7 +9,7 @@
 mod catalogue;
 mod status;
 
-pub use catalogue::{Categories, Category};
+pub use catalogue::{CatalogueError, Categories, Category};
 pub use status::Status;
 
 use std::path::{Path, PathBuf};

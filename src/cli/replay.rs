@@ -140,7 +140,7 @@ fn replay(
     let mut filing = match &camera {
         Some(camera) => {
             let categories = match &filing_args.catalogue {
-                Some(path) => Categories::load(path).map_err(anyhow::Error::msg)?,
+                Some(path) => Categories::load(path)?,
                 None => Categories::builtin(),
             };
             let store = Store::open(&filing_args.db.db)?;
