@@ -8,9 +8,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use cgbot::backoff::Backoff;
-use cgbot::cases::{Case, Status};
+use cgbot::cases::{Case, Evidence, HistoryEntry, Status};
 use cgbot::sinks::{JsonlSink, Sink, WebhookSink};
-use cgbot::store::{CaseFilter, Evidence, HistoryEntry, Store};
+use cgbot::store::{CaseFilter, Store};
 
 #[derive(Subcommand)]
 pub enum CasesCommand {

@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use crate::cases::CaseError;
 use crate::decode::{DecodeError, DecodeStats, Decoder, Frame, Sampling};
 use crate::detect::{DetectError, DetectTimes, Detection, Detector};
+use crate::evidence::EvidenceError;
 use crate::models::InputSpec;
 use crate::source::{FileSource, SourceError, StreamInfo};
 use crate::store::StoreError;
@@ -34,6 +35,8 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cases(#[from] CaseError),
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
 }
 
 /// What one pass over a file did and where the time went.

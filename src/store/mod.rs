@@ -7,9 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
-use serde::Serialize;
 
-use crate::cases::{Case, Status};
+use crate::cases::{Case, Changes, Evidence, HistoryEntry, Status};
 use crate::sinks::OutboxEvent;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
@@ -87,55 +86,6 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// One change of status, for the audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HistoryEntry {
-    pub case_id: String,
-    pub ts: f64,
-    pub from: Option<Status>,
-    pub to: Status,
-    /// `cgbot` for automatic steps, `operator` for `cases set-status`.
-    pub actor: String,
-    pub note: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Evidence {
-    pub case_id: String,
-    /// `first`, `first-crop`, `filed`, `filed-crop`, `reopened`, `after`.
-    pub kind: String,
-    pub path: PathBuf,
-    pub ts: f64,
-}
-
-/// A case event for the sinks.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
-    pub key: String,
-    pub kind: String,
-    pub payload: serde_json::Value,
-}
-
-/// Everything one sample changed, written in one transaction.
-#[derive(Debug, Default)]
-pub struct Changes {
-    pub upserts: Vec<Case>,
-    /// Candidates that left before becoming cases.
-    pub deletes: Vec<String>,
-    pub history: Vec<HistoryEntry>,
-    pub evidence: Vec<Evidence>,
-    pub events: Vec<NewEvent>,
-}
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty()
-            && self.deletes.is_empty()
-            && self.history.is_empty()
-            && self.events.is_empty()
-    }
 }
 
 /// Which cases to read; every field left `None` matches all.
@@ -502,6 +452,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::backoff::Backoff;
+    use crate::cases::NewEvent;
     use crate::sinks::{Sink, SinkError};
     use std::time::{Duration, Instant};
 
