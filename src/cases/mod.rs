@@ -85,6 +85,12 @@ pub enum CaseError {
         code: String,
         known: String,
     },
+    #[error("case {id} is {from}; it cannot become {to}")]
+    IllegalTransition {
+        id: String,
+        from: Status,
+        to: Status,
+    },
 }
 
 /// Turns one camera's sightings into case changes.
@@ -399,8 +405,21 @@ fn event(case: &Case, kind: &str) -> NewEvent {
     }
 }
 
-/// An operator's status change, as store changes.
-pub fn external_transition(case: &mut Case, to: Status, note: Option<String>, at: f64) -> Changes {
+/// An operator's status change (dispatched, handled, closed, reopened) at Unix time `at`,
+/// checked against the lifecycle: `case` takes it, and the changes record it.
+pub fn operator_transition(
+    case: &mut Case,
+    to: Status,
+    note: Option<String>,
+    at: f64,
+) -> Result<Changes, CaseError> {
+    if !to.settable_externally() || !case.status.can_become(to) {
+        return Err(CaseError::IllegalTransition {
+            id: case.id.clone(),
+            from: case.status,
+            to,
+        });
+    }
     let mut changes = Changes::default();
     match to {
         Status::Closed => {
@@ -423,7 +442,7 @@ pub fn external_transition(case: &mut Case, to: Status, note: Option<String>, at
     case.updated_at = case.updated_at.max(at);
     changes.events.push(event(case, to.as_str()));
     changes.upserts.push(case.clone());
-    changes
+    Ok(changes)
 }
 
 /// `C` + 16 hex digits of a hash of what makes the problem unique.
@@ -528,6 +547,72 @@ mod tests {
         // The after image marks where the problem was, without a crop of an empty kerb.
         assert_eq!(closed.evidence_wanted[0].bbox, place);
         assert_eq!(closed.evidence_wanted[0].crop, None);
+    }
+
+    /// A case filed at T0 + 30.
+    fn filed_case() -> Case {
+        let mut engine = kerb_engine();
+        let place = [100.0, 300.0, 200.0, 380.0];
+        for t in [0.0, 10.0, 30.0] {
+            engine.process(T0 + t, &[parked_car(place)]);
+        }
+        let case = engine.cases.pop().unwrap();
+        assert_eq!(case.status, Status::Filed);
+        case
+    }
+
+    #[test]
+    fn an_operator_closes_a_case_with_a_note() {
+        let mut case = filed_case();
+        let changes =
+            operator_transition(&mut case, Status::Closed, Some("towed".into()), T0 + 99.0)
+                .unwrap();
+        assert_eq!(case.status, Status::Closed);
+        assert_eq!(case.close_reason.as_deref(), Some("operator"));
+        assert_eq!(case.closed_at, Some(T0 + 99.0));
+        let [entry] = &changes.history[..] else {
+            panic!("{:?}", changes.history)
+        };
+        assert_eq!(
+            (
+                entry.from,
+                entry.to,
+                entry.actor.as_str(),
+                entry.note.as_deref()
+            ),
+            (
+                Some(Status::Filed),
+                Status::Closed,
+                "operator",
+                Some("towed")
+            )
+        );
+        assert_eq!(changes.events[0].kind, "case.closed");
+        assert_eq!(changes.upserts[0].status, Status::Closed);
+        assert!(changes.evidence_wanted.is_empty());
+    }
+
+    #[test]
+    fn an_operator_cannot_leave_the_lifecycle_or_set_automatic_steps() {
+        let mut case = filed_case();
+        for to in [Status::Detected, Status::Verifying, Status::Reopened] {
+            let err = operator_transition(&mut case, to, None, T0 + 99.0).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    CaseError::IllegalTransition {
+                        from: Status::Filed,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            case.status,
+            Status::Filed,
+            "a refused change leaves the case"
+        );
     }
 
     #[test]

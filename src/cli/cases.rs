@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use cgbot::backoff::Backoff;
-use cgbot::cases::{Case, Evidence, HistoryEntry, Status};
+use cgbot::cases::{operator_transition, Case, Evidence, HistoryEntry, Status};
 use cgbot::sinks::{JsonlSink, Sink, WebhookSink};
 use cgbot::store::{CaseFilter, Store};
 
@@ -208,8 +208,9 @@ pub fn run(command: CasesCommand) -> Result<()> {
             note,
         } => {
             let mut store = open(&db.db)?;
+            let mut case = store.case(&id)?.with_context(|| format!("no case {id}"))?;
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
-            let case = store.set_status(&id, status, note, now)?;
+            store.write(&operator_transition(&mut case, status, note, now)?)?;
             println!("{} is now {}", case.id, case.status);
         }
     }

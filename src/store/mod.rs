@@ -73,14 +73,6 @@ pub enum StoreError {
         id: String,
         reason: String,
     },
-    #[error("no case {0}")]
-    NoSuchCase(String),
-    #[error("case {id} is {from}; it cannot become {to}")]
-    IllegalTransition {
-        id: String,
-        from: Status,
-        to: Status,
-    },
     #[error("cannot create {path}: {source}")]
     Create {
         path: PathBuf,
@@ -361,31 +353,6 @@ impl Store {
             )
             .map(|n| n as u64)
             .map_err(|e| self.sql(e))
-    }
-
-    /// Applies an operator's status change (dispatched, handled, closed, reopened),
-    /// checked against the lifecycle, with its history entry and outbox event.
-    pub fn set_status(
-        &mut self,
-        id: &str,
-        to: Status,
-        note: Option<String>,
-        at: f64,
-    ) -> Result<Case, StoreError> {
-        let mut case = self
-            .case(id)?
-            .ok_or_else(|| StoreError::NoSuchCase(id.to_string()))?;
-        let from = case.status;
-        if !to.settable_externally() || !from.can_become(to) {
-            return Err(StoreError::IllegalTransition {
-                id: id.to_string(),
-                from,
-                to,
-            });
-        }
-        let changes = crate::cases::external_transition(&mut case, to, note, at);
-        self.write(&changes)?;
-        Ok(case)
     }
 }
 
