@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use cgbot::backoff::Backoff;
 use cgbot::cases::{operator_transition, Case, Evidence, HistoryEntry, Status};
-use cgbot::sinks::{JsonlSink, Sink, WebhookSink};
+use cgbot::sinks::{self, JsonlSink, Sink, WebhookSink};
 use cgbot::store::{CaseFilter, Store};
 
 #[derive(Subcommand)]
@@ -125,7 +125,7 @@ impl SinkArgs {
         for mut sink in self.sinks()? {
             let until = Instant::now() + self.deliver_for;
             let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-            let report = store.deliver(sink.as_mut(), until, &mut backoff)?;
+            let report = sinks::deliver(store, sink.as_mut(), until, &mut backoff)?;
             eprint!(
                 "{}: {} case events delivered",
                 sink.name(),

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection};
 
 use crate::cases::{Case, Changes, Evidence, HistoryEntry, Status};
-use crate::sinks::OutboxEvent;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -78,6 +77,18 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// One case event from the outbox. Serialized as is, this is the wire format of the sinks.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxEvent {
+    /// Outbox order (increasing).
+    pub seq: i64,
+    /// Stable per case event, e.g. `case-3f2a…:filed:1`.
+    pub idempotency_key: String,
+    /// e.g. `case.filed`, `case.closed`.
+    pub kind: String,
+    pub payload: serde_json::Value,
 }
 
 /// Which cases to read; every field left `None` matches all.
@@ -356,72 +367,10 @@ impl Store {
     }
 }
 
-/// What one delivery run achieved for a sink.
-#[derive(Debug, Clone, Default)]
-pub struct Delivery {
-    pub delivered: u64,
-    /// Events still waiting when the run ended.
-    pub pending: u64,
-    pub last_error: Option<String>,
-}
-
-impl Store {
-    /// Delivers pending outbox events to `sink` in batches, retrying failures with
-    /// backoff, until the backlog is empty or `until` passes. Events stay in the outbox
-    /// until the sink acknowledged them, so nothing is lost while an endpoint is down.
-    pub fn deliver(
-        &mut self,
-        sink: &mut dyn crate::sinks::Sink,
-        until: std::time::Instant,
-        backoff: &mut crate::backoff::Backoff,
-    ) -> Result<Delivery, StoreError> {
-        let name = sink.name().to_string();
-        let mut report = Delivery::default();
-        loop {
-            let batch = self.pending(&name, 100)?;
-            let Some(last) = batch.last().map(|e| e.seq) else {
-                break;
-            };
-            match sink.deliver(&batch) {
-                Ok(()) => {
-                    self.mark_delivered(&name, last)?;
-                    report.delivered += batch.len() as u64;
-                    backoff.reset();
-                }
-                Err(e) => {
-                    // Still retried: an operator may fix the endpoint while we wait.
-                    if e.retryable() {
-                        tracing::warn!(sink = %name, error = %e, "delivery failed; will retry");
-                    } else {
-                        tracing::error!(sink = %name, error = %e, "endpoint refuses the events; check its configuration");
-                    }
-                    report.last_error = Some(e.to_string());
-                    let now = std::time::Instant::now();
-                    if now >= until {
-                        break;
-                    }
-                    std::thread::sleep(backoff.next_delay().min(until - now));
-                }
-            }
-            if std::time::Instant::now() >= until {
-                break;
-            }
-        }
-        report.pending = self.backlog(&name)?;
-        if report.pending == 0 {
-            report.last_error = None;
-        }
-        Ok(report)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backoff::Backoff;
     use crate::cases::NewEvent;
-    use crate::sinks::{Sink, SinkError};
-    use std::time::{Duration, Instant};
 
     fn event(key: &str) -> NewEvent {
         NewEvent {
@@ -476,54 +425,5 @@ mod tests {
             .unwrap();
         assert_eq!(store.backlog("hook").unwrap(), 1);
         assert_eq!(store.backlog("file").unwrap(), 2);
-    }
-
-    /// Fails its first `failures` deliveries, then records what it received.
-    struct Flaky {
-        failures: u32,
-        received: Vec<String>,
-    }
-
-    impl Sink for Flaky {
-        fn name(&self) -> &str {
-            "flaky"
-        }
-        fn deliver(&mut self, batch: &[crate::sinks::OutboxEvent]) -> Result<(), SinkError> {
-            if self.failures > 0 {
-                self.failures -= 1;
-                return Err(SinkError::Connect {
-                    sink: "flaky".into(),
-                    reason: "refused".into(),
-                });
-            }
-            self.received
-                .extend(batch.iter().map(|e| e.idempotency_key.clone()));
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn delivery_retries_until_acknowledged_and_then_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("cases.db")).unwrap();
-        store
-            .write(&Changes {
-                events: vec![event("a"), event("b"), event("c")],
-                ..Changes::default()
-            })
-            .unwrap();
-        let mut sink = Flaky {
-            failures: 3,
-            received: vec![],
-        };
-        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(5));
-        let until = Instant::now() + Duration::from_secs(5);
-        let report = store.deliver(&mut sink, until, &mut backoff).unwrap();
-        assert_eq!((report.delivered, report.pending), (3, 0));
-        assert_eq!(sink.received, ["a", "b", "c"]);
-        // Nothing is sent twice on the next run.
-        let report = store.deliver(&mut sink, until, &mut backoff).unwrap();
-        assert_eq!(report.delivered, 0);
-        assert_eq!(sink.received.len(), 3);
     }
 }

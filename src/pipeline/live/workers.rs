@@ -17,7 +17,7 @@ use crate::decode::Decoder;
 use crate::detect::{Detection, Detector};
 use crate::models::InputSpec;
 use crate::pipeline::Filing;
-use crate::sinks::Sink;
+use crate::sinks::{self, Sink};
 use crate::store::Store;
 
 /// Takes cameras with queued units off the ready queue and decodes them. A camera is on
@@ -239,7 +239,7 @@ pub(super) fn delivery_worker(
             Err(RecvTimeoutError::Disconnected) => (Instant::now(), true),
         };
         for (sink, backoff) in sinks.iter_mut().zip(&mut backoffs) {
-            match store.deliver(sink.as_mut(), until, backoff) {
+            match sinks::deliver(&mut store, sink.as_mut(), until, backoff) {
                 Ok(report) if report.pending > 0 => tracing::warn!(
                     sink = sink.name(),
                     pending = report.pending,
