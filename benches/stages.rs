@@ -14,13 +14,13 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use cgbot::cases::{CameraInfo, CaseEngine, Categories, Status};
+use cgbot::cases::{CaseEngine, Categories, Status};
+use cgbot::config::CameraInfo;
 use cgbot::decode::{Decoder, Sampling};
 use cgbot::detect::nms::nms;
 use cgbot::detect::{Detection, DetectorOptions, YoloxGrid};
 use cgbot::geometry::{anchor_point, Polygon};
 use cgbot::models::{Catalogue, InputSpec};
-use cgbot::pipeline::first_keyframe;
 use cgbot::rules::{EventCatalogue, RuleFields, Sighting, ZoneRules};
 use cgbot::source::{AccessUnit, FileSource, StreamInfo};
 use cgbot::track::{Appearance, Observation, Tracker, TrackerConfig};
@@ -454,10 +454,9 @@ fn zone_test(c: &mut Criterion) {
 
 /// One sample through the case engine in steady state: 20 sightings (8 and 6 parked cars
 /// on two kerbs, 6 litter items on a plaza) matching 15 cases that are already filed, so
-/// the sample updates them and writes no evidence (evidence is written when a case is
+/// the sample updates them and wants no evidence (evidence is wanted when a case is
 /// first seen, filed, reopened or closed — all of which happen in the setup).
 fn cases_steady_state(c: &mut Criterion) {
-    let frame = first_keyframe(&sample("people-walking-1080p-h264.mp4"), &model_input()).unwrap();
     let events = EventCatalogue::builtin();
     let zone = |id: &str, vertices: Vec<[f64; 2]>, event: &str| ZoneRules {
         id: id.to_string(),
@@ -509,37 +508,30 @@ fn cases_steady_state(c: &mut Criterion) {
         }
     }
     assert_eq!(sightings.len(), 20);
-    let detections: Vec<Detection> = sightings
-        .iter()
-        .map(|s| detection(&s.label, s.score, s.bbox))
-        .collect();
 
-    let evidence = tempfile::tempdir().unwrap();
     let camera = CameraInfo {
         id: "bench-cam".into(),
         name: "Bench street".into(),
         location: Default::default(),
     };
     let categories = Categories::builtin();
-    let mut engine = CaseEngine::new(camera, zones, categories, vec![], evidence.path()).unwrap();
+    let mut engine = CaseEngine::new(camera, zones, categories, vec![]).unwrap();
     // A sample every 2 s until the parked cars reach their 180 s dwell and are filed.
     let mut ts = t0;
     while ts <= t0 + 200.0 {
-        engine.process(ts, &sightings, &frame, &detections).unwrap();
+        engine.process(ts, &sightings);
         ts += 2.0;
     }
-    let changes = engine.process(ts, &sightings, &frame, &detections).unwrap();
+    let changes = engine.process(ts, &sightings);
     assert_eq!(changes.upserts.len(), 15);
     assert!(changes.upserts.iter().all(|c| c.status == Status::Filed));
-    assert!(changes.evidence.is_empty() && changes.events.is_empty());
+    assert!(changes.evidence_wanted.is_empty() && changes.events.is_empty());
 
     let mut group = c.benchmark_group("cases_process_steady_state");
     group.bench_function("20_sightings_3_zones_15_filed_cases", |b| {
         b.iter(|| {
             ts += 2.0;
-            engine
-                .process(ts, black_box(&sightings), &frame, &detections)
-                .unwrap()
+            engine.process(ts, black_box(&sightings))
         })
     });
     group.finish();

@@ -37,8 +37,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cases::{Case, Status};
-use crate::store::{CaseFilter, HistoryEntry, Store};
+use crate::cases::{Case, HistoryEntry, Status};
+use crate::store::{CaseFilter, Store};
 
 /// What the running daemon exposes to the API. Implemented by the live pipeline.
 ///

@@ -10,6 +10,7 @@ pub mod cases;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod evidence;
 pub mod geometry;
 pub mod metrics;
 pub mod models;

@@ -516,7 +516,7 @@ fn reads_go_on_while_the_daemon_writes() {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let mut case = writer.cases(&CaseFilter::default()).unwrap().remove(0);
                 case.updated_at += 1.0;
-                let changes = crate::store::Changes {
+                let changes = crate::cases::Changes {
                     upserts: vec![case],
                     ..Default::default()
                 };

@@ -2,7 +2,7 @@
 //! default follows the digital city management event classification; cities override it
 //! because their codes differ.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -48,24 +48,57 @@ pub struct Categories {
     categories: Vec<Category>,
 }
 
+/// A catalogue that cannot be used; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("{file}: {reason}")]
+    Read { file: PathBuf, reason: String },
+    #[error("{file}: {reason}")]
+    Syntax { file: PathBuf, reason: String },
+    #[error("{file}: category[{index}] ({code}) time_limit: {reason}")]
+    TimeLimit {
+        file: PathBuf,
+        index: usize,
+        code: String,
+        reason: String,
+    },
+    #[error("{file}: category code {code} appears twice")]
+    DuplicateCode { file: PathBuf, code: String },
+}
+
 impl Categories {
     pub fn builtin() -> Self {
-        Self::parse(BUILTIN, "built-in catalogue").expect("built-in catalogue is valid")
+        Self::parse(BUILTIN, Path::new("built-in catalogue")).expect("built-in catalogue is valid")
     }
 
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text, &path.display().to_string())
+    pub fn load(path: &Path) -> Result<Self, CatalogueError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CatalogueError::Read {
+            file: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, path)
     }
 
-    fn parse(text: &str, origin: &str) -> Result<Self, String> {
-        let raw: RawCatalogue = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+    fn parse(text: &str, file: &Path) -> Result<Self, CatalogueError> {
+        let raw: RawCatalogue = toml::from_str(text).map_err(|e| CatalogueError::Syntax {
+            file: file.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         let mut categories = Vec::new();
-        for (i, c) in raw.category.into_iter().enumerate() {
-            let time_limit = humantime::parse_duration(&c.time_limit)
-                .map_err(|e| format!("{origin}: category[{i}] ({}) time_limit: {e}", c.code))?;
+        for (index, c) in raw.category.into_iter().enumerate() {
+            let time_limit = humantime::parse_duration(&c.time_limit).map_err(|e| {
+                CatalogueError::TimeLimit {
+                    file: file.to_path_buf(),
+                    index,
+                    code: c.code.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
             if categories.iter().any(|k: &Category| k.code == c.code) {
-                return Err(format!("{origin}: category code {} appears twice", c.code));
+                return Err(CatalogueError::DuplicateCode {
+                    file: file.to_path_buf(),
+                    code: c.code,
+                });
             }
             categories.push(Category {
                 code: c.code,
@@ -103,11 +136,34 @@ mod tests {
     fn a_city_catalogue_with_a_bad_time_limit_names_the_entry() {
         let err = Categories::parse(
             "[[category]]\ncode = \"A1\"\nmajor = \"x\"\nname = \"y\"\ntime_limit = \"soon\"\n",
-            "city.toml",
+            Path::new("city.toml"),
         )
         .unwrap_err();
         assert!(
-            err.contains("city.toml: category[0] (A1) time_limit"),
+            matches!(&err, CatalogueError::TimeLimit { index: 0, code, .. } if code == "A1"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("city.toml: category[0] (A1) time_limit: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_code_given_twice_is_refused() {
+        let entry =
+            "[[category]]\ncode = \"A1\"\nmajor = \"x\"\nname = \"y\"\ntime_limit = \"1d\"\n";
+        let err = Categories::parse(&entry.repeat(2), Path::new("city.toml")).unwrap_err();
+        assert_eq!(err.to_string(), "city.toml: category code A1 appears twice");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Categories::load(Path::new("/nonexistent/city.toml")).unwrap_err();
+        assert!(matches!(err, CatalogueError::Read { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("/nonexistent/city.toml: "),
             "{err}"
         );
     }

@@ -7,38 +7,25 @@
 //! restarting never creates a second case for the same problem.
 
 mod catalogue;
+mod changes;
 mod status;
 
-pub use catalogue::{Categories, Category};
+pub use catalogue::{CatalogueError, Categories, Category};
+pub use changes::{Changes, Evidence, EvidenceKind, EvidenceRequest, HistoryEntry, NewEvent};
 pub use status::Status;
 
-use std::path::{Path, PathBuf};
-
-use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::annotate;
-use crate::decode::Frame;
+use crate::config::{CameraInfo, Location};
 use crate::detect::nms::iou;
-use crate::detect::Detection;
 use crate::rules::{Sighting, ZoneRules};
-use crate::store::{Changes, Evidence, HistoryEntry, NewEvent};
 use crate::track::Appearance;
 
 /// Overlap with a case's place above which a sighting is at the same place.
 const SAME_PLACE_IOU: f32 = 0.3;
 /// Below this appearance similarity a sighting at the same place is a different object.
 const SAME_OBJECT_APPEARANCE: f32 = 0.5;
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Location {
-    pub longitude: Option<f64>,
-    pub latitude: Option<f64>,
-    pub address: Option<String>,
-    /// Grid-cell code of the city's management grid (单元网格).
-    pub grid: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseCategory {
@@ -87,14 +74,6 @@ pub struct Case {
     appearance: Option<Appearance>,
 }
 
-/// The camera a case engine works for.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CameraInfo {
-    pub id: String,
-    pub name: String,
-    pub location: Location,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum CaseError {
     #[error(
@@ -106,8 +85,12 @@ pub enum CaseError {
         code: String,
         known: String,
     },
-    #[error("evidence for case {case}: {reason}")]
-    Evidence { case: String, reason: String },
+    #[error("case {id} is {from}; it cannot become {to}")]
+    IllegalTransition {
+        id: String,
+        from: Status,
+        to: Status,
+    },
 }
 
 /// Turns one camera's sightings into case changes.
@@ -116,15 +99,6 @@ pub struct CaseEngine {
     zones: Vec<ZoneRules>,
     categories: Categories,
     cases: Vec<Case>,
-    evidence_dir: PathBuf,
-}
-
-/// The sample a case engine is processing, and its RGB picture once drawn.
-struct Sample<'a> {
-    ts: f64,
-    frame: &'a Frame,
-    detections: &'a [Detection],
-    rgb: Option<RgbImage>,
 }
 
 impl CaseEngine {
@@ -134,7 +108,6 @@ impl CaseEngine {
         zones: Vec<ZoneRules>,
         categories: Categories,
         existing: Vec<Case>,
-        evidence_dir: &Path,
     ) -> Result<Self, CaseError> {
         for zone in &zones {
             for rule in &zone.rules {
@@ -153,26 +126,13 @@ impl CaseEngine {
             zones,
             categories,
             cases: existing,
-            evidence_dir: evidence_dir.to_path_buf(),
         })
     }
 
-    /// One analysed sample at Unix time `ts`: its sightings (from the rules stage), the
-    /// frame (for evidence) and all detections (drawn on evidence).
-    pub fn process(
-        &mut self,
-        ts: f64,
-        sightings: &[Sighting],
-        frame: &Frame,
-        detections: &[Detection],
-    ) -> Result<Changes, CaseError> {
+    /// One analysed sample at Unix time `ts` with its sightings (from the rules stage).
+    /// The changes name the evidence images of this sample that the cases need.
+    pub fn process(&mut self, ts: f64, sightings: &[Sighting]) -> Changes {
         let mut changes = Changes::default();
-        let mut sample = Sample {
-            ts,
-            frame,
-            detections,
-            rgb: None,
-        };
         let mut seen = vec![false; self.cases.len()];
         for s in sightings {
             match self.matching_case(s, ts) {
@@ -180,24 +140,24 @@ impl CaseEngine {
                 Some(i) if self.cases[i].updated_at >= ts => seen[i] = true,
                 Some(i) => {
                     seen[i] = true;
-                    self.sighted(i, s, &mut sample, &mut changes)?;
+                    self.sighted(i, s, ts, &mut changes);
                 }
                 None => {
-                    if let Some(case) = self.new_candidate(s, &mut sample, &mut changes)? {
+                    if let Some(case) = self.new_candidate(s, ts, &mut changes) {
                         self.cases.push(case);
                         seen.push(true);
                         let i = self.cases.len() - 1;
-                        self.maybe_file(i, s, &mut sample, &mut changes)?;
+                        self.maybe_file(i, s, ts, &mut changes);
                     }
                 }
             }
         }
         for i in (0..seen.len()).rev() {
             if !seen[i] && self.cases[i].updated_at < ts {
-                self.absent(i, &mut sample, &mut changes)?;
+                self.absent(i, ts, &mut changes);
             }
         }
-        Ok(changes)
+        changes
     }
 
     /// The case a sighting belongs to: same zone and event, same place, and not a
@@ -227,23 +187,18 @@ impl CaseEngine {
             .map(|(i, _)| i)
     }
 
-    fn new_candidate(
-        &self,
-        s: &Sighting,
-        sample: &mut Sample,
-        changes: &mut Changes,
-    ) -> Result<Option<Case>, CaseError> {
+    fn new_candidate(&self, s: &Sighting, ts: f64, changes: &mut Changes) -> Option<Case> {
         let zone = &self.zones[s.zone];
         let rule = &zone.rules[s.rule];
         // A stationary rule counts from when the object stopped, and only once it has
         // been seen standing still (one sighting of a passing car is not a candidate).
         let first_seen = if rule.stationary {
-            if s.stationary_since >= sample.ts {
-                return Ok(None);
+            if s.stationary_since >= ts {
+                return None;
             }
             s.stationary_since
         } else {
-            sample.ts
+            ts
         };
         let category = self
             .categories
@@ -265,38 +220,33 @@ impl CaseEngine {
             zone_name: zone.name.clone(),
             location: self.camera.location.clone(),
             first_seen,
-            last_seen: sample.ts,
+            last_seen: ts,
             filed_at: None,
             deadline: None,
             closed_at: None,
             close_reason: None,
-            dwell: sample.ts - first_seen,
+            dwell: ts - first_seen,
             confidence: s.score,
             label: s.label.clone(),
             place: s.bbox,
             bbox: s.bbox,
             reopen_count: 0,
             resume_status: None,
-            updated_at: sample.ts,
+            updated_at: ts,
             track_id: Some(s.track_id),
             appearance: s.appearance.clone(),
         };
         changes
             .history
-            .push(history(&case, None, Status::Detected, sample.ts));
-        self.write_evidence(&case, "first", s.zone, sample, changes)?;
+            .push(history(&case, None, Status::Detected, ts));
+        changes
+            .evidence_wanted
+            .push(self.evidence(&case, EvidenceKind::First, s.zone, ts));
         changes.upserts.push(case.clone());
-        Ok(Some(case))
+        Some(case)
     }
 
-    fn sighted(
-        &mut self,
-        i: usize,
-        s: &Sighting,
-        sample: &mut Sample,
-        changes: &mut Changes,
-    ) -> Result<(), CaseError> {
-        let ts = sample.ts;
+    fn sighted(&mut self, i: usize, s: &Sighting, ts: f64, changes: &mut Changes) {
         let case = &mut self.cases[i];
         case.last_seen = ts;
         case.dwell = ts - case.first_seen;
@@ -309,7 +259,7 @@ impl CaseEngine {
         }
         case.updated_at = ts;
         match case.status {
-            Status::Detected => return self.maybe_file(i, s, sample, changes),
+            Status::Detected => return self.maybe_file(i, s, ts, changes),
             Status::Verifying => {
                 let back = case.resume_status.take().unwrap_or(Status::Filed);
                 transition(case, back, ts, changes);
@@ -320,24 +270,17 @@ impl CaseEngine {
                 case.closed_at = None;
                 case.close_reason = None;
                 transition(case, Status::Reopened, ts, changes);
-                let case = case.clone();
-                self.write_evidence(&case, "reopened", s.zone, sample, changes)?;
-                changes.events.push(event(&case, "reopened"));
+                changes.events.push(event(case, "reopened"));
+                let request = self.evidence(&self.cases[i], EvidenceKind::Reopened, s.zone, ts);
+                changes.evidence_wanted.push(request);
             }
             _ => {}
         }
         changes.upserts.push(self.cases[i].clone());
-        Ok(())
     }
 
     /// Files a candidate whose dwell reached the rule's minimum while the rule applies.
-    fn maybe_file(
-        &mut self,
-        i: usize,
-        s: &Sighting,
-        sample: &mut Sample,
-        changes: &mut Changes,
-    ) -> Result<(), CaseError> {
+    fn maybe_file(&mut self, i: usize, s: &Sighting, ts: f64, changes: &mut Changes) {
         let rule = &self.zones[s.zone].rules[s.rule];
         let case = &mut self.cases[i];
         if case.status == Status::Detected
@@ -348,39 +291,32 @@ impl CaseEngine {
                 .categories
                 .get(&rule.category)
                 .map(|c| c.time_limit.as_secs_f64());
-            case.filed_at = Some(sample.ts);
-            case.deadline = limit.map(|l| sample.ts + l);
-            transition(case, Status::Filed, sample.ts, changes);
-            let case = case.clone();
-            self.write_evidence(&case, "filed", s.zone, sample, changes)?;
-            changes.events.push(event(&case, "filed"));
+            case.filed_at = Some(ts);
+            case.deadline = limit.map(|l| ts + l);
+            transition(case, Status::Filed, ts, changes);
+            changes.events.push(event(case, "filed"));
+            let request = self.evidence(&self.cases[i], EvidenceKind::Filed, s.zone, ts);
+            changes.evidence_wanted.push(request);
         }
         changes.upserts.retain(|c| c.id != self.cases[i].id);
         changes.upserts.push(self.cases[i].clone());
-        Ok(())
     }
 
     /// Not seen in this sample.
-    fn absent(
-        &mut self,
-        i: usize,
-        sample: &mut Sample,
-        changes: &mut Changes,
-    ) -> Result<(), CaseError> {
-        let ts = sample.ts;
+    fn absent(&mut self, i: usize, ts: f64, changes: &mut Changes) {
         let Some(zi) = self
             .zones
             .iter()
             .position(|z| z.id == self.cases[i].zone_id)
         else {
-            return Ok(()); // the zone was removed from the configuration
+            return; // the zone was removed from the configuration
         };
         let Some(rule) = self.zones[zi]
             .rules
             .iter()
             .find(|r| r.event == self.cases[i].event)
         else {
-            return Ok(());
+            return;
         };
         let window = rule.verify_window.as_secs_f64();
         let case = &mut self.cases[i];
@@ -389,10 +325,8 @@ impl CaseEngine {
             // A candidate that left before its dwell was never a case.
             Status::Detected if gone_for >= window => {
                 changes.deletes.push(case.id.clone());
-                // Best effort: a leftover image is harmless, the row is what counts.
-                let _ = std::fs::remove_dir_all(self.evidence_dir.join(&case.id));
                 self.cases.remove(i);
-                return Ok(());
+                return;
             }
             Status::Filed | Status::Dispatched | Status::Handled | Status::Reopened => {
                 case.resume_status = Some(case.status);
@@ -405,74 +339,29 @@ impl CaseEngine {
                 case.resume_status = None;
                 case.updated_at = ts;
                 transition(case, Status::Closed, ts, changes);
-                let case = case.clone();
-                self.write_evidence(&case, "after", zi, sample, changes)?;
-                changes.events.push(event(&case, "closed"));
+                changes.events.push(event(case, "closed"));
+                let request = self.evidence(&self.cases[i], EvidenceKind::After, zi, ts);
+                changes.evidence_wanted.push(request);
             }
-            _ => return Ok(()),
+            _ => return,
         }
         changes.upserts.push(self.cases[i].clone());
-        Ok(())
     }
 
-    /// Writes the full frame (zone, detections, the case's box) and, except for the
-    /// "after" image, a crop of the box.
-    fn write_evidence(
-        &self,
-        case: &Case,
-        kind: &str,
-        zone: usize,
-        sample: &mut Sample,
-        changes: &mut Changes,
-    ) -> Result<(), CaseError> {
-        let fail = |reason: String| CaseError::Evidence {
-            case: case.id.clone(),
-            reason,
-        };
-        if sample.rgb.is_none() {
-            sample.rgb = Some(
-                sample
-                    .frame
-                    .picture
-                    .to_rgb()
-                    .map_err(|e| fail(e.to_string()))?,
-            );
-        }
-        let clean = sample.rgb.as_ref().expect("converted above");
-        let mut full = clean.clone();
-        annotate::draw_zone(
-            &mut full,
-            self.zones[zone].polygon.vertices(),
-            Rgb([255, 255, 0]),
-        );
-        annotate::draw_detections(&mut full, sample.detections);
-        let place = Detection {
+    /// The image of `case` in this sample: the frame with the zone, every detection and
+    /// the case's box; the "after" image marks where the problem was and needs no crop.
+    fn evidence(&self, case: &Case, kind: EvidenceKind, zone: usize, ts: f64) -> EvidenceRequest {
+        let after = kind == EvidenceKind::After;
+        EvidenceRequest {
+            case_id: case.id.clone(),
+            kind,
+            ts,
+            zone: self.zones[zone].polygon.vertices().to_vec(),
+            bbox: if after { case.place } else { case.bbox },
             label: format!("{} {}", case.category.code, case.category.name),
-            class: 0,
             score: case.confidence,
-            bbox: if kind == "after" {
-                case.place
-            } else {
-                case.bbox
-            },
-        };
-        annotate::draw_detections(&mut full, std::slice::from_ref(&place));
-        let dir = self.evidence_dir.join(&case.id);
-        let mut images = vec![(kind.to_string(), full)];
-        if kind != "after" {
-            images.push((format!("{kind}-crop"), annotate::crop(clean, case.bbox)));
+            crop: (!after).then_some(case.bbox),
         }
-        for (name, image) in images {
-            let path = dir.join(format!("{name}.jpg"));
-            annotate::save_jpeg(&image, &path).map_err(|e| fail(e.to_string()))?;
-            changes.evidence.push(Evidence {
-                case_id: case.id.clone(),
-                kind: name,
-                path,
-                ts: sample.ts,
-            });
-        }
-        Ok(())
     }
 }
 
@@ -516,8 +405,21 @@ fn event(case: &Case, kind: &str) -> NewEvent {
     }
 }
 
-/// An operator's status change, as store changes.
-pub fn external_transition(case: &mut Case, to: Status, note: Option<String>, at: f64) -> Changes {
+/// An operator's status change (dispatched, handled, closed, reopened) at Unix time `at`,
+/// checked against the lifecycle: `case` takes it, and the changes record it.
+pub fn operator_transition(
+    case: &mut Case,
+    to: Status,
+    note: Option<String>,
+    at: f64,
+) -> Result<Changes, CaseError> {
+    if !to.settable_externally() || !case.status.can_become(to) {
+        return Err(CaseError::IllegalTransition {
+            id: case.id.clone(),
+            from: case.status,
+            to,
+        });
+    }
     let mut changes = Changes::default();
     match to {
         Status::Closed => {
@@ -540,7 +442,7 @@ pub fn external_transition(case: &mut Case, to: Status, note: Option<String>, at
     case.updated_at = case.updated_at.max(at);
     changes.events.push(event(case, to.as_str()));
     changes.upserts.push(case.clone());
-    changes
+    Ok(changes)
 }
 
 /// `C` + 16 hex digits of a hash of what makes the problem unique.
@@ -559,6 +461,172 @@ fn case_id(camera: &str, zone: &str, event: &str, first_seen: f64, place: [f32; 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::Polygon;
+    use crate::rules::{EventCatalogue, RuleFields};
+
+    const T0: f64 = 1.7e9;
+    const KERB: [[f64; 2]; 4] = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]];
+
+    /// A camera with one kerb zone: parking is filed after 30 s, closed after 10 s away.
+    fn kerb_engine() -> CaseEngine {
+        let fields = RuleFields {
+            min_dwell: Some("30s".into()),
+            verify_window: Some("10s".into()),
+            ..RuleFields::default()
+        };
+        let zone = ZoneRules {
+            id: "kerb".into(),
+            name: "kerb".into(),
+            polygon: Polygon::new(KERB.to_vec()).unwrap(),
+            rules: vec![EventCatalogue::builtin()
+                .resolve("illegal_parking", &fields)
+                .unwrap()],
+        };
+        let camera = CameraInfo {
+            id: "cam-1".into(),
+            ..CameraInfo::default()
+        };
+        CaseEngine::new(camera, vec![zone], Categories::builtin(), vec![]).unwrap()
+    }
+
+    fn parked_car(bbox: [f32; 4]) -> Sighting {
+        Sighting {
+            zone: 0,
+            rule: 0,
+            track_id: 1,
+            label: "car".into(),
+            score: 0.8,
+            bbox,
+            appearance: None,
+            stationary_since: T0,
+            applies: true,
+        }
+    }
+
+    #[test]
+    fn the_engine_asks_for_evidence_at_each_step_of_a_case() {
+        let mut engine = kerb_engine();
+        let place = [100.0, 300.0, 200.0, 380.0];
+        assert!(engine.process(T0, &[parked_car(place)]).is_empty());
+
+        let first = engine.process(T0 + 10.0, &[parked_car(place)]);
+        let [wanted] = &first.evidence_wanted[..] else {
+            panic!("{:?}", first.evidence_wanted)
+        };
+        let case = &first.upserts[0];
+        assert_eq!(
+            wanted,
+            &EvidenceRequest {
+                case_id: case.id.clone(),
+                kind: EvidenceKind::First,
+                ts: T0 + 10.0,
+                zone: KERB.to_vec(),
+                bbox: place,
+                label: "0505 机动车乱停放".into(),
+                score: 0.8,
+                crop: Some(place),
+            }
+        );
+        assert!(
+            first.evidence.is_empty(),
+            "rows come from the evidence writer"
+        );
+
+        let moved = [104.0, 302.0, 204.0, 382.0];
+        let filed = engine.process(T0 + 30.0, &[parked_car(moved)]);
+        let kinds = |c: &Changes| c.evidence_wanted.iter().map(|r| r.kind).collect::<Vec<_>>();
+        assert_eq!(kinds(&filed), [EvidenceKind::Filed]);
+        assert_eq!(filed.evidence_wanted[0].crop, Some(moved));
+
+        assert!(
+            kinds(&engine.process(T0 + 40.0, &[])).is_empty(),
+            "verifying"
+        );
+        let closed = engine.process(T0 + 50.0, &[]);
+        assert_eq!(kinds(&closed), [EvidenceKind::After]);
+        // The after image marks where the problem was, without a crop of an empty kerb.
+        assert_eq!(closed.evidence_wanted[0].bbox, place);
+        assert_eq!(closed.evidence_wanted[0].crop, None);
+    }
+
+    /// A case filed at T0 + 30.
+    fn filed_case() -> Case {
+        let mut engine = kerb_engine();
+        let place = [100.0, 300.0, 200.0, 380.0];
+        for t in [0.0, 10.0, 30.0] {
+            engine.process(T0 + t, &[parked_car(place)]);
+        }
+        let case = engine.cases.pop().unwrap();
+        assert_eq!(case.status, Status::Filed);
+        case
+    }
+
+    #[test]
+    fn an_operator_closes_a_case_with_a_note() {
+        let mut case = filed_case();
+        let changes =
+            operator_transition(&mut case, Status::Closed, Some("towed".into()), T0 + 99.0)
+                .unwrap();
+        assert_eq!(case.status, Status::Closed);
+        assert_eq!(case.close_reason.as_deref(), Some("operator"));
+        assert_eq!(case.closed_at, Some(T0 + 99.0));
+        let [entry] = &changes.history[..] else {
+            panic!("{:?}", changes.history)
+        };
+        assert_eq!(
+            (
+                entry.from,
+                entry.to,
+                entry.actor.as_str(),
+                entry.note.as_deref()
+            ),
+            (
+                Some(Status::Filed),
+                Status::Closed,
+                "operator",
+                Some("towed")
+            )
+        );
+        assert_eq!(changes.events[0].kind, "case.closed");
+        assert_eq!(changes.upserts[0].status, Status::Closed);
+        assert!(changes.evidence_wanted.is_empty());
+    }
+
+    #[test]
+    fn an_operator_cannot_leave_the_lifecycle_or_set_automatic_steps() {
+        let mut case = filed_case();
+        for to in [Status::Detected, Status::Verifying, Status::Reopened] {
+            let err = operator_transition(&mut case, to, None, T0 + 99.0).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    CaseError::IllegalTransition {
+                        from: Status::Filed,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            case.status,
+            Status::Filed,
+            "a refused change leaves the case"
+        );
+    }
+
+    #[test]
+    fn a_candidate_that_leaves_is_deleted_without_images() {
+        let mut engine = kerb_engine();
+        let place = [100.0, 300.0, 200.0, 380.0];
+        engine.process(T0, &[parked_car(place)]);
+        let id = engine.process(T0 + 10.0, &[parked_car(place)]).upserts[0]
+            .id
+            .clone();
+        let gone = engine.process(T0 + 20.0, &[]);
+        assert_eq!(gone.deletes, [id]);
+        assert!(gone.evidence_wanted.is_empty());
+    }
 
     #[test]
     fn case_ids_are_stable_and_distinguish_place_time_and_event() {

@@ -8,9 +8,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use cgbot::backoff::Backoff;
-use cgbot::cases::{Case, Status};
-use cgbot::sinks::{JsonlSink, Sink, WebhookSink};
-use cgbot::store::{CaseFilter, Evidence, HistoryEntry, Store};
+use cgbot::cases::{operator_transition, Case, Evidence, HistoryEntry, Status};
+use cgbot::sinks::{self, JsonlSink, Sink, WebhookSink};
+use cgbot::store::{CaseFilter, Store};
 
 #[derive(Subcommand)]
 pub enum CasesCommand {
@@ -125,7 +125,7 @@ impl SinkArgs {
         for mut sink in self.sinks()? {
             let until = Instant::now() + self.deliver_for;
             let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-            let report = store.deliver(sink.as_mut(), until, &mut backoff)?;
+            let report = sinks::deliver(store, sink.as_mut(), until, &mut backoff)?;
             eprint!(
                 "{}: {} case events delivered",
                 sink.name(),
@@ -208,8 +208,9 @@ pub fn run(command: CasesCommand) -> Result<()> {
             note,
         } => {
             let mut store = open(&db.db)?;
+            let mut case = store.case(&id)?.with_context(|| format!("no case {id}"))?;
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
-            let case = store.set_status(&id, status, note, now)?;
+            store.write(&operator_transition(&mut case, status, note, now)?)?;
             println!("{} is now {}", case.id, case.status);
         }
     }

@@ -193,7 +193,7 @@ fn replay(
         Some(_) => Some(FilingSetup {
             store: Store::open(&filing_args.db.db)?,
             categories: match &filing_args.catalogue {
-                Some(path) => Categories::load(path).map_err(anyhow::Error::msg)?,
+                Some(path) => Categories::load(path)?,
                 None => Categories::builtin(),
             },
         }),

@@ -110,7 +110,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::cases::{CameraInfo, Location};
+    use crate::config::{CameraInfo, Location};
     use crate::geometry::Polygon;
     use crate::rules::{EventCatalogue, RuleFields, ZoneRules};
     use crate::track::TrackerConfig;

@@ -40,9 +40,8 @@ pub use run::{RunConfig, StreamChoice};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::cases::{CameraInfo, Location};
 use crate::geometry::Polygon;
 use crate::rules::{parse_utc_offset, EventCatalogue, RuleFields, ZoneRules};
 use crate::track::TrackerConfig;
@@ -147,6 +146,24 @@ struct RawRule {
     event: String,
     #[serde(flatten)]
     fields: RuleFields,
+}
+
+/// Where a camera is; every case it files carries this.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub longitude: Option<f64>,
+    pub latitude: Option<f64>,
+    pub address: Option<String>,
+    /// Grid-cell code of the city's management grid (单元网格).
+    pub grid: Option<String>,
+}
+
+/// What a camera's cases say about it: id, display name and place.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CameraInfo {
+    pub id: String,
+    pub name: String,
+    pub location: Location,
 }
 
 /// One camera, validated.

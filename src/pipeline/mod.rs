@@ -35,6 +35,7 @@ use crate::cases::CaseError;
 use crate::config::Camera;
 use crate::decode::{DecodeError, DecodeStats, Decoder, Frame, Sampling};
 use crate::detect::{DetectError, DetectTimes, Detector};
+use crate::evidence::EvidenceError;
 use crate::metrics::{Counter, Histogram};
 use crate::models::InputSpec;
 use crate::source::{FileSource, FileStream, SourceError, StreamInfo, StreamParameters};
@@ -62,6 +63,8 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cases(#[from] CaseError),
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
     #[error("a pipeline stage stopped unexpectedly ({0})")]
     StageDied(&'static str),
 }

@@ -1,4 +1,5 @@
-use super::{OutboxEvent, Sink, SinkError};
+use super::{Sink, SinkError};
+use crate::store::OutboxEvent;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};

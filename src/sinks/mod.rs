@@ -4,25 +4,17 @@
 //! carries a stable `idempotency_key`; receivers dedupe on it, and the sinks themselves
 //! skip keys they know they already wrote.
 
+mod delivery;
 mod jsonl;
 mod webhook;
 
+pub use delivery::{deliver, Delivery};
 pub use jsonl::JsonlSink;
 pub use webhook::WebhookSink;
 
 use std::time::Duration;
 
-/// One case event from the outbox. Serialized as is, this is the wire format of both sinks.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct OutboxEvent {
-    /// Outbox order (increasing).
-    pub seq: i64,
-    /// Stable per case event, e.g. `case-3f2a…:filed:1`.
-    pub idempotency_key: String,
-    /// e.g. `case.filed`, `case.closed`.
-    pub kind: String,
-    pub payload: serde_json::Value,
-}
+use crate::store::OutboxEvent;
 
 /// Every variant names the sink ([`Sink::name`], which holds its path or redacted URL).
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
-use super::{OutboxEvent, Sink, SinkError};
+use super::{Sink, SinkError};
 use crate::redact::redact_url;
+use crate::store::OutboxEvent;
 use std::io::Read;
 use std::time::Duration;
 

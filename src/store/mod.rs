@@ -7,10 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
-use serde::Serialize;
 
-use crate::cases::{Case, Status};
-use crate::sinks::OutboxEvent;
+use crate::cases::{Case, Changes, Evidence, HistoryEntry, Status};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -74,14 +72,6 @@ pub enum StoreError {
         id: String,
         reason: String,
     },
-    #[error("no case {0}")]
-    NoSuchCase(String),
-    #[error("case {id} is {from}; it cannot become {to}")]
-    IllegalTransition {
-        id: String,
-        from: Status,
-        to: Status,
-    },
     #[error("cannot create {path}: {source}")]
     Create {
         path: PathBuf,
@@ -89,53 +79,16 @@ pub enum StoreError {
     },
 }
 
-/// One change of status, for the audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HistoryEntry {
-    pub case_id: String,
-    pub ts: f64,
-    pub from: Option<Status>,
-    pub to: Status,
-    /// `cgbot` for automatic steps, `operator` for `cases set-status`.
-    pub actor: String,
-    pub note: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Evidence {
-    pub case_id: String,
-    /// `first`, `first-crop`, `filed`, `filed-crop`, `reopened`, `after`.
-    pub kind: String,
-    pub path: PathBuf,
-    pub ts: f64,
-}
-
-/// A case event for the sinks.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
-    pub key: String,
+/// One case event from the outbox. Serialized as is, this is the wire format of the sinks.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxEvent {
+    /// Outbox order (increasing).
+    pub seq: i64,
+    /// Stable per case event, e.g. `case-3f2a…:filed:1`.
+    pub idempotency_key: String,
+    /// e.g. `case.filed`, `case.closed`.
     pub kind: String,
     pub payload: serde_json::Value,
-}
-
-/// Everything one sample changed, written in one transaction.
-#[derive(Debug, Default)]
-pub struct Changes {
-    pub upserts: Vec<Case>,
-    /// Candidates that left before becoming cases.
-    pub deletes: Vec<String>,
-    pub history: Vec<HistoryEntry>,
-    pub evidence: Vec<Evidence>,
-    pub events: Vec<NewEvent>,
-}
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty()
-            && self.deletes.is_empty()
-            && self.history.is_empty()
-            && self.events.is_empty()
-    }
 }
 
 /// Which cases to read; every field left `None` matches all.
@@ -412,98 +365,12 @@ impl Store {
             .map(|n| n as u64)
             .map_err(|e| self.sql(e))
     }
-
-    /// Applies an operator's status change (dispatched, handled, closed, reopened),
-    /// checked against the lifecycle, with its history entry and outbox event.
-    pub fn set_status(
-        &mut self,
-        id: &str,
-        to: Status,
-        note: Option<String>,
-        at: f64,
-    ) -> Result<Case, StoreError> {
-        let mut case = self
-            .case(id)?
-            .ok_or_else(|| StoreError::NoSuchCase(id.to_string()))?;
-        let from = case.status;
-        if !to.settable_externally() || !from.can_become(to) {
-            return Err(StoreError::IllegalTransition {
-                id: id.to_string(),
-                from,
-                to,
-            });
-        }
-        let changes = crate::cases::external_transition(&mut case, to, note, at);
-        self.write(&changes)?;
-        Ok(case)
-    }
-}
-
-/// What one delivery run achieved for a sink.
-#[derive(Debug, Clone, Default)]
-pub struct Delivery {
-    pub delivered: u64,
-    /// Events still waiting when the run ended.
-    pub pending: u64,
-    pub last_error: Option<String>,
-}
-
-impl Store {
-    /// Delivers pending outbox events to `sink` in batches, retrying failures with
-    /// backoff, until the backlog is empty or `until` passes. Events stay in the outbox
-    /// until the sink acknowledged them, so nothing is lost while an endpoint is down.
-    pub fn deliver(
-        &mut self,
-        sink: &mut dyn crate::sinks::Sink,
-        until: std::time::Instant,
-        backoff: &mut crate::backoff::Backoff,
-    ) -> Result<Delivery, StoreError> {
-        let name = sink.name().to_string();
-        let mut report = Delivery::default();
-        loop {
-            let batch = self.pending(&name, 100)?;
-            let Some(last) = batch.last().map(|e| e.seq) else {
-                break;
-            };
-            match sink.deliver(&batch) {
-                Ok(()) => {
-                    self.mark_delivered(&name, last)?;
-                    report.delivered += batch.len() as u64;
-                    backoff.reset();
-                }
-                Err(e) => {
-                    // Still retried: an operator may fix the endpoint while we wait.
-                    if e.retryable() {
-                        tracing::warn!(sink = %name, error = %e, "delivery failed; will retry");
-                    } else {
-                        tracing::error!(sink = %name, error = %e, "endpoint refuses the events; check its configuration");
-                    }
-                    report.last_error = Some(e.to_string());
-                    let now = std::time::Instant::now();
-                    if now >= until {
-                        break;
-                    }
-                    std::thread::sleep(backoff.next_delay().min(until - now));
-                }
-            }
-            if std::time::Instant::now() >= until {
-                break;
-            }
-        }
-        report.pending = self.backlog(&name)?;
-        if report.pending == 0 {
-            report.last_error = None;
-        }
-        Ok(report)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backoff::Backoff;
-    use crate::sinks::{Sink, SinkError};
-    use std::time::{Duration, Instant};
+    use crate::cases::NewEvent;
 
     fn event(key: &str) -> NewEvent {
         NewEvent {
@@ -558,54 +425,5 @@ mod tests {
             .unwrap();
         assert_eq!(store.backlog("hook").unwrap(), 1);
         assert_eq!(store.backlog("file").unwrap(), 2);
-    }
-
-    /// Fails its first `failures` deliveries, then records what it received.
-    struct Flaky {
-        failures: u32,
-        received: Vec<String>,
-    }
-
-    impl Sink for Flaky {
-        fn name(&self) -> &str {
-            "flaky"
-        }
-        fn deliver(&mut self, batch: &[crate::sinks::OutboxEvent]) -> Result<(), SinkError> {
-            if self.failures > 0 {
-                self.failures -= 1;
-                return Err(SinkError::Connect {
-                    sink: "flaky".into(),
-                    reason: "refused".into(),
-                });
-            }
-            self.received
-                .extend(batch.iter().map(|e| e.idempotency_key.clone()));
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn delivery_retries_until_acknowledged_and_then_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("cases.db")).unwrap();
-        store
-            .write(&Changes {
-                events: vec![event("a"), event("b"), event("c")],
-                ..Changes::default()
-            })
-            .unwrap();
-        let mut sink = Flaky {
-            failures: 3,
-            received: vec![],
-        };
-        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(5));
-        let until = Instant::now() + Duration::from_secs(5);
-        let report = store.deliver(&mut sink, until, &mut backoff).unwrap();
-        assert_eq!((report.delivered, report.pending), (3, 0));
-        assert_eq!(sink.received, ["a", "b", "c"]);
-        // Nothing is sent twice on the next run.
-        let report = store.deliver(&mut sink, until, &mut backoff).unwrap();
-        assert_eq!(report.delivered, 0);
-        assert_eq!(sink.received.len(), 3);
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backoff::Backoff;
-use crate::sinks::Sink;
+use crate::sinks::{self, Sink};
 use crate::store::Store;
 
 /// Delivers the outbox to every sink every `every`, until `stop` says so; then one last
@@ -28,7 +28,7 @@ pub(super) fn delivery_worker(
             Err(RecvTimeoutError::Disconnected) => (Instant::now(), true),
         };
         for (sink, backoff) in sinks.iter_mut().zip(&mut backoffs) {
-            match store.deliver(sink.as_mut(), until, backoff) {
+            match sinks::deliver(&mut store, sink.as_mut(), until, backoff) {
                 Ok(report) if report.pending > 0 => tracing::warn!(
                     sink = sink.name(),
                     pending = report.pending,

@@ -43,8 +43,8 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Sink(#[from] crate::sinks::SinkError),
-    #[error("{0}")]
-    Catalogue(String),
+    #[error(transparent)]
+    Catalogue(#[from] crate::cases::CatalogueError),
     #[error("API on {listen}: {reason}")]
     Api { listen: String, reason: String },
     #[error("cannot start the async runtime: {0}")]
@@ -105,7 +105,7 @@ pub fn run(
     let events = EventCatalogue::builtin();
     let cameras = crate::config::load_cameras(&config.cameras, &events)?;
     let categories = match &config.catalogue {
-        Some(path) => Categories::load(path).map_err(DaemonError::Catalogue)?,
+        Some(path) => Categories::load(path)?,
         None => Categories::builtin(),
     };
     let options = config.detector_options().map_err(|(field, reason)| {

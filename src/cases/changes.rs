@@ -1,0 +1,100 @@
+//! What the case engine outputs: the rows one sample (or one operator action) changes,
+//! written by the store in one transaction, and the evidence images it wants drawn.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{Case, Status};
+
+/// One change of status, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    pub case_id: String,
+    pub ts: f64,
+    pub from: Option<Status>,
+    pub to: Status,
+    /// `cgbot` for automatic steps, `operator` for `cases set-status`.
+    pub actor: String,
+    pub note: Option<String>,
+}
+
+/// A stored evidence image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evidence {
+    pub case_id: String,
+    /// `first`, `first-crop`, `filed`, `filed-crop`, `reopened`, `reopened-crop`, `after`.
+    pub kind: String,
+    pub path: PathBuf,
+    pub ts: f64,
+}
+
+/// A case event for the sinks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub key: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+/// The moment in a case's life an evidence image shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidenceKind {
+    First,
+    Filed,
+    Reopened,
+    /// The place after the problem left (auto-verified close).
+    After,
+}
+
+impl EvidenceKind {
+    /// The image's name, also its file name without `.jpg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceKind::First => "first",
+            EvidenceKind::Filed => "filed",
+            EvidenceKind::Reopened => "reopened",
+            EvidenceKind::After => "after",
+        }
+    }
+}
+
+/// An evidence image of the current sample that the engine wants: the frame with the
+/// zone, every detection and the case's box, and maybe a close-up of the object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceRequest {
+    pub case_id: String,
+    pub kind: EvidenceKind,
+    pub ts: f64,
+    /// The zone's outline (normalised vertices).
+    pub zone: Vec<[f64; 2]>,
+    /// The case's box (source pixels), drawn over the detections with `label`.
+    pub bbox: [f32; 4],
+    pub label: String,
+    pub score: f32,
+    /// Box to cut out as `<kind>-crop`, if a close-up is wanted.
+    pub crop: Option<[f32; 4]>,
+}
+
+/// Everything one sample or operator action changed, written in one transaction.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub upserts: Vec<Case>,
+    /// Candidates that left before becoming cases; their rows and images go.
+    pub deletes: Vec<String>,
+    pub history: Vec<HistoryEntry>,
+    /// Rows of the images written for `evidence_wanted`, filled in by whoever wrote them.
+    pub evidence: Vec<Evidence>,
+    pub evidence_wanted: Vec<EvidenceRequest>,
+    pub events: Vec<NewEvent>,
+}
+
+impl Changes {
+    /// Evidence only ever comes with an upsert, so it does not count on its own.
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty()
+            && self.deletes.is_empty()
+            && self.history.is_empty()
+            && self.events.is_empty()
+    }
+}
