@@ -10,6 +10,8 @@ pub mod cases;
 pub mod config;
 pub mod decode;
 pub mod detect;
+#[cfg(test)]
+mod fuzz;
 pub mod geometry;
 pub mod metrics;
 pub mod models;
