@@ -11,6 +11,8 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod evidence;
+#[cfg(test)]
+mod fuzz;
 pub mod geometry;
 pub mod metrics;
 pub mod models;

@@ -399,7 +399,7 @@ fn utf8<'b>(path: &Path, bytes: &'b [u8]) -> Result<&'b str, String> {
         ));
     }
     std::str::from_utf8(bytes).map_err(|e| {
-        let line = 1 + newlines(&bytes[..e.valid_up_to()]);
+        let line = 1 + line_breaks(&bytes[..e.valid_up_to()]);
         format!(
             "not UTF-8 (line {line}); Chinese Excel saves CSV as GBK: save it as \
              \"CSV UTF-8\" or convert it: iconv -f GBK -t UTF-8 {} > {stem}-utf8.csv",
@@ -420,7 +420,7 @@ fn spreadsheet_rows(
 ) -> Vec<usize> {
     let text = text.as_bytes();
     let breaks_in_cells = |record: &csv::StringRecord| -> usize {
-        record.iter().map(|cell| newlines(cell.as_bytes())).sum()
+        record.iter().map(|cell| line_breaks(cell.as_bytes())).sum()
     };
     let (mut line, mut counted_to) = (1, 0);
     let mut breaks_before = breaks_in_cells(header);
@@ -433,7 +433,7 @@ fn spreadsheet_rows(
                     .iter()
                     .take_while(|&&b| b == b'\r' || b == b'\n')
                     .count();
-            line += newlines(&text[counted_to..start]);
+            line += line_breaks(&text[counted_to..start]);
             counted_to = start;
             let row = line - breaks_before;
             breaks_before += breaks_in_cells(record);
@@ -442,8 +442,15 @@ fn spreadsheet_rows(
         .collect()
 }
 
-fn newlines(bytes: &[u8]) -> usize {
-    bytes.iter().filter(|&&b| b == b'\n').count()
+/// Line breaks as csv and spreadsheets see them: `\r\n`, `\n`, or a lone `\r`, which ends
+/// the lines of classic Mac ("CSV (Macintosh)") files. Counting `\n` alone numbered
+/// every row of such a file 1, and hid repeated ids behind the equal numbers.
+fn line_breaks(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+        .count()
 }
 
 /// One row's camera, or every bad cell of it (in column order).
@@ -644,17 +651,22 @@ fn quote(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
     use super::*;
     use crate::config::{load_cameras, Camera};
+    use crate::fuzz::damaged_text;
+
+    const PATH: &str = "points.csv";
+
+    fn import_points(csv: &[u8], options: &ImportOptions) -> Result<Imported, ImportError> {
+        import_bytes(Path::new(PATH), csv, &EventCatalogue::builtin(), options)
+    }
 
     fn import(csv: &[u8], options: &ImportOptions) -> Result<Imported, String> {
-        import_bytes(
-            Path::new("points.csv"),
-            csv,
-            &EventCatalogue::builtin(),
-            options,
-        )
-        .map_err(|e| e.to_string())
+        import_points(csv, options).map_err(|e| e.to_string())
     }
 
     fn import_all(csv: &str) -> Result<Imported, String> {
@@ -818,7 +830,7 @@ mod tests {
     fn rows_are_counted_as_a_spreadsheet_counts_them() {
         // A cell with a line break is one row; a blank line is a blank row; a row of empty
         // cells (Excel's trailing rows) is skipped.
-        for eol in ["\n", "\r\n"] {
+        for eol in ["\n", "\r\n", "\r"] {
             let csv = [
                 "id,url,address",
                 "cam-1,rtsp://h/1,\"line one",
@@ -838,6 +850,19 @@ mod tests {
                 Some(format!("line one{eol}line two"))
             );
         }
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_row() {
+        // Found by `rows_are_named_whatever_ends_the_lines`: the row after a lone \r was
+        // numbered 1, like the header, and so was the next, hiding the repeated id.
+        let err = import_all("id,url\rcam-0,\rcam-0,rtsp://h/1").unwrap_err();
+        assert_eq!(
+            err,
+            "points.csv: 2 bad rows:\n  \
+             row 2, column B `url`: empty: a camera needs its stream URL\n  \
+             row 3, column A `id`: `cam-0` is also the id of row 2"
+        );
     }
 
     #[test]
@@ -884,5 +909,112 @@ mod tests {
     fn column_letters_count_like_a_spreadsheet() {
         let letters: Vec<String> = [1, 2, 26, 27, 52, 703].map(column_letters).into();
         assert_eq!(letters, ["A", "B", "Z", "AA", "AZ", "AAA"]);
+    }
+
+    /// Lines of `bytes` as a spreadsheet counts them: `\r\n`, `\n` and `\r` each end one.
+    fn lines(bytes: &[u8]) -> usize {
+        let text = String::from_utf8_lossy(bytes);
+        1 + text.replace("\r\n", "\n").matches(['\n', '\r']).count()
+    }
+
+    /// Imports `csv` and checks what comes out: a camera file that `load_cameras` reads,
+    /// or an error naming the file, or every bad row by a row of the file (in order) and
+    /// every bad cell by its column and header.
+    fn check_import(csv: &[u8], skip_invalid: bool) -> Result<(), TestCaseError> {
+        let options = ImportOptions {
+            rules: None,
+            skip_invalid,
+        };
+        let bad_rows = match import_points(csv, &options) {
+            Ok(imported) => {
+                prop_assert_eq!(reload(&imported).len(), imported.cameras);
+                imported.skipped
+            }
+            Err(ImportError::File { path, .. }) => {
+                prop_assert_eq!(path, Path::new(PATH));
+                return Ok(());
+            }
+            Err(ImportError::BadRows { path, rows }) => {
+                prop_assert_eq!(path, Path::new(PATH));
+                prop_assert!(!rows.is_empty());
+                rows
+            }
+            Err(ImportError::Rules(reason)) => {
+                return Err(TestCaseError::fail(format!(
+                    "no rules were chosen: {reason}"
+                )))
+            }
+        };
+        let last_line = lines(csv);
+        let mut previous = 1;
+        for row in &bad_rows {
+            prop_assert!(previous < row.row && row.row <= last_line, "{:?}", bad_rows);
+            previous = row.row;
+            prop_assert!(!row.cells.is_empty(), "{:?}", row);
+            prop_assert!(row.cells.is_sorted_by_key(|cell| cell.column), "{:?}", row);
+            for cell in &row.cells {
+                prop_assert!(cell.column >= 1 && !cell.header.is_empty(), "{:?}", row);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn point_list_of_arbitrary_bytes(
+            csv in prop::collection::vec(any::<u8>(), 0..512),
+            skip_invalid in any::<bool>(),
+        ) {
+            check_import(&csv, skip_invalid)?;
+        }
+
+        #[test]
+        fn point_list_of_csv_like_rows(
+            header in prop::sample::select(vec![
+                "id,url",
+                "设备编码,RTSP地址,经度,纬度,网格编码,重点",
+                "name,id,url,sub_stream,lon,lat,address,grid,priority",
+            ]),
+            rows in "[,\"\r\n a-z0-9:/.+E-]{0,300}",
+            skip_invalid in any::<bool>(),
+        ) {
+            check_import(format!("{header}\n{rows}").as_bytes(), skip_invalid)?;
+        }
+
+        /// Whatever ends its lines (Windows, Unix or classic Mac), a bad row is named by
+        /// the row a spreadsheet shows it in.
+        #[test]
+        fn rows_are_named_whatever_ends_the_lines(
+            rows in prop::collection::vec((0u8..6, any::<bool>()), 1..20),
+            line_ends in prop::collection::vec(prop::sample::select(vec!["\n", "\r\n", "\r"]), 20),
+        ) {
+            let mut csv = String::from("id,url");
+            let mut ids = HashSet::new();
+            let mut expected = Vec::new();
+            for (i, ((id, has_url), end)) in rows.iter().zip(&line_ends).enumerate() {
+                let url = if *has_url { "rtsp://h/1" } else { "" };
+                csv.push_str(&format!("{end}cam-{id},{url}"));
+                if !ids.insert(id) || !has_url {
+                    expected.push(i + 2);
+                }
+            }
+            let named: Vec<usize> = match import_points(csv.as_bytes(), &ImportOptions::default()) {
+                Ok(_) => Vec::new(),
+                Err(ImportError::BadRows { rows, .. }) => rows.iter().map(|r| r.row).collect(),
+                Err(e) => return Err(TestCaseError::fail(e.to_string())),
+            };
+            prop_assert_eq!(named, expected, "{:?}", csv);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn damaged_point_list(csv in damaged_text(CHINESE), skip_invalid in any::<bool>()) {
+            check_import(csv.as_bytes(), skip_invalid)?;
+        }
     }
 }

@@ -33,6 +33,8 @@ pub use import::{
 };
 
 pub mod duration;
+#[cfg(test)]
+mod fuzz_tests;
 mod run;
 
 pub use run::{RunConfig, StreamChoice};
@@ -347,9 +349,11 @@ mod tests {
         load_cameras(&path, &EventCatalogue::builtin()).map_err(|e| e.to_string())
     }
 
-    const GOOD: &str = r#"
+    /// A valid camera file; also the seed the fuzz tests damage.
+    pub(super) const GOOD: &str = r#"
 [defaults]
 model = "yolox_nano"
+utc_offset = "+08:00"
 tracker = { max_missed = 5 }
 
 [[camera]]
@@ -362,7 +366,7 @@ location = { longitude = 120.15, latitude = 30.28, grid = "330102001001" }
 [[camera.zone]]
 id = "east"
 polygon = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]]
-rules = [{ event = "illegal_parking", min_dwell = "30s" }, { event = "exposed_litter" }]
+rules = [{ event = "illegal_parking", min_dwell = "30s", active = ["07:00-20:00"] }, { event = "exposed_litter" }]
 "#;
 
     #[test]

@@ -118,7 +118,10 @@ fn parse_digest(header: &str) -> Option<HashMap<String, String>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::fuzz::damaged_text;
 
     fn mufasa() -> Credentials {
         Credentials {
@@ -180,5 +183,50 @@ mod tests {
             "Digest username=\"Mufasa\",realm=\"{REALM}\",nonce=\"{nonce}\",uri=\"{uri}\",qop=auth,nc=00000002,cnonce=\"c,n\",response=\"{response}\""
         );
         assert!(verify(&credentials, "PLAY", nonce, Some(&header)));
+    }
+
+    const URI: &str = "rtsp://127.0.0.1:8554/cam/0";
+    const NONCE: &str = "abc123";
+
+    /// The `Authorization` value a client that knows the password sends for PLAY, with
+    /// `qop=auth` so that every field counts.
+    fn signed_authorization() -> String {
+        let qop = QualityOfProtection {
+            nc: "00000001",
+            cnonce: "0a4f113b",
+        };
+        let response = response_hash(&mufasa(), REALM, "PLAY", URI, NONCE, Some(&qop));
+        format!(
+            "Digest username=\"Mufasa\", realm=\"{REALM}\", nonce=\"{NONCE}\", uri=\"{URI}\", \
+             qop=auth, nc=00000001, cnonce=\"0a4f113b\", response=\"{response}\""
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_authorization_is_refused(
+            header in prop_oneof![
+                "\\PC{0,200}",
+                "(Digest|digest|Basic) ?( *[a-z]{1,8} *= *(\"[^\"]{0,12}\"?|[^,\"]{0,12}) *,?){0,8}",
+            ],
+        ) {
+            prop_assert!(!verify(&mufasa(), "PLAY", NONCE, Some(&header)));
+        }
+
+        /// A damaged header passes only if every field the proof rests on survived (hex
+        /// digits of the response may change case).
+        #[test]
+        fn damaged_authorization_passes_only_intact(header in damaged_text(&signed_authorization())) {
+            if verify(&mufasa(), "PLAY", NONCE, Some(&header)) {
+                let damaged = parse_digest(&header).expect("verified, so parsed");
+                let signed = parse_digest(&signed_authorization()).expect("valid");
+                for name in ["username", "realm", "nonce", "uri", "qop", "nc", "cnonce"] {
+                    prop_assert_eq!(damaged.get(name), signed.get(name), "{}", name);
+                }
+                prop_assert!(damaged["response"].eq_ignore_ascii_case(&signed["response"]));
+            }
+        }
     }
 }

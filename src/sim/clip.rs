@@ -388,7 +388,10 @@ fn trim_trailing_zeros(nal: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::fuzz::damaged;
 
     const SPS: &[u8] = &[0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40];
     const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb];
@@ -428,29 +431,37 @@ mod tests {
         );
     }
 
+    const VPS: &[u8] = &[0x40, 0x01, 0x0c, 0x01];
+    const H265_SPS: &[u8] = &[0x42, 0x01, 0x01, 0x01, 0x60];
+    const H265_PPS: &[u8] = &[0x44, 0x01, 0xc1, 0x72];
+
+    /// An hvcC record with 4-byte lengths and one array per parameter set, in the order
+    /// given.
+    fn hvcc(sets: &[&[u8]]) -> Vec<u8> {
+        let mut record = vec![1];
+        record.extend_from_slice(&[0; 20]);
+        record.push(0xf3); // 4-byte lengths
+        record.push(sets.len() as u8);
+        for set in sets {
+            record.push(set[0] >> 1);
+            record.extend_from_slice(&1u16.to_be_bytes());
+            record.extend_from_slice(&(set.len() as u16).to_be_bytes());
+            record.extend_from_slice(set);
+        }
+        record
+    }
+
     #[test]
     fn h265_sprops_decode_to_the_hvcc_ones() {
-        let vps: &[u8] = &[0x40, 0x01, 0x0c, 0x01];
-        let sps: &[u8] = &[0x42, 0x01, 0x01, 0x01, 0x60];
-        let pps: &[u8] = &[0x44, 0x01, 0xc1, 0x72];
-        let mut hvcc = vec![1];
-        hvcc.extend_from_slice(&[0; 20]);
-        hvcc.push(0xf3); // 4-byte lengths
-        hvcc.push(3);
         // Deliberately out of order: PPS, VPS, SPS.
-        for set in [pps, vps, sps] {
-            hvcc.push(set[0] >> 1);
-            hvcc.extend_from_slice(&1u16.to_be_bytes());
-            hvcc.extend_from_slice(&(set.len() as u16).to_be_bytes());
-            hvcc.extend_from_slice(set);
-        }
-        let (length_size, sets) = decoder_configuration(Codec::H265, &hvcc).unwrap();
+        let (length_size, sets) =
+            decoder_configuration(Codec::H265, &hvcc(&[H265_PPS, VPS, H265_SPS])).unwrap();
         assert_eq!(length_size, Some(4));
-        assert_eq!(sets, [vps, sps, pps]);
+        assert_eq!(sets, [VPS, H265_SPS, H265_PPS]);
         let fmtp = fmtp(Codec::H265, &sets);
-        assert_eq!(decode(fmtp_parameter(&fmtp, "sprop-vps")), [vps]);
-        assert_eq!(decode(fmtp_parameter(&fmtp, "sprop-sps")), [sps]);
-        assert_eq!(decode(fmtp_parameter(&fmtp, "sprop-pps")), [pps]);
+        assert_eq!(decode(fmtp_parameter(&fmtp, "sprop-vps")), [VPS]);
+        assert_eq!(decode(fmtp_parameter(&fmtp, "sprop-sps")), [H265_SPS]);
+        assert_eq!(decode(fmtp_parameter(&fmtp, "sprop-pps")), [H265_PPS]);
     }
 
     #[test]
@@ -484,5 +495,119 @@ mod tests {
             (length_size, sets),
             (None, vec![SPS.to_vec(), PPS.to_vec()])
         );
+    }
+
+    /// Reads `extradata` as `codec`'s decoder configuration. What is accepted must give
+    /// an fmtp whose sprop parameters carry exactly the parameter sets found; what is
+    /// refused must say at which byte of the record it ran out.
+    fn check_extradata(codec: Codec, extradata: &[u8]) -> Result<(), TestCaseError> {
+        let (length_size, sets) = match decoder_configuration(codec, extradata) {
+            Ok(configuration) => configuration,
+            Err(reason) => {
+                let at = reason
+                    .strip_prefix("decoder configuration record truncated at byte ")
+                    .and_then(|at| at.parse::<usize>().ok());
+                prop_assert!(at.is_some_and(|at| at <= extradata.len()), "{}", reason);
+                return Ok(());
+            }
+        };
+        prop_assert!(length_size.is_none_or(|size| (1..=4).contains(&size)));
+        let fmtp = fmtp(codec, &sets);
+        let sprops: &[(&str, &[u8])] = match codec {
+            Codec::H264 => {
+                let profile_level_id = fmtp_parameter(&fmtp, "profile-level-id");
+                prop_assert!(
+                    profile_level_id.len() == 6
+                        && profile_level_id.chars().all(|c| c.is_ascii_hexdigit()),
+                    "{}",
+                    fmtp
+                );
+                &[("sprop-parameter-sets", &[7, 8])]
+            }
+            Codec::H265 => &[
+                ("sprop-vps", &[32]),
+                ("sprop-sps", &[33]),
+                ("sprop-pps", &[34]),
+            ],
+        };
+        for (name, types) in sprops {
+            let announced: Vec<Vec<u8>> = decode(fmtp_parameter(&fmtp, name))
+                .into_iter()
+                .filter(|set| !set.is_empty())
+                .collect();
+            let found: Vec<Vec<u8>> = types
+                .iter()
+                .flat_map(|&t| sets.iter().filter(move |set| codec.nal_type(set) == t))
+                .cloned()
+                .collect();
+            prop_assert_eq!(announced, found, "{}", fmtp);
+        }
+        Ok(())
+    }
+
+    fn codec() -> impl Strategy<Value = Codec> {
+        prop::sample::select(vec![Codec::H264, Codec::H265])
+    }
+
+    /// Any bytes, half of them starting with 1 as a configuration record does (anything
+    /// else is read as Annex-B).
+    fn extradata() -> impl Strategy<Value = Vec<u8>> {
+        (any::<bool>(), prop::collection::vec(any::<u8>(), 0..256)).prop_map(
+            |(record, mut bytes)| {
+                if record {
+                    bytes.insert(0, 1);
+                }
+                bytes
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_extradata(codec in codec(), extradata in extradata()) {
+            check_extradata(codec, &extradata)?;
+        }
+
+        #[test]
+        fn damaged_avcc(record in damaged(&avcc(SPS, PPS))) {
+            check_extradata(Codec::H264, &record)?;
+        }
+
+        #[test]
+        fn damaged_hvcc(record in damaged(&hvcc(&[VPS, H265_SPS, H265_PPS]))) {
+            check_extradata(Codec::H265, &record)?;
+        }
+
+        /// Samples cut into NAL units by their length prefixes: every byte is accounted
+        /// for, by a NAL unit or an empty one, or the error says what is left over.
+        #[test]
+        fn arbitrary_length_prefixed_sample(
+            sample in prop::collection::vec(any::<u8>(), 0..256),
+            length_size in 1usize..=4,
+        ) {
+            match split_length_prefixed(&sample, length_size) {
+                Ok(nals) => {
+                    let used: usize = nals.iter().map(|nal| length_size + nal.len()).sum();
+                    prop_assert!(nals.iter().all(|nal| !nal.is_empty()));
+                    prop_assert!(used <= sample.len() && (sample.len() - used) % length_size == 0);
+                }
+                Err(reason) => prop_assert!(
+                    reason.contains("stray bytes") || reason.contains("left in the sample"),
+                    "{}",
+                    reason
+                ),
+            }
+        }
+
+        /// Annex-B samples cut at their start codes: no empty NAL unit, none with a start
+        /// code inside.
+        #[test]
+        fn arbitrary_annex_b_sample(sample in prop::collection::vec(0u8..4, 0..256)) {
+            let nals = split_annex_b(&sample);
+            prop_assert!(nals.iter().all(|nal| !nal.is_empty()));
+            prop_assert!(!nals.iter().any(|nal| nal.windows(3).any(|w| w == [0, 0, 1])));
+        }
     }
 }
