@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use cgbot::bench::{self, BaselineReport, BenchOptions, Ceiling, PointReport};
+use cgbot::metrics::Quantile;
 use cgbot::sim::{SimConfig, SimHandle};
 
 use super::sim::default_clip;
@@ -199,9 +200,14 @@ fn point_line(p: &PointReport) -> String {
         p.analysed_fps,
         p.wanted_fps,
         p.cpu_cores,
-        p.latency_p99_s.map_or("-".into(), |l| format!("{l:.2}")),
+        shown(p.latency_p99),
         p.frames_dropped
     )
+}
+
+/// A latency quantile for the tables: seconds, `>1000` beyond the histogram, `-` without frames.
+fn shown(latency: Option<Quantile>) -> String {
+    latency.map_or("-".into(), |l| format!("{l:.2}"))
 }
 
 fn render(r: &Report) -> String {
@@ -218,8 +224,8 @@ fn render(r: &Report) -> String {
             p.wanted_fps,
             p.cpu_cores,
             p.cameras_per_core,
-            p.latency_p50_s.map_or("-".into(), |l| format!("{l:.2}")),
-            p.latency_p99_s.map_or("-".into(), |l| format!("{l:.2}")),
+            shown(p.latency_p50),
+            shown(p.latency_p99),
             p.frames_dropped,
             p.peak_rss_mib,
             p.rss_per_camera_mib

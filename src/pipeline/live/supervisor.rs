@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use super::camera::{self, CameraState, LiveCamera, Visit};
 use super::{LiveContext, Registry};
 use crate::config::{diff_cameras, load_cameras, Camera};
+use crate::metrics::HistogramSnapshot;
 use crate::patrol::Patrol;
 use crate::rules::EventCatalogue;
 
@@ -171,7 +172,7 @@ impl Supervisor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut status =
             tokio::time::interval_at(tokio::time::Instant::now() + STATUS_EVERY, STATUS_EVERY);
-        let mut analysed_before = 0;
+        let mut window = StatusWindow::default();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -186,7 +187,7 @@ impl Supervisor {
                     }
                 }
                 _ = tick.tick(), if !self.patrol.is_empty() => self.start_visits(),
-                _ = status.tick() => analysed_before = self.log_status(analysed_before),
+                _ = status.tick() => window = self.log_status(&window),
                 Some(()) = changes.recv() => {
                     // Let the writer finish, then take all the events at once.
                     tokio::time::sleep(SETTLE).await;
@@ -209,26 +210,31 @@ impl Supervisor {
         .await;
     }
 
-    /// One line for the operator; returns the analysed-frame count for the next line's rate.
-    fn log_status(&self, analysed_before: u64) -> u64 {
+    /// One line for the operator, with rates and latency over the window since the last
+    /// line; returns where the next window starts.
+    fn log_status(&self, since: &StatusWindow) -> StatusWindow {
         let mut states: BTreeMap<&str, usize> = BTreeMap::new();
         for watched in self.watched.values() {
             *states.entry(watched.camera.state().as_str()).or_default() += 1;
         }
         let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
         let m = &self.ctx.metrics;
-        let analysed = m.frames_analysed.get();
+        let now = StatusWindow {
+            analysed: m.frames_analysed.get(),
+            latency: m.latency.snapshot(),
+        };
+        let p99 = now.latency.since(&since.latency).quantile(0.99);
         tracing::info!(
-            "status: {} cameras ({}); {:.1} frames/s analysed; {} dropped; {} reconnects; {} cases filed; p99 latency ≤ {} s",
+            "status: {} cameras ({}); {:.1} frames/s analysed; {} dropped; {} reconnects; {} cases filed; p99 latency {}",
             self.watched.len(),
             states.join(", "),
-            (analysed - analysed_before) as f64 / STATUS_EVERY.as_secs_f64(),
+            (now.analysed - since.analysed) as f64 / STATUS_EVERY.as_secs_f64(),
             m.units_dropped.get() + m.frames_dropped.get(),
             m.reconnects.get(),
             m.cases_filed.get(),
-            m.latency.quantile_bound(0.99),
+            p99.map_or("- (no frames)".into(), |q| format!("{q:.2} s")),
         );
-        analysed
+        now
     }
 
     /// Applies a changed camera list: added cameras start, removed ones stop, changed ones
@@ -278,6 +284,14 @@ impl Supervisor {
         );
         self.warn_if_revisit_unreachable();
     }
+}
+
+/// Where the status line's window started: figures that are reported as rates or
+/// quantiles over the window rather than since start.
+#[derive(Default)]
+struct StatusWindow {
+    analysed: u64,
+    latency: HistogramSnapshot,
 }
 
 /// Signals a camera's task or visit to end and waits for it (TEARDOWN included), at most
