@@ -86,8 +86,12 @@ pub struct CameraView {
     pub frames_dropped: u64,
     /// Patrol visits so far.
     pub visits: u64,
-    /// Achieved revisit interval: the longest gap between the starts of two visits.
+    /// Worst revisit interval of a patrolled camera: the longest gap between the starts of
+    /// two visits, or the current wait if longer.
     pub revisit_interval_s: Option<f64>,
+    /// Seconds since a patrolled camera's last visit started (since it joined the patrol,
+    /// if never visited).
+    pub since_visit_s: Option<f64>,
 }
 
 pub struct ApiConfig {

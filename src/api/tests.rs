@@ -57,6 +57,7 @@ fn camera_view(id: &str, state: &str) -> CameraView {
         frames_dropped: 2,
         visits: 7,
         revisit_interval_s: Some(300.0),
+        since_visit_s: Some(120.0),
     }
 }
 

@@ -126,12 +126,6 @@ pub struct CameraCounters {
     pub frames_dropped: Counter,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PatrolFigures {
-    pub visits: u64,
-    pub longest_gap: Option<Duration>,
-}
-
 /// Window over which the sampled frame rate is computed.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -147,7 +141,6 @@ pub struct LiveCamera {
     last_error: Mutex<Option<String>>,
     last_frame_at: Mutex<Option<f64>>,
     analysed_at: Mutex<VecDeque<Instant>>,
-    pub patrol: Mutex<PatrolFigures>,
     pub(super) units: DropOldest<QueuedUnit>,
     pub(super) decoder: Mutex<Option<ActiveDecoder>>,
     /// Set while the camera is waiting in the decoders' ready queue.
@@ -181,7 +174,6 @@ impl LiveCamera {
             last_error: Mutex::new(None),
             last_frame_at: Mutex::new(None),
             analysed_at: Mutex::new(VecDeque::new()),
-            patrol: Mutex::new(PatrolFigures::default()),
             units: DropOldest::new(queue),
             decoder: Mutex::new(None),
             scheduled: AtomicBool::new(false),

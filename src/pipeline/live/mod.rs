@@ -13,7 +13,7 @@ pub use camera::{CameraState, LiveCamera};
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Sender};
@@ -24,6 +24,7 @@ use crate::config::RunConfig;
 use crate::detect::Detector;
 use crate::metrics::{Counter, Histogram};
 use crate::models::Catalogue;
+use crate::patrol::{Patrol, PatrolConfig};
 use crate::rules::EventCatalogue;
 use crate::sinks::{JsonlSink, Sink, WebhookSink};
 use crate::source::RtspOptions;
@@ -97,14 +98,23 @@ pub(crate) struct LiveContext {
 }
 
 /// The cameras currently configured, as the API and metrics see them.
-#[derive(Default)]
 pub struct Registry {
     cameras: RwLock<BTreeMap<String, Arc<LiveCamera>>>,
     /// `Some(reason)` while the daemon cannot do its job.
     not_ready: RwLock<Option<String>>,
+    /// Kept by the supervisor; read by the API for revisit figures.
+    patrol: Mutex<Patrol>,
 }
 
 impl Registry {
+    fn new(patrol: PatrolConfig) -> Self {
+        Self {
+            cameras: RwLock::default(),
+            not_ready: RwLock::default(),
+            patrol: Mutex::new(Patrol::new(patrol)),
+        }
+    }
+
     pub fn cameras(&self) -> Vec<Arc<LiveCamera>> {
         read(&self.cameras).values().cloned().collect()
     }
@@ -115,6 +125,10 @@ impl Registry {
 
     fn set_not_ready(&self, reason: Option<String>) {
         *self.not_ready.write().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
+    fn patrol(&self) -> MutexGuard<'_, Patrol> {
+        self.patrol.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -179,7 +193,7 @@ pub fn run(
 
     keep_frame_buffers_out_of_the_heap();
     let metrics = Arc::new(DaemonMetrics::default());
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(config.patrol.clone()));
     let (ready_tx, ready_rx) = unbounded();
     let detect_queue = Arc::new(FairQueue::new());
     let (detected_tx, detected_rx) = bounded(DETECTED_QUEUE);

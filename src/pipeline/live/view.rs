@@ -1,6 +1,7 @@
 //! What the HTTP API sees of the running daemon: readiness, camera status and metrics.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
@@ -27,28 +28,34 @@ impl DaemonView for LiveView {
     }
 
     fn cameras(&self) -> Vec<CameraView> {
-        self.registry
-            .cameras()
+        let cameras = self.registry.cameras();
+        // Looked up at once, so the supervisor waits for the patrol lock only briefly.
+        let visits: Vec<_> = {
+            let patrol = self.registry.patrol();
+            cameras.iter().map(|c| patrol.stats(c.id())).collect()
+        };
+        let now = Instant::now();
+        cameras
             .iter()
-            .map(|c| {
-                let patrol = *c.patrol.lock().unwrap_or_else(|p| p.into_inner());
-                CameraView {
-                    id: c.id().to_string(),
-                    name: c.config.info.name.clone(),
-                    state: c.state().as_str().to_string(),
-                    stream: c.shown_url.clone(),
-                    priority: c.config.priority,
-                    last_frame_at: c.last_frame_at(),
-                    sampled_fps: c.sampled_fps(),
-                    last_error: c.last_error(),
-                    reconnects: c.counters.reconnects.get(),
-                    frames_received: c.counters.frames_received.get(),
-                    frames_decoded: c.counters.frames_decoded.get(),
-                    frames_analysed: c.counters.frames_analysed.get(),
-                    frames_dropped: c.counters.frames_dropped.get(),
-                    visits: patrol.visits,
-                    revisit_interval_s: patrol.longest_gap.map(|d| d.as_secs_f64()),
-                }
+            .zip(visits)
+            .map(|(c, visits)| CameraView {
+                id: c.id().to_string(),
+                name: c.config.info.name.clone(),
+                state: c.state().as_str().to_string(),
+                stream: c.shown_url.clone(),
+                priority: c.config.priority,
+                last_frame_at: c.last_frame_at(),
+                sampled_fps: c.sampled_fps(),
+                last_error: c.last_error(),
+                reconnects: c.counters.reconnects.get(),
+                frames_received: c.counters.frames_received.get(),
+                frames_decoded: c.counters.frames_decoded.get(),
+                frames_analysed: c.counters.frames_analysed.get(),
+                frames_dropped: c.counters.frames_dropped.get(),
+                visits: visits.map_or(0, |v| v.visits),
+                revisit_interval_s: visits.map(|v| v.worst_gap(now).as_secs_f64()),
+                since_visit_s: visits
+                    .map(|v| now.saturating_duration_since(v.waiting_since).as_secs_f64()),
             })
             .collect()
     }
@@ -167,20 +174,11 @@ impl DaemonView for LiveView {
             "From an access unit's arrival to its frame's cases being committed.",
             &m.latency,
         );
-        let max_gap = cameras
-            .iter()
-            .filter_map(|c| {
-                c.patrol
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .longest_gap
-            })
-            .max()
-            .map_or(0.0, |d| d.as_secs_f64());
+        let worst_revisit = self.registry.patrol().worst_revisit(Instant::now());
         out.gauge(
             "cgbot_patrol_revisit_max_seconds",
-            "Longest time between two visits of any patrolled camera.",
-            max_gap,
+            "Longest time between two visits of any patrolled camera, or since the last (or joining) of one still waiting.",
+            worst_revisit.map_or(0.0, |d| d.as_secs_f64()),
         );
         out.finish()
     }
