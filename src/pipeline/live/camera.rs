@@ -17,45 +17,8 @@ use crate::metrics::Counter;
 use crate::redact::redact_url;
 use crate::source::{AccessUnit, LiveStream, RtspError, RtspSession};
 
-/// A camera's state as operators see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CameraState {
-    Connecting,
-    Streaming,
-    /// Waiting to reconnect after a failure.
-    Backoff,
-    /// The stream stopped sending frames; about to reconnect.
-    Stalled,
-    /// Cannot be watched until its configuration changes (e.g. no stream URL).
-    Failed,
-    /// Patrol: between visits.
-    Waiting,
-    Stopped,
-}
-
-impl CameraState {
-    pub const ALL: [CameraState; 7] = [
-        CameraState::Connecting,
-        CameraState::Streaming,
-        CameraState::Backoff,
-        CameraState::Stalled,
-        CameraState::Failed,
-        CameraState::Waiting,
-        CameraState::Stopped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CameraState::Connecting => "connecting",
-            CameraState::Streaming => "streaming",
-            CameraState::Backoff => "backoff",
-            CameraState::Stalled => "stalled",
-            CameraState::Failed => "failed",
-            CameraState::Waiting => "waiting",
-            CameraState::Stopped => "stopped",
-        }
-    }
-}
+// Defined with the API that serves it, so the names exist once.
+pub use crate::api::CameraState;
 
 /// Drops the oldest item when full: for live video a fresh frame is worth more than an
 /// old one, and a queue that blocks would let latency grow without bound.
