@@ -62,7 +62,7 @@ impl Categories {
         let raw: RawCatalogue = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
         let mut categories = Vec::new();
         for (i, c) in raw.category.into_iter().enumerate() {
-            let time_limit = humantime::parse_duration(&c.time_limit)
+            let time_limit = crate::config::duration::parse(&c.time_limit)
                 .map_err(|e| format!("{origin}: category[{i}] ({}) time_limit: {e}", c.code))?;
             if categories.iter().any(|k: &Category| k.code == c.code) {
                 return Err(format!("{origin}: category code {} appears twice", c.code));

@@ -26,13 +26,14 @@ pub struct BenchArgs {
     /// samples; people-walking-1080p-h265.mp4 for H.265].
     #[arg(long)]
     clip: Option<PathBuf>,
-    /// Seconds measured after the warm-up.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    /// How long to measure after the warm-up (`60s`, `5m`, or seconds: `90`).
+    #[arg(long, default_value = "60s", value_parser = cgbot::config::duration::parse)]
     duration: Duration,
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    /// How long the daemon runs before measuring.
+    #[arg(long, default_value = "20s", value_parser = cgbot::config::duration::parse)]
     warmup: Duration,
     /// One analysed frame per camera per interval.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = cgbot::config::duration::parse)]
     interval: Duration,
     /// Model (catalogue name or ONNX path).
     #[arg(long)]
