@@ -119,9 +119,14 @@ impl std::fmt::Display for VisitLength {
     }
 }
 
-/// Seconds to a tenth: humantime would print nanoseconds of a measured mean.
+/// Whole milliseconds below a second, else seconds to a tenth: humantime would print the
+/// nanoseconds of a measured mean.
 fn format_seconds(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
 }
 
 /// How often the roster can revisit every camera: ⌈cameras / slots⌉ rounds of `visit`.
@@ -402,6 +407,10 @@ mod tests {
         assert_eq!(
             VisitLength::Timeout(secs(20)).to_string(),
             "visit_timeout 20.0s"
+        );
+        assert_eq!(
+            VisitLength::Measured(Duration::from_micros(42_600)).to_string(),
+            "measured mean visit 42ms"
         );
     }
 
