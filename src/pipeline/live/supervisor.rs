@@ -165,6 +165,7 @@ impl Supervisor {
             samples: u64::from(self.ctx.config.patrol.samples),
             timeout: self.ctx.config.patrol.visit_timeout,
         };
+        // Taken first, so the patrol lock is not held while visits are spawned.
         let started = self.registry.patrol().start_visits(Instant::now());
         for id in started {
             let Some(watched) = self.watched.get(&id) else {
