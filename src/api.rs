@@ -24,6 +24,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::UNIX_EPOCH;
 
@@ -53,24 +54,74 @@ pub trait DaemonView: Send + Sync + 'static {
     fn cameras(&self) -> Vec<CameraView>;
 }
 
-/// The states a [`CameraView`] can be in; `?state=` accepts these.
-pub const CAMERA_STATES: [&str; 7] = [
-    "connecting",
-    "streaming",
-    "backoff",
-    "stalled",
-    "failed",
-    "waiting",
-    "stopped",
-];
+/// A camera's state as operators see it; `?state=` takes these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraState {
+    Connecting,
+    Streaming,
+    /// Waiting to reconnect after a failure.
+    Backoff,
+    /// The stream stopped sending frames; about to reconnect.
+    Stalled,
+    /// Cannot be watched until its configuration changes (e.g. no stream URL).
+    Failed,
+    /// Patrol: between visits.
+    Waiting,
+    Stopped,
+}
+
+impl CameraState {
+    pub const ALL: [CameraState; 7] = [
+        CameraState::Connecting,
+        CameraState::Streaming,
+        CameraState::Backoff,
+        CameraState::Stalled,
+        CameraState::Failed,
+        CameraState::Waiting,
+        CameraState::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraState::Connecting => "connecting",
+            CameraState::Streaming => "streaming",
+            CameraState::Backoff => "backoff",
+            CameraState::Stalled => "stalled",
+            CameraState::Failed => "failed",
+            CameraState::Waiting => "waiting",
+            CameraState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Serialized by its [`CameraState::as_str`] name, so the names are written once.
+impl Serialize for CameraState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown camera state `{0}` (one of {names})", names = CameraState::ALL.map(CameraState::as_str).join(", "))]
+pub struct UnknownCameraState(String);
+
+impl FromStr for CameraState {
+    type Err = UnknownCameraState;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        CameraState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| UnknownCameraState(text.to_string()))
+    }
+}
 
 /// One camera's live status, served as it is given.
 #[derive(Debug, Clone, Serialize)]
 pub struct CameraView {
     pub id: String,
     pub name: String,
-    /// One of [`CAMERA_STATES`]; `waiting` is a patrolled camera between visits.
-    pub state: String,
+    pub state: CameraState,
     /// Stream URL with credentials already redacted by the daemon.
     pub stream: Option<String>,
     pub priority: bool,
@@ -86,8 +137,12 @@ pub struct CameraView {
     pub frames_skipped: u64,
     /// Patrol visits so far.
     pub visits: u64,
-    /// Achieved revisit interval: the longest gap between the starts of two visits.
+    /// Worst revisit interval of a patrolled camera: the longest gap between the starts of
+    /// two visits, or the current wait if longer.
     pub revisit_interval_s: Option<f64>,
+    /// Seconds since a patrolled camera's last visit started (since it joined the patrol,
+    /// if never visited).
+    pub since_visit_s: Option<f64>,
 }
 
 pub struct ApiConfig {
@@ -318,12 +373,9 @@ async fn cameras(
     let Query(query) = query?;
     let mut cameras = state.view.cameras();
     if let Some(wanted) = query.state {
-        if !CAMERA_STATES.contains(&wanted.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown camera state `{wanted}` (one of {})",
-                CAMERA_STATES.join(", ")
-            )));
-        }
+        let wanted: CameraState = wanted
+            .parse()
+            .map_err(|e: UnknownCameraState| ApiError::bad_request(e.to_string()))?;
         cameras.retain(|c| c.state == wanted);
     }
     Ok(Json(cameras))

@@ -43,7 +43,7 @@ fn bench_reports_throughput_cpu_latency_and_memory() {
         assert!(stages[stage].as_f64().unwrap() > 0.0, "{stage}: {stages}");
     }
     assert!(stages["receive"].as_f64().unwrap() >= 0.0, "{stages}");
-    assert!(point["latency_p99_s"].as_f64().is_some());
+    assert!(point["latency_p99"]["seconds"].as_f64().is_some());
     assert!(point["peak_rss_mib"].as_f64().unwrap() >= point["base_rss_mib"].as_f64().unwrap());
     assert!(report["inference_ceiling"]["batch1_fps"].as_f64().unwrap() > 1.0);
     assert!(work.join("2-cameras/daemon.log").is_file());

@@ -40,16 +40,16 @@ impl DaemonView for FixedView {
     }
 }
 
-fn camera_view(id: &str, state: &str) -> CameraView {
+fn camera_view(id: &str, state: CameraState) -> CameraView {
     CameraView {
         id: id.into(),
         name: format!("{id} street"),
-        state: state.into(),
+        state,
         stream: Some(format!("rtsp://***:***@10.0.0.7:554/{id}")),
         priority: id == "cam-1",
         last_frame_at: Some(1_795_000_000.5),
         sampled_fps: 0.5,
-        last_error: (state == "backoff").then(|| "connection refused".into()),
+        last_error: (state == CameraState::Backoff).then(|| "connection refused".into()),
         reconnects: 3,
         frames_received: 1000,
         frames_decoded: 40,
@@ -57,6 +57,7 @@ fn camera_view(id: &str, state: &str) -> CameraView {
         frames_skipped: 2,
         visits: 7,
         revisit_interval_s: Some(300.0),
+        since_visit_s: Some(120.0),
     }
 }
 
@@ -64,9 +65,9 @@ fn fixed_view() -> FixedView {
     FixedView {
         ready: Ok(()),
         cameras: vec![
-            camera_view("cam-1", "streaming"),
-            camera_view("cam-2", "backoff"),
-            camera_view("cam-3", "waiting"),
+            camera_view("cam-1", CameraState::Streaming),
+            camera_view("cam-2", CameraState::Backoff),
+            camera_view("cam-3", CameraState::Waiting),
         ],
     }
 }
@@ -333,6 +334,19 @@ fn metrics_are_the_daemons_prometheus_text() {
     );
     assert_eq!(metrics.text(), METRICS);
     server.stop().unwrap();
+}
+
+#[test]
+fn camera_states_serialize_and_parse_by_one_name() {
+    for state in CameraState::ALL {
+        assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        assert_eq!(state.as_str().parse::<CameraState>().unwrap(), state);
+    }
+    let error = "Streaming".parse::<CameraState>().unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "unknown camera state `Streaming` (one of connecting, streaming, backoff, stalled, failed, waiting, stopped)"
+    );
 }
 
 /// The API shows cameras exactly as the daemon gives them (the daemon redacts stream

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::detect::{Detector, DetectorOptions, Provider};
+use crate::metrics::Quantile;
 use crate::models::Catalogue;
 use crate::pipeline::first_keyframe;
 use crate::sim::SimHandle;
@@ -78,8 +79,9 @@ pub struct PointReport {
     pub cpu_ms_per_frame: StageSplit,
     /// Share of the process's CPU outside the ONNX Runtime call.
     pub non_inference_share: f64,
-    pub latency_p50_s: Option<f64>,
-    pub latency_p99_s: Option<f64>,
+    /// Frame → detection latency over the measurement; `None` without analysed frames.
+    pub latency_p50: Option<Quantile>,
+    pub latency_p99: Option<Quantile>,
     /// Units and frames left out to stay fresh, by stage.
     pub skipped: Skipped,
     pub reconnects: u64,
@@ -277,6 +279,10 @@ pub fn run_point(
     pipeline.stop()?;
 
     let delta = |key: &str| metrics_after.delta(&metrics_before, key);
+    let latency_histogram = |m: &Metrics| m.histogram("cgbot_frame_latency_seconds");
+    let latency = latency_histogram(&metrics_after)
+        .zip(latency_histogram(&metrics_before))
+        .map(|(after, before)| after.since(&before));
     let analysed = delta("cgbot_frames_analysed_total");
     let total_cpu = (cpu_after.total - cpu_before.total).max(0.0);
     let thread_cpu = |matches: &dyn Fn(&str) -> bool| cpu_after.since(&cpu_before, matches);
@@ -311,16 +317,8 @@ pub fn run_point(
         cameras_per_core: cameras as f64 / cpu_cores.max(f64::MIN_POSITIVE),
         cpu_ms_per_frame: split,
         non_inference_share: 1.0 - inference / total_cpu.max(f64::MIN_POSITIVE),
-        latency_p50_s: metrics_after.quantile_since(
-            &metrics_before,
-            "cgbot_frame_latency_seconds",
-            0.5,
-        ),
-        latency_p99_s: metrics_after.quantile_since(
-            &metrics_before,
-            "cgbot_frame_latency_seconds",
-            0.99,
-        ),
+        latency_p50: latency.as_ref().and_then(|l| l.quantile(0.5)),
+        latency_p99: latency.as_ref().and_then(|l| l.quantile(0.99)),
         skipped: {
             let skipped =
                 |stage: &str| delta(&format!("cgbot_frames_skipped_total{{stage=\"{stage}\"}}"));

@@ -88,7 +88,7 @@ pub fn plot_sweep(points: &[PointReport], title: &str, path: &Path) -> Result<()
     let max_cores = points.iter().map(|p| p.cpu_cores).fold(1.0, f64::max) * 1.1;
     let max_latency = points
         .iter()
-        .filter_map(|p| p.latency_p99_s)
+        .filter_map(|p| Some(p.latency_p99?.seconds()))
         .fold(2.5, f64::max)
         * 1.1;
     let mut chart = ChartBuilder::on(&right)
@@ -123,7 +123,7 @@ pub fn plot_sweep(points: &[PointReport], title: &str, path: &Path) -> Result<()
         .draw_secondary_series(LineSeries::new(
             points
                 .iter()
-                .filter_map(|p| Some((p.cameras as f64, p.latency_p99_s?))),
+                .filter_map(|p| Some((p.cameras as f64, p.latency_p99?.seconds()))),
             GREEN.stroke_width(2),
         ))
         .map_err(|e| failed(e.to_string()))?

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::metrics::HistogramSnapshot;
+
 /// CPU seconds of a process, in all and per thread name.
 #[derive(Debug, Clone, Default)]
 pub struct CpuSample {
@@ -111,47 +113,34 @@ impl Metrics {
         self.get(key) - earlier.get(key)
     }
 
-    /// The `q` quantile of a histogram's observations since `earlier`, interpolated within
-    /// its bucket as Prometheus' `histogram_quantile` does.
-    pub fn quantile_since(&self, earlier: &Metrics, histogram: &str, q: f64) -> Option<f64> {
-        let prefix = format!("{histogram}_bucket{{le=\"");
-        let mut buckets: Vec<(f64, f64)> = self
+    /// A histogram's buckets as the daemon rendered them (`None` when it has no such
+    /// histogram, or one of other bounds).
+    pub fn histogram(&self, name: &str) -> Option<HistogramSnapshot> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let mut buckets: Vec<(f64, u64)> = self
             .0
             .iter()
-            .filter_map(|(key, count)| {
+            .filter_map(|(key, &count)| {
                 let bound = key.strip_prefix(&prefix)?.strip_suffix("\"}")?;
                 let bound = if bound == "+Inf" {
                     f64::INFINITY
                 } else {
                     bound.parse().ok()?
                 };
-                Some((bound, count - earlier.get(key)))
+                Some((bound, count as u64))
             })
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let total = buckets.last()?.1;
-        if total <= 0.0 {
-            return None;
-        }
-        let rank = q * total;
-        let mut lower = (0.0, 0.0);
-        for &(bound, count) in &buckets {
-            if count >= rank {
-                if bound.is_infinite() {
-                    return Some(lower.0);
-                }
-                let share = (rank - lower.1) / (count - lower.1).max(f64::MIN_POSITIVE);
-                return Some(lower.0 + (bound - lower.0) * share);
-            }
-            lower = (bound, count);
-        }
-        None
+        HistogramSnapshot::from_cumulative(&buckets)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::metrics::{Exposition, Histogram};
 
     #[test]
     fn stat_seconds_counts_from_the_last_parenthesis() {
@@ -167,16 +156,28 @@ mod tests {
     }
 
     #[test]
-    fn quantiles_interpolate_within_buckets_of_the_window() {
-        let before = Metrics::parse(
-            "lat_bucket{le=\"0.5\"} 10\nlat_bucket{le=\"1\"} 10\nlat_bucket{le=\"+Inf\"} 10\n",
-        );
-        let after = Metrics::parse(
-            "# TYPE lat histogram\nlat_bucket{le=\"0.5\"} 60\nlat_bucket{le=\"1\"} 110\nlat_bucket{le=\"+Inf\"} 110\nframes_total 7\n",
-        );
-        assert_eq!(after.quantile_since(&before, "lat", 0.5), Some(0.5));
-        assert_eq!(after.quantile_since(&before, "lat", 0.75), Some(0.75));
-        assert_eq!(after.delta(&before, "frames_total"), 7.0);
-        assert_eq!(after.quantile_since(&after, "lat", 0.5), None);
+    fn a_scraped_histogram_gives_the_quantiles_of_the_window() {
+        let latency = Histogram::default();
+        let scrape = |h: &Histogram| {
+            let mut out = Exposition::default();
+            out.histogram("lat", "Latency.", h);
+            Metrics::parse(&out.finish())
+        };
+        for _ in 0..100 {
+            latency.observe(Duration::from_secs(60));
+        }
+        let before = scrape(&latency);
+        for _ in 0..100 {
+            latency.observe(Duration::from_millis(150));
+        }
+        let after = scrape(&latency);
+        let window = after
+            .histogram("lat")
+            .unwrap()
+            .since(&before.histogram("lat").unwrap());
+        assert_eq!(window.count(), 100);
+        let p99 = window.quantile(0.99).unwrap().seconds();
+        assert!((0.1..=0.15).contains(&p99), "{p99}");
+        assert_eq!(after.histogram("missing"), None);
     }
 }

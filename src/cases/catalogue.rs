@@ -86,7 +86,7 @@ impl Categories {
         })?;
         let mut categories = Vec::new();
         for (index, c) in raw.category.into_iter().enumerate() {
-            let time_limit = humantime::parse_duration(&c.time_limit).map_err(|e| {
+            let time_limit = crate::config::duration::parse(&c.time_limit).map_err(|e| {
                 CatalogueError::TimeLimit {
                     file: file.to_path_buf(),
                     index,

@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use cgbot::bench::{self, BaselineReport, BenchOptions, Ceiling, PointReport};
+use cgbot::metrics::Quantile;
 use cgbot::sim::{SimConfig, SimHandle};
 
 use super::sim::default_clip;
@@ -25,13 +26,14 @@ pub struct BenchArgs {
     /// samples; people-walking-1080p-h265.mp4 for H.265].
     #[arg(long)]
     clip: Option<PathBuf>,
-    /// Seconds measured after the warm-up.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    /// How long to measure after the warm-up (`60s`, `5m`, or seconds: `90`).
+    #[arg(long, default_value = "60s", value_parser = cgbot::config::duration::parse)]
     duration: Duration,
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    /// How long the daemon runs before measuring.
+    #[arg(long, default_value = "20s", value_parser = cgbot::config::duration::parse)]
     warmup: Duration,
     /// One analysed frame per camera per interval.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = cgbot::config::duration::parse)]
     interval: Duration,
     /// Model (catalogue name or ONNX path).
     #[arg(long)]
@@ -199,11 +201,16 @@ fn point_line(p: &PointReport) -> String {
         p.analysed_fps,
         p.wanted_fps,
         p.cpu_cores,
-        p.latency_p99_s.map_or("-".into(), |l| format!("{l:.2}")),
+        shown(p.latency_p99),
         p.skipped.total(),
         p.skipped.decode,
         p.skipped.detect
     )
+}
+
+/// A latency quantile for the tables: seconds, `>1000` beyond the histogram, `-` without frames.
+fn shown(latency: Option<Quantile>) -> String {
+    latency.map_or("-".into(), |l| format!("{l:.2}"))
 }
 
 fn render(r: &Report) -> String {
@@ -220,8 +227,8 @@ fn render(r: &Report) -> String {
             p.wanted_fps,
             p.cpu_cores,
             p.cameras_per_core,
-            p.latency_p50_s.map_or("-".into(), |l| format!("{l:.2}")),
-            p.latency_p99_s.map_or("-".into(), |l| format!("{l:.2}")),
+            shown(p.latency_p50),
+            shown(p.latency_p99),
             p.skipped.receive,
             p.skipped.decode,
             p.skipped.detect,

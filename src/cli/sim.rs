@@ -45,7 +45,7 @@ pub struct SimArgs {
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<cgbot::sim::FaultRule>,
     /// Stop after this long (default: until Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = cgbot::config::duration::parse)]
     duration: Option<Duration>,
 }
 

@@ -56,11 +56,19 @@ impl FromStr for Every {
                 Ok(Every::Frames(n))
             };
         }
-        match humantime::parse_duration(s) {
+        // A bare number is a frame count here, so a fraction is neither: ask for a unit.
+        if s.parse::<f64>().is_ok_and(|n| n.is_finite() && n > 0.0) {
+            return Err(format!(
+                "--every `{s}`: a frame count is a whole number; a duration needs its unit (e.g. {s}s)"
+            ));
+        }
+        match crate::config::duration::parse(s) {
             Ok(d) if d.is_zero() => Err("--every must be a positive duration".into()),
             Ok(d) => Ok(Every::Time(d)),
+            // Not the shared message: its bare-seconds example means frames here.
             Err(e) => Err(format!(
-                "--every `{s}`: {e} (give a frame count like 5 or a duration like 2s)"
+                "--every `{s}`: {} (give a frame count like 5 or a duration like 2s)",
+                e.reason()
             )),
         }
     }
@@ -311,8 +319,17 @@ mod tests {
             Sampling::from_options(None, true),
             Ok(Sampling::Keyframes { min_interval: None })
         );
+        assert_eq!(
+            Sampling::from_options(Some("1.5s"), false),
+            Ok(Sampling::Interval(Duration::from_millis(1500)))
+        );
         assert!(Sampling::from_options(Some("0"), false).is_err());
-        assert!(Sampling::from_options(Some("soon"), false).is_err());
         assert!(Sampling::from_options(Some("5"), true).is_err());
+        let soon = Sampling::from_options(Some("soon"), false).unwrap_err();
+        assert!(soon.starts_with("--every `soon`: ") && soon.contains("frame count like 5"));
+        assert!(!soon.contains("seconds"), "{soon}");
+        // A bare number is frames here, never seconds: a fraction asks for a unit.
+        let fraction = Sampling::from_options(Some("1.5"), false).unwrap_err();
+        assert!(fraction.contains("e.g. 1.5s"), "{fraction}");
     }
 }

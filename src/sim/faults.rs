@@ -61,8 +61,8 @@ impl FromStr for FaultRule {
         let (fault, target) = spec.split_once('@').unwrap_or((spec, ""));
         let (name, value) = fault.split_once('=').unwrap_or((fault, ""));
         let duration = || {
-            humantime::parse_duration(value)
-                .map_err(|e| fail(format!("`{name}` needs a duration such as 10s: {e}")))
+            crate::config::duration::parse(value)
+                .map_err(|e| fail(format!("`{name}` needs a duration: {e}")))
         };
         let kind = match name {
             "refuse" => FaultKind::Refuse,

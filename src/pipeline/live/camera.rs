@@ -16,51 +16,8 @@ use crate::pipeline::{Feed, Unit};
 use crate::redact::redact_url;
 use crate::source::{RtspError, StreamParameters};
 
-/// A camera's state as operators see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CameraState {
-    Connecting,
-    Streaming,
-    /// Waiting to reconnect after a failure.
-    Backoff,
-    /// The stream stopped sending frames; about to reconnect.
-    Stalled,
-    /// Cannot be watched until its configuration changes (e.g. no stream URL).
-    Failed,
-    /// Patrol: between visits.
-    Waiting,
-    Stopped,
-}
-
-impl CameraState {
-    pub const ALL: [CameraState; 7] = [
-        CameraState::Connecting,
-        CameraState::Streaming,
-        CameraState::Backoff,
-        CameraState::Stalled,
-        CameraState::Failed,
-        CameraState::Waiting,
-        CameraState::Stopped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CameraState::Connecting => "connecting",
-            CameraState::Streaming => "streaming",
-            CameraState::Backoff => "backoff",
-            CameraState::Stalled => "stalled",
-            CameraState::Failed => "failed",
-            CameraState::Waiting => "waiting",
-            CameraState::Stopped => "stopped",
-        }
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PatrolFigures {
-    pub visits: u64,
-    pub longest_gap: Option<Duration>,
-}
+// Defined with the API that serves it, so the names exist once.
+pub use crate::api::CameraState;
 
 pub struct LiveCamera {
     /// The camera's way through the pipeline, with its configuration and figures.
@@ -70,7 +27,6 @@ pub struct LiveCamera {
     pub shown_url: Option<String>,
     pub reconnects: Counter,
     state: Mutex<CameraState>,
-    pub patrol: Mutex<PatrolFigures>,
 }
 
 impl LiveCamera {
@@ -87,7 +43,6 @@ impl LiveCamera {
             feed: Arc::new(Feed::new(config, generation, 0.0)),
             reconnects: Counter::default(),
             state: Mutex::new(CameraState::Waiting),
-            patrol: Mutex::new(PatrolFigures::default()),
         };
         if camera.url.is_none() {
             camera

@@ -11,7 +11,7 @@ pub use camera::{CameraState, LiveCamera};
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
@@ -21,6 +21,7 @@ use crate::cases::Categories;
 use crate::config::RunConfig;
 use crate::detect::Detector;
 use crate::models::Catalogue;
+use crate::patrol::{Patrol, PatrolConfig};
 use crate::pipeline::{
     join_until, spawn, FilingSetup, Intake, Metrics, Pipeline, PipelineConfig, QueuePolicy,
 };
@@ -63,14 +64,23 @@ pub(crate) struct LiveContext {
 }
 
 /// The cameras currently configured, as the API and metrics see them.
-#[derive(Default)]
 pub struct Registry {
     cameras: RwLock<BTreeMap<String, Arc<LiveCamera>>>,
     /// `Some(reason)` while the daemon cannot do its job.
     not_ready: RwLock<Option<String>>,
+    /// Kept by the supervisor; read by the API for revisit figures.
+    patrol: Mutex<Patrol>,
 }
 
 impl Registry {
+    fn new(patrol: PatrolConfig) -> Self {
+        Self {
+            cameras: RwLock::default(),
+            not_ready: RwLock::default(),
+            patrol: Mutex::new(Patrol::new(patrol)),
+        }
+    }
+
     pub fn cameras(&self) -> Vec<Arc<LiveCamera>> {
         read(&self.cameras).values().cloned().collect()
     }
@@ -81,6 +91,10 @@ impl Registry {
 
     fn set_not_ready(&self, reason: Option<String>) {
         *self.not_ready.write().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
+    fn patrol(&self) -> MutexGuard<'_, Patrol> {
+        self.patrol.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -144,7 +158,7 @@ pub fn run(
 
     keep_frame_buffers_out_of_the_heap();
     let metrics = Arc::new(Metrics::default());
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(config.patrol.clone()));
     let decode_threads = match config.queues.decode_threads {
         0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
         n => n,

@@ -15,7 +15,8 @@ use tokio::task::JoinSet;
 use super::camera::{self, CameraState, LiveCamera, Visit};
 use super::{LiveContext, Registry};
 use crate::config::{diff_cameras, load_cameras, Camera};
-use crate::patrol::Patrol;
+use crate::metrics::HistogramSnapshot;
+use crate::patrol::VisitLength;
 use crate::rules::EventCatalogue;
 
 /// Quiet time after the last file event before a rotation is applied: editors and
@@ -43,7 +44,8 @@ pub(super) struct Supervisor {
     registry: Arc<Registry>,
     configured: Vec<Camera>,
     watched: BTreeMap<String, Watched>,
-    patrol: Patrol,
+    /// What the last revisit check found; a change is logged.
+    revisit_verdict: Option<RevisitVerdict>,
     /// Patrol visits under way; each returns its camera's id and generation.
     visits: JoinSet<(String, u64)>,
     generation: u64,
@@ -51,13 +53,12 @@ pub(super) struct Supervisor {
 
 impl Supervisor {
     pub fn new(ctx: Arc<LiveContext>, registry: Arc<Registry>, cameras: Vec<Camera>) -> Self {
-        let patrol = Patrol::new(ctx.config.patrol.clone());
         let mut supervisor = Self {
             ctx,
             registry,
             configured: Vec::new(),
             watched: BTreeMap::new(),
-            patrol,
+            revisit_verdict: None,
             visits: JoinSet::new(),
             generation: 0,
         };
@@ -66,7 +67,7 @@ impl Supervisor {
         }
         supervisor.configured = cameras;
         supervisor.publish();
-        supervisor.warn_if_revisit_unreachable();
+        supervisor.check_revisit();
         supervisor
     }
 
@@ -86,7 +87,7 @@ impl Supervisor {
         let task = if camera.state() == CameraState::Failed {
             None
         } else if self.patrolling(camera.config()) {
-            self.patrol.add(&id);
+            self.registry.patrol().add(&id, Instant::now());
             None
         } else {
             Some(tokio::spawn(camera::watch_continuously(
@@ -103,7 +104,7 @@ impl Supervisor {
         let Some(watched) = self.watched.remove(id) else {
             return;
         };
-        self.patrol.remove(id);
+        self.registry.patrol().remove(id);
         stop_watched(watched).await;
     }
 
@@ -116,16 +117,44 @@ impl Supervisor {
         );
     }
 
-    fn warn_if_revisit_unreachable(&self) {
-        let guaranteed = self.patrol.guaranteed_revisit();
+    /// Whether the patrol can keep the configured revisit interval: at start-up with every
+    /// visit assumed to run to its timeout, once visits have finished with their measured
+    /// mean. Logs when the answer, or what it rests on, changes.
+    fn check_revisit(&mut self) {
+        let (cameras, promise) = {
+            let patrol = self.registry.patrol();
+            (patrol.len(), patrol.promised_revisit())
+        };
+        if cameras == 0 {
+            return;
+        }
         let wanted = self.ctx.config.patrol.revisit;
-        if !self.patrol.is_empty() && guaranteed > wanted {
+        let verdict = RevisitVerdict {
+            reachable: promise.interval <= wanted,
+            measured: matches!(promise.visit, VisitLength::Measured(_)),
+        };
+        if self.revisit_verdict.replace(verdict) == Some(verdict) {
+            return;
+        }
+        let (slots, wanted) = (
+            self.ctx.config.patrol.slots,
+            humantime::format_duration(wanted),
+        );
+        if !verdict.reachable {
             tracing::warn!(
-                cameras = self.patrol.len(),
-                slots = self.ctx.config.patrol.slots,
-                guaranteed = %humantime::format_duration(guaranteed),
-                wanted = %humantime::format_duration(wanted),
+                cameras,
+                slots,
+                promised = %promise,
+                %wanted,
                 "patrol cannot promise the configured revisit interval; add slots or shorten visits"
+            );
+        } else if verdict.measured {
+            tracing::info!(
+                cameras,
+                slots,
+                promised = %promise,
+                %wanted,
+                "patrol keeps the configured revisit interval with the visits measured"
             );
         }
     }
@@ -135,18 +164,11 @@ impl Supervisor {
             samples: u64::from(self.ctx.config.patrol.samples),
             timeout: self.ctx.config.patrol.visit_timeout,
         };
-        for id in self.patrol.start_visits(Instant::now()) {
+        // Taken first, so the patrol lock is not held while visits are spawned.
+        let started = self.registry.patrol().start_visits(Instant::now());
+        for id in started {
             let Some(watched) = self.watched.get(&id) else {
                 continue;
-            };
-            let stats = self.patrol.stats(&id).expect("just started");
-            *watched
-                .camera
-                .patrol
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = camera::PatrolFigures {
-                visits: stats.visits,
-                longest_gap: stats.longest_gap,
             };
             self.ctx.metrics.patrol_visits.inc();
             let (camera, ctx, stop) = (
@@ -170,9 +192,10 @@ impl Supervisor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut status =
             tokio::time::interval_at(tokio::time::Instant::now() + STATUS_EVERY, STATUS_EVERY);
-        let mut analysed_before = 0;
+        let mut window = StatusWindow::default();
         tokio::pin!(shutdown);
         loop {
+            let patrolling = !self.registry.patrol().is_empty();
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(done) = self.visits.join_next(), if !self.visits.is_empty() => {
@@ -180,12 +203,15 @@ impl Supervisor {
                     // replacement's slot accounting started afresh.
                     if let Ok((id, generation)) = done {
                         if self.watched.get(&id).is_some_and(|w| w.camera.generation() == generation) {
-                            self.patrol.finish(&id);
+                            self.registry.patrol().finish(&id, Instant::now());
                         }
                     }
                 }
-                _ = tick.tick(), if !self.patrol.is_empty() => self.start_visits(),
-                _ = status.tick() => analysed_before = self.log_status(analysed_before),
+                _ = tick.tick(), if patrolling => self.start_visits(),
+                _ = status.tick() => {
+                    window = self.log_status(&window);
+                    self.check_revisit();
+                }
                 Some(()) = changes.recv() => {
                     // Let the writer finish, then take all the events at once.
                     tokio::time::sleep(SETTLE).await;
@@ -208,28 +234,33 @@ impl Supervisor {
         .await;
     }
 
-    /// One line for the operator; returns the analysed-frame count for the next line's rate.
-    fn log_status(&self, analysed_before: u64) -> u64 {
+    /// One line for the operator, with rates and latency over the window since the last
+    /// line; returns where the next window starts.
+    fn log_status(&self, since: &StatusWindow) -> StatusWindow {
         let mut states: BTreeMap<&str, usize> = BTreeMap::new();
         for watched in self.watched.values() {
             *states.entry(watched.camera.state().as_str()).or_default() += 1;
         }
         let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
         let m = &self.ctx.metrics;
-        let analysed = m.frames_analysed.get();
+        let now = StatusWindow {
+            analysed: m.frames_analysed.get(),
+            latency: m.latency.snapshot(),
+        };
+        let p99 = now.latency.since(&since.latency).quantile(0.99);
         tracing::info!(
-            "status: {} cameras ({}); {:.1} frames/s analysed; skipped {} at receive, {} at decode, {} at detect; {} reconnects; {} cases filed; p99 latency ≤ {} s",
+            "status: {} cameras ({}); {:.1} frames/s analysed; skipped {} at receive, {} at decode, {} at detect; {} reconnects; {} cases filed; p99 latency {}",
             self.watched.len(),
             states.join(", "),
-            (analysed - analysed_before) as f64 / STATUS_EVERY.as_secs_f64(),
+            (now.analysed - since.analysed) as f64 / STATUS_EVERY.as_secs_f64(),
             m.skipped_receive.get(),
             m.skipped_decode.get(),
             m.skipped_detect.get(),
             m.reconnects.get(),
             m.cases_filed.get(),
-            m.latency.quantile_bound(0.99),
+            p99.map_or("- (no frames)".into(), |q| format!("{q:.2} s")),
         );
-        analysed
+        now
     }
 
     /// Applies a changed camera list: added cameras start, removed ones stop, changed ones
@@ -277,8 +308,26 @@ impl Supervisor {
             unchanged = diff.unchanged,
             "camera list rotated"
         );
-        self.warn_if_revisit_unreachable();
+        // The roster changed: say again where it stands.
+        self.revisit_verdict = None;
+        self.check_revisit();
     }
+}
+
+/// The outcome of a revisit check.
+#[derive(Clone, Copy, PartialEq)]
+struct RevisitVerdict {
+    reachable: bool,
+    /// Based on measured visits rather than the visit timeout.
+    measured: bool,
+}
+
+/// Where the status line's window started: figures that are reported as rates or
+/// quantiles over the window rather than since start.
+#[derive(Default)]
+struct StatusWindow {
+    analysed: u64,
+    latency: HistogramSnapshot,
 }
 
 /// Signals a camera's task or visit to end and waits for it (TEARDOWN included), at most
