@@ -7,32 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PatrolConfig {
-    /// Cameras visited at the same time; 0 watches every camera continuously.
-    pub slots: usize,
-    /// Analysed frames that complete a visit.
-    pub samples: u32,
-    /// Longest visit, connecting included.
-    #[serde(with = "crate::config::duration")]
-    pub visit_timeout: Duration,
-    /// The revisit interval the deployment needs; a warning says when the slots cannot
-    /// achieve it.
-    #[serde(with = "crate::config::duration")]
-    pub revisit: Duration,
-}
-
-impl Default for PatrolConfig {
-    fn default() -> Self {
-        Self {
-            slots: 0,
-            samples: 2,
-            visit_timeout: Duration::from_secs(20),
-            revisit: Duration::from_secs(300),
-        }
-    }
-}
+use crate::config::PatrolConfig;
 
 #[derive(Debug)]
 struct Visits {
@@ -158,10 +133,6 @@ impl Patrol {
             finished_visits: 0,
             mean_visit_s: None,
         }
-    }
-
-    pub fn config(&self) -> &PatrolConfig {
-        &self.config
     }
 
     /// Puts a camera on the roster; it waits for its first visit from `now`.

@@ -37,7 +37,7 @@ pub mod duration;
 mod fuzz_tests;
 mod run;
 
-pub use run::{RunConfig, StreamChoice};
+pub use run::{PatrolConfig, RunConfig, StreamChoice};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -40,7 +40,6 @@ use serde::Deserialize;
 use super::ConfigError;
 use crate::decode::KeyframePolicy;
 use crate::detect::{DetectorOptions, Provider};
-use crate::patrol::PatrolConfig;
 use crate::source::Transport;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,6 +312,34 @@ impl RunConfig {
             None => Ok(std::env::var("CGBOT_API_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty())),
+        }
+    }
+}
+
+/// Patrol (轮巡): cameras taking turns in a fixed number of slots (see [`crate::patrol`]).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatrolConfig {
+    /// Cameras visited at the same time; 0 watches every camera continuously.
+    pub slots: usize,
+    /// Analysed frames that complete a visit.
+    pub samples: u32,
+    /// Longest visit, connecting included.
+    #[serde(with = "super::duration")]
+    pub visit_timeout: Duration,
+    /// The revisit interval the deployment needs; a warning says when the slots cannot
+    /// achieve it.
+    #[serde(with = "super::duration")]
+    pub revisit: Duration,
+}
+
+impl Default for PatrolConfig {
+    fn default() -> Self {
+        Self {
+            slots: 0,
+            samples: 2,
+            visit_timeout: Duration::from_secs(20),
+            revisit: Duration::from_secs(300),
         }
     }
 }

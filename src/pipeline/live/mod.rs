@@ -18,10 +18,10 @@ use crossbeam_channel::bounded;
 
 use crate::api::{self, ApiConfig};
 use crate::cases::Categories;
-use crate::config::RunConfig;
+use crate::config::{PatrolConfig, RunConfig};
 use crate::detect::Detector;
 use crate::models::Catalogue;
-use crate::patrol::{Patrol, PatrolConfig};
+use crate::patrol::Patrol;
 use crate::pipeline::{
     join_until, spawn, FilingSetup, Intake, Metrics, Pipeline, PipelineConfig, QueuePolicy,
 };
