@@ -11,11 +11,9 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::cases::Categories;
-use crate::config::load_cameras;
 use crate::detect::Detection;
-use crate::models::Catalogue;
-use crate::pipeline::{first_keyframe, Filing};
-use crate::rules::EventCatalogue;
+use crate::pipeline::test_support::street_sample;
+use crate::pipeline::Filing;
 
 const TOKEN: &str = "s3cret-token";
 const METRICS: &str = "# HELP cgbot_frames_analysed_total Frames analysed.\n\
@@ -212,21 +210,7 @@ fn bbox(label: &str, bbox: [f32; 4]) -> Detection {
 /// from 10 s on a second car) where a detector finds them; the example camera's zone has
 /// a 30 s dwell, so both are filed with evidence. Returns the still open writer.
 fn file_cases(db: &Path) -> Store {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let camera = load_cameras(
-        &root.join("samples/street-static-camera.toml"),
-        &EventCatalogue::builtin(),
-    )
-    .unwrap()
-    .remove(0);
-    let input = Catalogue::with_dirs(vec![])
-        .unwrap()
-        .default_model()
-        .unwrap()
-        .input
-        .clone();
-    let clip = root.join("../shared/samples/street-static-h264.mp4");
-    let mut frame = first_keyframe(&clip, &input).unwrap();
+    let (camera, input, mut frame) = street_sample();
     let mut store = Store::open(db).unwrap();
     let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, BASE_TIME).unwrap();
     let van = bbox("truck", [520.0, 213.0, 640.0, 337.0]);

@@ -109,30 +109,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::load_cameras;
-    use crate::models::Catalogue;
-    use crate::pipeline::first_keyframe;
-    use crate::rules::EventCatalogue;
-
-    /// The example street camera (zone with a 30 s dwell, 8 s verification window), its
-    /// first picture, and a store in `dir`.
-    fn street(dir: &Path) -> (Camera, Frame, Store) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let camera = load_cameras(
-            &root.join("samples/street-static-camera.toml"),
-            &EventCatalogue::builtin(),
-        )
-        .unwrap()
-        .remove(0);
-        let clip = root.join("../shared/samples/street-static-h264.mp4");
-        let frame = first_keyframe(&clip, &input()).unwrap();
-        (camera, frame, Store::open(&dir.join("cases.db")).unwrap())
-    }
-
-    fn input() -> InputSpec {
-        let models = Catalogue::with_dirs(vec![]).unwrap();
-        models.default_model().unwrap().input.clone()
-    }
+    use crate::pipeline::test_support::street_sample;
 
     /// The parked van in the zone.
     fn van() -> Vec<Detection> {
@@ -142,6 +119,19 @@ mod tests {
             score: 0.8,
             bbox: [520.0, 213.0, 640.0, 337.0],
         }]
+    }
+
+    /// The van seen at 0 and 10 s: a candidate with its first images.
+    fn van_seen_twice(dir: &Path) -> (Filing, Frame, Store) {
+        let (camera, input, mut frame) = street_sample();
+        let mut store = Store::open(&dir.join("cases.db")).unwrap();
+        let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, 0.0).unwrap();
+        for t in [0.0, 10.0] {
+            filing
+                .on_frame(&mut store, at(&mut frame, t), &van())
+                .unwrap();
+        }
+        (filing, frame, store)
     }
 
     fn at(frame: &mut Frame, t: f64) -> &Frame {
@@ -173,13 +163,7 @@ mod tests {
     #[test]
     fn a_failed_commit_leaves_no_new_image() {
         let dir = tempfile::tempdir().unwrap();
-        let (camera, mut frame, mut store) = street(dir.path());
-        let mut filing = Filing::new(&camera, Categories::builtin(), &store, input(), 0.0).unwrap();
-        for t in [0.0, 10.0] {
-            filing
-                .on_frame(&mut store, at(&mut frame, t), &van())
-                .unwrap();
-        }
+        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
         let id = &store.cases(&CaseFilter::default()).unwrap()[0].id;
         let evidence = store.evidence_dir();
         let candidate = [format!("{id}/first-crop.jpg"), format!("{id}/first.jpg")];
@@ -196,13 +180,7 @@ mod tests {
     #[test]
     fn a_deleted_candidates_images_stay_until_the_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let (camera, mut frame, mut store) = street(dir.path());
-        let mut filing = Filing::new(&camera, Categories::builtin(), &store, input(), 0.0).unwrap();
-        for t in [0.0, 10.0] {
-            filing
-                .on_frame(&mut store, at(&mut frame, t), &van())
-                .unwrap();
-        }
+        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
         let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
         let evidence = store.evidence_dir();
         assert_eq!(images(&evidence).len(), 2);
@@ -217,7 +195,8 @@ mod tests {
 
         // After a restart with a healthy database the deletion commits.
         rename_table(dir.path(), "history_away", "history");
-        let mut filing = Filing::new(&camera, Categories::builtin(), &store, input(), 0.0).unwrap();
+        let (camera, input, _) = street_sample();
+        let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, 0.0).unwrap();
         filing
             .on_frame(&mut store, at(&mut frame, 20.0), &[])
             .unwrap();

@@ -196,6 +196,38 @@ impl Intake {
     }
 }
 
+/// Shared fixtures of the crate's tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+
+    use crate::config::{load_cameras, Camera};
+    use crate::decode::Frame;
+    use crate::models::{Catalogue, InputSpec};
+    use crate::rules::EventCatalogue;
+
+    /// The example street camera (`samples/street-static-camera.toml`: a no-parking zone
+    /// with a 30 s dwell), the default model's input, and the first picture of its clip.
+    pub fn street_sample() -> (Camera, InputSpec, Frame) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let camera = load_cameras(
+            &root.join("samples/street-static-camera.toml"),
+            &EventCatalogue::builtin(),
+        )
+        .unwrap()
+        .remove(0);
+        let input = Catalogue::with_dirs(vec![])
+            .unwrap()
+            .default_model()
+            .unwrap()
+            .input
+            .clone();
+        let clip = root.join("../shared/samples/street-static-h264.mp4");
+        let frame = super::first_keyframe(&clip, &input).unwrap();
+        (camera, input, frame)
+    }
+}
+
 /// An intake whose units land in the returned channel, for tests of the sources.
 #[cfg(test)]
 pub(crate) fn test_intake() -> (Intake, crossbeam_channel::Receiver<Message>) {
