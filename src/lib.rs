@@ -10,6 +10,7 @@ pub mod cases;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod duration;
 pub mod evidence;
 #[cfg(test)]
 mod fuzz;

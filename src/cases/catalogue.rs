@@ -86,14 +86,13 @@ impl Categories {
         })?;
         let mut categories = Vec::new();
         for (index, c) in raw.category.into_iter().enumerate() {
-            let time_limit = crate::config::duration::parse(&c.time_limit).map_err(|e| {
-                CatalogueError::TimeLimit {
+            let time_limit =
+                crate::duration::parse(&c.time_limit).map_err(|e| CatalogueError::TimeLimit {
                     file: file.to_path_buf(),
                     index,
                     code: c.code.clone(),
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             if categories.iter().any(|k: &Category| k.code == c.code) {
                 return Err(CatalogueError::DuplicateCode {
                     file: file.to_path_buf(),

@@ -27,13 +27,13 @@ pub struct BenchArgs {
     #[arg(long)]
     clip: Option<PathBuf>,
     /// How long to measure after the warm-up (`60s`, `5m`, or seconds: `90`).
-    #[arg(long, default_value = "60s", value_parser = cgbot::config::duration::parse)]
+    #[arg(long, default_value = "60s", value_parser = cgbot::duration::parse)]
     duration: Duration,
     /// How long the daemon runs before measuring.
-    #[arg(long, default_value = "20s", value_parser = cgbot::config::duration::parse)]
+    #[arg(long, default_value = "20s", value_parser = cgbot::duration::parse)]
     warmup: Duration,
     /// One analysed frame per camera per interval.
-    #[arg(long, default_value = "2s", value_parser = cgbot::config::duration::parse)]
+    #[arg(long, default_value = "2s", value_parser = cgbot::duration::parse)]
     interval: Duration,
     /// Model (catalogue name or ONNX path).
     #[arg(long)]

@@ -97,10 +97,10 @@ pub struct SinkArgs {
     #[arg(long, env = "CGBOT_WEBHOOK_TOKEN", hide_env_values = true)]
     pub webhook_token: Option<String>,
     /// Longest wait for the webhook to answer one batch.
-    #[arg(long, default_value = "10s", value_parser = cgbot::config::duration::parse)]
+    #[arg(long, default_value = "10s", value_parser = cgbot::duration::parse)]
     pub webhook_timeout: Duration,
     /// How long to keep retrying delivery before leaving events in the outbox.
-    #[arg(long, default_value = "30s", value_parser = cgbot::config::duration::parse)]
+    #[arg(long, default_value = "30s", value_parser = cgbot::duration::parse)]
     pub deliver_for: Duration,
 }
 

@@ -46,8 +46,7 @@ pub struct ReplayArgs {
 
 impl ReplayArgs {
     pub fn run(&self) -> Result<()> {
-        let sampling = Sampling::from_options(self.every.as_deref(), self.keyframes_only)
-            .map_err(anyhow::Error::msg)?;
+        let sampling = Sampling::from_options(self.every.as_deref(), self.keyframes_only)?;
         replay(
             &self.clip,
             sampling,

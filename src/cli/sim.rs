@@ -45,7 +45,7 @@ pub struct SimArgs {
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<cgbot::sim::FaultRule>,
     /// Stop after this long (default: until Ctrl-C).
-    #[arg(long, value_parser = cgbot::config::duration::parse)]
+    #[arg(long, value_parser = cgbot::duration::parse)]
     duration: Option<Duration>,
 }
 

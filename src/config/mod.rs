@@ -32,7 +32,6 @@ pub use import::{
     import_csv, list_bad_rows, BadCell, BadRow, ImportError, ImportOptions, Imported,
 };
 
-pub mod duration;
 #[cfg(test)]
 mod fuzz_tests;
 mod run;

@@ -65,7 +65,7 @@ pub struct RunConfig {
     #[serde(default)]
     pub sinks: SinkSettings,
     /// Longest a graceful shutdown may take before the process exits anyway.
-    #[serde(default = "default_shutdown", with = "super::duration")]
+    #[serde(default = "default_shutdown", with = "crate::duration")]
     pub shutdown_deadline: Duration,
 }
 
@@ -89,7 +89,7 @@ pub struct DetectorSettings {
     /// Largest batch across cameras, for models with a dynamic batch dimension.
     pub batch: usize,
     /// Longest wait for a batch to fill.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub max_wait: Duration,
 }
 
@@ -111,7 +111,7 @@ impl Default for DetectorSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplingSettings {
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub interval: Duration,
     pub keyframes: KeyframePolicy,
 }
@@ -139,16 +139,16 @@ pub struct RtspSettings {
     pub transport: Transport,
     /// Which of a camera's streams is analysed (the other is used when it is missing).
     pub stream: StreamChoice,
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub connect_timeout: Duration,
     /// No frame for this long: the stream is stalled and reconnected.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub frame_timeout: Duration,
     /// First reconnect delay ceiling; it doubles per failure up to `backoff_max`, and each
     /// delay is drawn uniformly below the ceiling so cameras do not retry in lockstep.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub backoff_initial: Duration,
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub backoff_max: Duration,
 }
 
@@ -207,10 +207,10 @@ pub struct SinkSettings {
     pub jsonl: Option<PathBuf>,
     /// Webhook URL; its bearer token comes from `$CGBOT_WEBHOOK_TOKEN`.
     pub webhook: Option<String>,
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub webhook_timeout: Duration,
     /// How often the outbox is delivered.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub every: Duration,
 }
 
@@ -325,11 +325,11 @@ pub struct PatrolConfig {
     /// Analysed frames that complete a visit.
     pub samples: u32,
     /// Longest visit, connecting included.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub visit_timeout: Duration,
     /// The revisit interval the deployment needs; a warning says when the slots cannot
     /// achieve it.
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub revisit: Duration,
 }
 

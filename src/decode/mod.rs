@@ -6,7 +6,7 @@ mod preprocess;
 mod sampling;
 
 pub use preprocess::{Letterbox, ModelInput, Preprocessor};
-pub use sampling::{KeyframePolicy, LiveSampler, Sampling};
+pub use sampling::{KeyframePolicy, LiveSampler, Sampling, SamplingError};
 
 use std::time::{Duration, Instant};
 

@@ -17,10 +17,28 @@ pub enum Sampling {
     Keyframes { min_interval: Option<Duration> },
 }
 
+/// Sampling options that do not make sense; each message names the option.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SamplingError {
+    #[error("--every must be at least 1 frame")]
+    NoFrames,
+    #[error("--every must be a positive duration")]
+    NoTime,
+    #[error(
+        "--every `{0}`: a frame count is a whole number; a duration needs its unit (e.g. {0}s)"
+    )]
+    Fraction(String),
+    /// Not the shared duration message: its bare-seconds example means frames here.
+    #[error("--every `{text}`: {reason} (give a frame count like 5 or a duration like 2s)")]
+    Unreadable { text: String, reason: String },
+    #[error("--keyframes-only takes a duration with --every (e.g. 2s)")]
+    KeyframesNeedTime,
+}
+
 impl Sampling {
     /// Combines the CLI's `--every` (`N` frames or a duration such as `2s`, `500ms`) and
     /// `--keyframes-only`.
-    pub fn from_options(every: Option<&str>, keyframes_only: bool) -> Result<Self, String> {
+    pub fn from_options(every: Option<&str>, keyframes_only: bool) -> Result<Self, SamplingError> {
         let every = every.map(str::parse::<Every>).transpose()?;
         Ok(match (every, keyframes_only) {
             (None, false) => Sampling::All,
@@ -30,9 +48,7 @@ impl Sampling {
             (Some(Every::Time(d)), true) => Sampling::Keyframes {
                 min_interval: Some(d),
             },
-            (Some(Every::Frames(_)), true) => {
-                return Err("--keyframes-only takes a duration with --every (e.g. 2s)".into())
-            }
+            (Some(Every::Frames(_)), true) => return Err(SamplingError::KeyframesNeedTime),
         })
     }
 
@@ -47,29 +63,26 @@ enum Every {
 }
 
 impl FromStr for Every {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = SamplingError;
+    fn from_str(s: &str) -> Result<Self, SamplingError> {
         if let Ok(n) = s.parse::<u32>() {
             return if n == 0 {
-                Err("--every must be at least 1 frame".into())
+                Err(SamplingError::NoFrames)
             } else {
                 Ok(Every::Frames(n))
             };
         }
         // A bare number is a frame count here, so a fraction is neither: ask for a unit.
         if s.parse::<f64>().is_ok_and(|n| n.is_finite() && n > 0.0) {
-            return Err(format!(
-                "--every `{s}`: a frame count is a whole number; a duration needs its unit (e.g. {s}s)"
-            ));
+            return Err(SamplingError::Fraction(s.to_string()));
         }
-        match crate::config::duration::parse(s) {
-            Ok(d) if d.is_zero() => Err("--every must be a positive duration".into()),
+        match crate::duration::parse(s) {
+            Ok(d) if d.is_zero() => Err(SamplingError::NoTime),
             Ok(d) => Ok(Every::Time(d)),
-            // Not the shared message: its bare-seconds example means frames here.
-            Err(e) => Err(format!(
-                "--every `{s}`: {} (give a frame count like 5 or a duration like 2s)",
-                e.reason()
-            )),
+            Err(e) => Err(SamplingError::Unreadable {
+                text: s.to_string(),
+                reason: e.reason().to_string(),
+            }),
         }
     }
 }
@@ -325,11 +338,15 @@ mod tests {
         );
         assert!(Sampling::from_options(Some("0"), false).is_err());
         assert!(Sampling::from_options(Some("5"), true).is_err());
-        let soon = Sampling::from_options(Some("soon"), false).unwrap_err();
+        let soon = Sampling::from_options(Some("soon"), false)
+            .unwrap_err()
+            .to_string();
         assert!(soon.starts_with("--every `soon`: ") && soon.contains("frame count like 5"));
         assert!(!soon.contains("seconds"), "{soon}");
         // A bare number is frames here, never seconds: a fraction asks for a unit.
-        let fraction = Sampling::from_options(Some("1.5"), false).unwrap_err();
+        let fraction = Sampling::from_options(Some("1.5"), false)
+            .unwrap_err()
+            .to_string();
         assert!(fraction.contains("e.g. 1.5s"), "{fraction}");
     }
 }

@@ -120,7 +120,7 @@ impl EventCatalogue {
             let v = v
                 .as_deref()
                 .ok_or_else(|| format!("`{name}` is required"))?;
-            crate::config::duration::parse(v).map_err(|e| format!("`{name}`: {e}"))
+            crate::duration::parse(v).map_err(|e| format!("`{name}`: {e}"))
         };
         let windows = |name: &str, v: &Option<Vec<String>>| -> Result<Vec<Window>, String> {
             v.iter()

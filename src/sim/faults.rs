@@ -61,7 +61,7 @@ impl FromStr for FaultRule {
         let (fault, target) = spec.split_once('@').unwrap_or((spec, ""));
         let (name, value) = fault.split_once('=').unwrap_or((fault, ""));
         let duration = || {
-            crate::config::duration::parse(value)
+            crate::duration::parse(value)
                 .map_err(|e| fail(format!("`{name}` needs a duration: {e}")))
         };
         let kind = match name {

@@ -79,7 +79,7 @@ mod tests {
     fn configuration_files_use_the_same_syntax() {
         #[derive(Deserialize)]
         struct Settings {
-            #[serde(with = "crate::config::duration")]
+            #[serde(with = "crate::duration")]
             every: Duration,
         }
         let read = |text: &str| toml::from_str::<Settings>(text).map(|s| s.every);
