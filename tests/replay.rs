@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use serde_json::Value;
 
@@ -217,4 +219,29 @@ fn bad_arguments_and_missing_clips_fail_cleanly() {
         err.contains("unknown model `nonexistent_model`") && err.contains("yolox_nano"),
         "{err}"
     );
+}
+
+/// An output that fails (here: annotated images to a directory that cannot exist) ends
+/// the run at once with the reason, instead of leaving the stages before it waiting.
+#[test]
+fn a_failing_output_ends_the_run_with_its_reason() {
+    let clip = sample("people-walking.mp4");
+    let args = [
+        "replay",
+        clip.to_str().unwrap(),
+        "--annotate",
+        "/proc/no-such-dir",
+    ];
+    let out = run(env!("CARGO_BIN_EXE_cgbot"), &args, Duration::from_secs(30));
+    assert!(
+        out.status.is_some(),
+        "still running after 30 s: the stages wait"
+    );
+    assert!(!out.succeeded());
+    let err = &out.stderr;
+    assert!(
+        err.contains("cannot write evidence image /proc/no-such-dir/"),
+        "{err}"
+    );
+    assert_eq!(err.matches("No such file").count(), 1, "said once: {err}");
 }

@@ -224,6 +224,7 @@ pub(super) fn detect_worker(
         metrics.batch_frames.add(batch.len() as u64);
         metrics.batches.inc();
         for (sample, found) in batch.into_iter().zip(results) {
+            metrics.frames_detected.inc();
             if out.send((sample, found)).is_err() {
                 // Filing stopped: nothing more is wanted upstream either.
                 frames.close();

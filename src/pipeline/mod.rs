@@ -54,10 +54,10 @@ pub enum PipelineError {
     Detect(#[from] DetectError),
     #[error("{path}: no picture could be decoded ({detail})")]
     NothingDecoded { path: PathBuf, detail: String },
-    #[error("{feed}: {source}")]
+    #[error("{feed}: {reason}")]
     Output {
         feed: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        reason: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -117,6 +117,9 @@ pub struct Metrics {
     pub skipped_detect: Counter,
     pub units_queued: Counter,
     pub units_taken: Counter,
+    /// Frames handed from detection to filing, and taken by filing.
+    pub frames_detected: Counter,
+    pub frames_filed: Counter,
     pub reconnects: Counter,
     pub detections: Counter,
     pub inference_errors: Counter,
@@ -254,7 +257,6 @@ pub struct Pipeline<O: Outlet> {
     detection: JoinHandle<(Detector, Option<DetectError>)>,
     filing: JoinHandle<(O, Result<(), PipelineError>)>,
     frames: Arc<FrameQueue>,
-    detected: crossbeam_channel::Receiver<outlet::Detected>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -309,8 +311,10 @@ impl<O: Outlet> Pipeline<O> {
                 detection::detect_worker(frames, detector, max_wait, policy, detected_tx, metrics)
             })
         };
+        // The filing thread holds the only receiver: when it stops, detection's sends fail
+        // and the stages before it stop in turn.
         let filing = {
-            let (rx, metrics, policy) = (detected_rx.clone(), metrics.clone(), config.policy);
+            let (rx, metrics, policy) = (detected_rx, metrics.clone(), config.policy);
             spawn("filing", move || {
                 outlet::filing_worker(rx, filing, input, outlet, policy, metrics)
             })
@@ -325,7 +329,6 @@ impl<O: Outlet> Pipeline<O> {
             detection,
             filing,
             frames,
-            detected: detected_rx,
             metrics,
         }
     }
@@ -334,21 +337,11 @@ impl<O: Outlet> Pipeline<O> {
         self.intake.clone()
     }
 
-    /// Frames decoded and waiting for detection.
-    pub fn frames_waiting(&self) -> usize {
-        self.frames.len()
-    }
-
-    /// Detected frames waiting for filing.
-    pub fn detected_waiting(&self) -> usize {
-        self.detected.len()
-    }
-
     /// Figures the live view reads while the pipeline runs.
     pub fn depths(&self) -> QueueDepths {
         QueueDepths {
             frames: self.frames.clone(),
-            detected: self.detected.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -403,7 +396,7 @@ impl<O: Outlet> Pipeline<O> {
 #[derive(Clone)]
 pub struct QueueDepths {
     frames: Arc<FrameQueue>,
-    detected: crossbeam_channel::Receiver<outlet::Detected>,
+    metrics: Arc<Metrics>,
 }
 
 impl QueueDepths {
@@ -411,8 +404,9 @@ impl QueueDepths {
         self.frames.len()
     }
 
-    pub fn detected(&self) -> usize {
-        self.detected.len()
+    pub fn detected(&self) -> u64 {
+        let m = &self.metrics;
+        m.frames_detected.get().saturating_sub(m.frames_filed.get())
     }
 }
 

@@ -69,6 +69,7 @@ pub(super) fn filing_worker<O: Outlet>(
     let mut filings: HashMap<String, (Arc<Feed>, Filing)> = HashMap::new();
     let mut last_sweep = Instant::now();
     for (sample, detections) in input {
+        metrics.frames_filed.inc();
         let feed = &sample.feed;
         if feed.is_stopped() {
             continue;
@@ -89,9 +90,9 @@ pub(super) fn filing_worker<O: Outlet>(
                     ts,
                     detections: &detections,
                 })
-                .map_err(|source| PipelineError::Output {
+                .map_err(|reason| PipelineError::Output {
                     feed: feed.id().to_string(),
-                    source,
+                    reason,
                 })
         });
         if let Err(e) = outcome {
