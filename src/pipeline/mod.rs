@@ -67,6 +67,8 @@ pub enum PipelineError {
     Evidence(#[from] EvidenceError),
     #[error("a pipeline stage stopped unexpectedly ({0})")]
     StageDied(&'static str),
+    #[error(transparent)]
+    StillBusy(#[from] StillBusy),
 }
 
 /// What a stage does when the next one is busy.
@@ -536,10 +538,8 @@ pub fn run_files<O: Outlet>(
         }
     }
     drop(intake);
-    let finished = match pipeline.finish(None) {
-        Ok(finished) => finished?,
-        Err(busy) => unreachable!("no deadline, yet {busy}"),
-    };
+    // Without a deadline every stage is waited for, so none is reported busy.
+    let finished = pipeline.finish(None)??;
     let after = finished.detector.times();
     let detect = DetectTimes {
         inference: after.inference - detect_before.inference,
