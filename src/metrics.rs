@@ -66,6 +66,11 @@ impl Histogram {
             .fetch_add(value.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Everything observed, added up.
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_micros.load(Ordering::Relaxed))
+    }
+
     /// The bucket counts now; `later.since(&earlier)` gives the observations in between.
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {

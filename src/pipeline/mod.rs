@@ -137,8 +137,6 @@ pub struct Metrics {
     pub inference: Histogram,
     pub postprocess: Histogram,
     pub filing: Histogram,
-    /// Nanoseconds spent filing and in the outlet, all frames together.
-    pub filing_nanos: Counter,
     /// From an access unit's arrival to its frame's cases being committed.
     pub latency: Histogram,
 }
@@ -489,12 +487,8 @@ pub fn run_files<O: Outlet>(
     );
     let intake = pipeline.intake();
     let mut fed = Vec::new();
-    for (i, mut file) in files.into_iter().enumerate() {
-        let mut camera = file.camera;
-        if camera.info.id.is_empty() {
-            camera.info.id = format!("file-{i}");
-        }
-        let feed = Arc::new(Feed::new(camera, 0, file.start));
+    for mut file in files {
+        let feed = Arc::new(Feed::new(file.camera, 0, file.start));
         let stream: Arc<dyn StreamParameters> = Arc::new(FileStream::new(&file.info));
         let mut summary = Summary::default();
         let mut closed = false;
@@ -546,7 +540,7 @@ pub fn run_files<O: Outlet>(
         postprocess: after.postprocess - detect_before.postprocess,
         batches: after.batches - detect_before.batches,
     };
-    let output_time = Duration::from_nanos(metrics.filing_nanos.get());
+    let output_time = metrics.filing.sum();
     let summaries = fed
         .into_iter()
         .map(|(feed, path, codec, mut summary)| {

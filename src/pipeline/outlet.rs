@@ -103,9 +103,6 @@ pub(super) fn filing_worker<O: Outlet>(
             feed.record_error(format!("filing failed: {e}"));
         }
         metrics.filing.observe(started.elapsed());
-        metrics
-            .filing_nanos
-            .add(started.elapsed().as_nanos() as u64);
         metrics.latency.observe(sample.received.elapsed());
         metrics.frames_analysed.inc();
         metrics.detections.add(detections.len() as u64);
