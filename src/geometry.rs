@@ -20,23 +20,53 @@ pub enum GeometryError {
     OutOfRange { index: usize, x: f64, y: f64 },
     #[error("polygon has zero area (its vertices are collinear or repeated)")]
     ZeroArea,
+    #[error("a polygon may have at most {MAX_VERTICES} vertices, got {0}")]
+    TooManyVertices(usize),
+    #[error("vertex {index} ({x}, {y}) repeats vertex {first}")]
+    RepeatedVertex {
+        index: usize,
+        first: usize,
+        x: f64,
+        y: f64,
+    },
+    /// Two edges of the outline meet, each named by the vertices it joins (from 1; the last
+    /// edge joins the last vertex to vertex 1).
+    #[error(
+        "the outline crosses itself: edge {from_a}–{to_a} meets edge {from_b}–{to_b} \
+         (draw the vertices in order around the zone)"
+    )]
+    SelfIntersecting {
+        from_a: usize,
+        to_a: usize,
+        from_b: usize,
+        to_b: usize,
+    },
 }
+
+/// The most vertices a zone may have: far more than anyone draws, and it bounds the
+/// quadratic self-intersection check.
+pub const MAX_VERTICES: usize = 1000;
 
 /// A closed polygon (the last vertex joins the first), possibly concave.
 ///
-/// Self-intersecting polygons are accepted; containment then follows the even-odd rule, and
-/// [`Polygon::area`] is the net of the loops' signed areas, which is rarely what was meant.
+/// Simple: the outline never crosses or touches itself (a figure of eight, or vertices drawn
+/// out of order, would make containment and [`Polygon::area`] mean something other than
+/// what was drawn).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Polygon {
     vertices: Vec<[f64; 2]>,
 }
 
 impl Polygon {
-    /// Validates a zone as an operator drew it: at least 3 vertices, all within the picture,
-    /// enclosing some area.
+    /// Validates a zone as an operator drew it: 3 to [`MAX_VERTICES`] vertices, all within
+    /// the picture, enclosing some area, with an outline that neither crosses nor touches
+    /// itself.
     pub fn new(vertices: Vec<[f64; 2]>) -> Result<Polygon, GeometryError> {
         if vertices.len() < 3 {
             return Err(GeometryError::TooFewVertices(vertices.len()));
+        }
+        if vertices.len() > MAX_VERTICES {
+            return Err(GeometryError::TooManyVertices(vertices.len()));
         }
         for (i, &[x, y]) in vertices.iter().enumerate() {
             let index = i + 1;
@@ -51,7 +81,58 @@ impl Polygon {
         if polygon.area() <= ON_EDGE_EPSILON * ON_EDGE_EPSILON {
             return Err(GeometryError::ZeroArea);
         }
+        polygon.check_simple()?;
         Ok(polygon)
+    }
+
+    /// Refuses repeated vertices and outlines that cross or touch themselves: non-adjacent
+    /// edges must not meet at all, and adjacent edges only at their shared vertex (an edge
+    /// doubling back along the previous one is a spike of no width).
+    fn check_simple(&self) -> Result<(), GeometryError> {
+        let v = &self.vertices;
+        let n = v.len();
+        for i in 0..n {
+            for j in 0..i {
+                if close(v[i], v[j]) {
+                    let [x, y] = v[i];
+                    return Err(GeometryError::RepeatedVertex {
+                        index: i + 1,
+                        first: j + 1,
+                        x,
+                        y,
+                    });
+                }
+            }
+        }
+        let crossing = |i: usize, j: usize| GeometryError::SelfIntersecting {
+            from_a: i + 1,
+            to_a: (i + 1) % n + 1,
+            from_b: j + 1,
+            to_b: (j + 1) % n + 1,
+        };
+        let edge = |i: usize| (v[i], v[(i + 1) % n]);
+        for i in 0..n {
+            let (a, b) = edge(i);
+            for j in i + 1..n {
+                let (c, d) = edge(j);
+                let adjacent = j == i + 1 || (i == 0 && j == n - 1);
+                let meet = if adjacent {
+                    // Shared vertex: b == c (j after i) or a == d (edge n-1 before edge 0).
+                    // They overlap beyond it only if one's far end lies on the other.
+                    if j == i + 1 {
+                        on_segment(a, c, d) || on_segment(d, a, b)
+                    } else {
+                        on_segment(b, c, d) || on_segment(c, a, b)
+                    }
+                } else {
+                    segments_meet(a, b, c, d)
+                };
+                if meet {
+                    return Err(crossing(i, j));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn vertices(&self) -> &[[f64; 2]] {
@@ -90,6 +171,31 @@ impl Polygon {
         let next = self.vertices.iter().cycle().skip(1);
         self.vertices.iter().copied().zip(next.copied())
     }
+}
+
+/// Whether two points are the same within [`ON_EDGE_EPSILON`].
+fn close(a: [f64; 2], b: [f64; 2]) -> bool {
+    let (dx, dy) = (a[0] - b[0], a[1] - b[1]);
+    dx * dx + dy * dy <= ON_EDGE_EPSILON * ON_EDGE_EPSILON
+}
+
+/// Twice the signed area of the triangle `a`, `b`, `c`: positive when `c` lies to the left
+/// of `a`→`b`.
+fn orientation(a: [f64; 2], b: [f64; 2], c: [f64; 2]) -> f64 {
+    (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+}
+
+/// Whether the closed segments `a`–`b` and `c`–`d` cross or touch.
+fn segments_meet(a: [f64; 2], b: [f64; 2], c: [f64; 2], d: [f64; 2]) -> bool {
+    let (d1, d2) = (orientation(a, b, c), orientation(a, b, d));
+    let (d3, d4) = (orientation(c, d, a), orientation(c, d, b));
+    let proper = ((d1 > 0.0 && d2 < 0.0) || (d1 < 0.0 && d2 > 0.0))
+        && ((d3 > 0.0 && d4 < 0.0) || (d3 < 0.0 && d4 > 0.0));
+    proper
+        || on_segment(c, a, b)
+        || on_segment(d, a, b)
+        || on_segment(a, c, d)
+        || on_segment(b, c, d)
 }
 
 /// Whether `p` is within [`ON_EDGE_EPSILON`] of the segment `a`–`b`.
@@ -195,6 +301,67 @@ mod tests {
     }
 
     #[test]
+    fn outlines_that_cross_or_touch_themselves_are_rejected() {
+        let err = |coordinates: &[f64]| Polygon::new(pairs(coordinates)).unwrap_err();
+        // A bow tie: vertices drawn out of order, the edges 1–2 and 3–4 cross.
+        let bow_tie = err(&[0.1, 0.1, 0.9, 0.9, 0.9, 0.1, 0.1, 0.9]);
+        assert_eq!(
+            bow_tie.to_string(),
+            "the outline crosses itself: edge 1–2 meets edge 3–4 \
+             (draw the vertices in order around the zone)"
+        );
+        // The same four corners in order are fine.
+        polygon(&[0.1, 0.1, 0.9, 0.1, 0.9, 0.9, 0.1, 0.9]);
+        // The closing edge (5–1) crosses edge 2–3.
+        assert_eq!(
+            err(&[0.1, 0.1, 0.5, 0.1, 0.5, 0.9, 0.9, 0.9, 0.9, 0.5]),
+            GeometryError::SelfIntersecting {
+                from_a: 2,
+                to_a: 3,
+                from_b: 5,
+                to_b: 1
+            }
+        );
+        // A vertex resting on a non-adjacent edge: the outline touches itself.
+        let touching = err(&[0.1, 0.1, 0.9, 0.1, 0.9, 0.9, 0.5, 0.1, 0.1, 0.9]);
+        assert!(
+            matches!(touching, GeometryError::SelfIntersecting { .. }),
+            "{touching}"
+        );
+        // A spike: edge 3–4 doubles back along edge 2–3.
+        let spike = err(&[0.1, 0.1, 0.9, 0.1, 0.9, 0.9, 0.9, 0.5, 0.1, 0.9]);
+        assert!(
+            matches!(
+                spike,
+                GeometryError::SelfIntersecting {
+                    from_a: 2,
+                    from_b: 3,
+                    ..
+                }
+            ),
+            "{spike}"
+        );
+        // A vertex drawn twice (a double click).
+        assert_eq!(
+            err(&[0.1, 0.1, 0.9, 0.1, 0.9, 0.1, 0.1, 0.9]).to_string(),
+            "vertex 3 (0.9, 0.1) repeats vertex 2"
+        );
+        // A redundant vertex on a straight edge is not a crossing.
+        polygon(&[0.1, 0.1, 0.5, 0.1, 0.9, 0.1, 0.9, 0.9, 0.1, 0.9]);
+        let too_many: Vec<[f64; 2]> = (0..=MAX_VERTICES)
+            .map(|i| {
+                let a = i as f64 / (MAX_VERTICES + 1) as f64 * std::f64::consts::TAU;
+                [0.5 + 0.4 * a.cos(), 0.5 + 0.4 * a.sin()]
+            })
+            .collect();
+        assert_eq!(
+            Polygon::new(too_many.clone()).unwrap_err(),
+            GeometryError::TooManyVertices(MAX_VERTICES + 1)
+        );
+        Polygon::new(too_many[..MAX_VERTICES].to_vec()).unwrap();
+    }
+
+    #[test]
     fn anchor_is_the_bottom_centre_and_area_is_a_fraction_of_the_frame() {
         let bbox = [100.0, 50.0, 300.0, 250.0];
         assert_eq!(anchor_point(bbox, 400, 500), [0.5, 0.5]);
@@ -247,6 +414,28 @@ mod tests {
             let reversed = Polygon::new(reversed).unwrap();
             prop_assert_eq!(shape.contains([px, py]), reversed.contains([px, py]));
             prop_assert!((shape.area() - reversed.area()).abs() < 1e-12);
+        }
+
+        #[test]
+        fn convex_polygons_are_simple_and_two_vertices_swapped_cross(
+            (cx, cy) in (0.3..0.7f64, 0.3..0.7f64), radius in 0.02..0.29f64,
+            mut angles in prop::collection::vec(0.0..std::f64::consts::TAU, 4..12),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            angles.sort_by(f64::total_cmp);
+            let gaps = angles.windows(2).map(|w| w[1] - w[0]);
+            let wrap = std::f64::consts::TAU - (angles[angles.len() - 1] - angles[0]);
+            prop_assume!(gaps.chain([wrap]).all(|gap| gap > 0.05));
+            let vertices: Vec<[f64; 2]> =
+                angles.iter().map(|a| [cx + radius * a.cos(), cy + radius * a.sin()]).collect();
+            prop_assert!(Polygon::new(vertices.clone()).is_ok());
+            // Swapping neighbours makes the two diagonals of a convex quadrilateral edges.
+            let i = pick.index(vertices.len());
+            let mut swapped = vertices;
+            let n = swapped.len();
+            swapped.swap(i, (i + 1) % n);
+            let err = Polygon::new(swapped).unwrap_err();
+            prop_assert!(matches!(err, GeometryError::SelfIntersecting { .. }), "{}", err);
         }
 
         #[test]
