@@ -9,7 +9,7 @@ pub use schedule::{parse_utc_offset, Schedule, Window};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decode::Frame;
 use crate::detect::Detection;
@@ -20,21 +20,33 @@ use crate::track::{Appearance, Observation, Tracker, TrackerConfig};
 const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// An event's settings as written in TOML; every field optional so that a zone's rule can
-/// override only what it changes.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// override only what it changes. Serialised, it has the fields that are set.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub companions: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stationary: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub one_case_per_zone: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_dwell: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_confidence: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_box_area: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_window: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub active: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tolerated: Option<Vec<String>>,
 }
 
@@ -85,6 +97,18 @@ pub struct EventRule {
     pub schedule: Schedule,
 }
 
+/// One event of the catalogue as a zone editor offers it: its name, its case category and
+/// the settings a rule gets unless it overrides them. The category's display name is in the
+/// case category catalogue (`cases::Categories::get(&info.category)`), which a city
+/// replaces; the rules stage does not know it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventInfo {
+    pub event: String,
+    /// Category code, e.g. `0505`.
+    pub category: String,
+    pub defaults: RuleFields,
+}
+
 /// The known events: built-in defaults, optionally overridden.
 #[derive(Debug, Clone)]
 pub struct EventCatalogue {
@@ -105,6 +129,18 @@ impl EventCatalogue {
 
     pub fn names(&self) -> Vec<&str> {
         self.events.keys().map(String::as_str).collect()
+    }
+
+    /// Every event with its category code and default settings, sorted by name.
+    pub fn events(&self) -> Vec<EventInfo> {
+        self.events
+            .iter()
+            .map(|(event, defaults)| EventInfo {
+                event: event.clone(),
+                category: defaults.category.clone().unwrap_or_default(),
+                defaults: defaults.clone(),
+            })
+            .collect()
     }
 
     /// Resolves `event` with a zone's overrides; the error names the offending field.
@@ -227,6 +263,12 @@ impl RuleEngine {
         }
     }
 
+    /// Whether the camera has no zones (yet): nothing it sees can be a sighting, so its
+    /// samples need no detection for filing.
+    pub fn watches_nothing(&self) -> bool {
+        self.zones.iter().all(|z| z.rules.is_empty())
+    }
+
     /// Tracks the sample's detections and returns what satisfies each zone's rules.
     /// `ts` is the sample's wall-clock time in Unix seconds.
     /// `model` describes the frame's model input, where appearance is sampled.
@@ -328,6 +370,28 @@ mod tests {
             .resolve("street_vending", &RuleFields::default())
             .unwrap();
         assert_eq!(stall.companions, ["person"]);
+    }
+
+    #[test]
+    fn events_list_names_categories_and_defaults() {
+        let events = EventCatalogue::builtin().events();
+        let summary: Vec<(&str, &str)> = events
+            .iter()
+            .map(|e| (e.event.as_str(), e.category.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("exposed_litter", "0102"),
+                ("illegal_parking", "0505"),
+                ("street_vending", "0501")
+            ]
+        );
+        assert_eq!(events[1].defaults.min_dwell.as_deref(), Some("180s"));
+        // Serialised for an editor, only what is set, f32s as written.
+        let json = serde_json::to_string(&events[0]).unwrap();
+        assert!(json.contains(r#""min_confidence":0.3,"#), "{json}");
+        assert!(!json.contains("companions"), "{json}");
     }
 
     #[test]
