@@ -21,15 +21,26 @@
 //! rules = [{ event = "illegal_parking", min_dwell = "180s" }]
 //! ```
 //!
+//! A camera may have no zones: it is watched and shown, and files nothing until zones are
+//! drawn.
+//!
 //! [`diff_cameras`] says what a new camera list changes; [`import_csv`] makes a camera file
-//! of a city's camera point list.
+//! of a city's camera point list; [`camera_zones`] and [`save_zones`] read and rewrite one
+//! camera's zones in its file for the operators' zone editor, validated by
+//! [`validate_zones`] as the loader validates them.
 
 mod diff;
+mod file;
 mod import;
+mod zones;
 
 pub use diff::{diff_cameras, CameraDiff, ChangedCamera};
 pub use import::{
     import_csv, list_bad_rows, BadCell, BadRow, ImportError, ImportOptions, Imported,
+};
+
+pub use zones::{
+    camera_zones, save_zones, validate_zones, CameraZones, RuleSpec, ZoneEditError, ZoneSpec,
 };
 
 #[cfg(test)]
@@ -43,8 +54,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::geometry::Polygon;
-use crate::rules::{parse_utc_offset, EventCatalogue, RuleFields, ZoneRules};
+use crate::rules::{parse_utc_offset, EventCatalogue, ZoneRules};
 use crate::track::TrackerConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -127,26 +137,9 @@ struct RawCamera {
     tracker: Option<TrackerFields>,
     #[serde(default)]
     priority: bool,
+    /// None: the camera is connected and shown, but files nothing until zones are drawn.
     #[serde(default)]
-    zone: Vec<RawZone>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawZone {
-    id: String,
-    name: Option<String>,
-    polygon: Vec<[f64; 2]>,
-    #[serde(default)]
-    rules: Vec<RawRule>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    event: String,
-    #[serde(flatten)]
-    fields: RuleFields,
+    zone: Vec<ZoneSpec>,
 }
 
 /// Where a camera is; every case it files carries this.
@@ -213,20 +206,10 @@ impl Camera {
 
 /// Loads a camera file, or every `*.toml` in a directory (sorted by name).
 pub fn load_cameras(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, ConfigError> {
-    let files = if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| ConfigError::Read {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
-        files
-    } else {
-        vec![path.to_path_buf()]
-    };
+    let files = file::camera_files(path).map_err(|e| ConfigError::Read {
+        path: e.path,
+        reason: e.reason,
+    })?;
     let mut cameras: Vec<Camera> = Vec::new();
     let mut ids = HashSet::new();
     for file in files {
@@ -249,8 +232,14 @@ fn load_file(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, Config
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
+    load_text(path, &text, events)
+}
+
+/// The cameras of a camera file's text; `path` names the file in errors and becomes each
+/// camera's source.
+fn load_text(path: &Path, text: &str, events: &EventCatalogue) -> Result<Vec<Camera>, ConfigError> {
     // toml's message carries the line and column.
-    let file: CameraFile = toml::from_str(&text).map_err(|e| ConfigError::Read {
+    let file: CameraFile = toml::from_str(text).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
@@ -286,32 +275,8 @@ fn load_file(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, Config
                 ));
             }
         }
-        let mut zones = Vec::new();
-        for (zi, zone) in raw.zone.into_iter().enumerate() {
-            let zat = format!("{at}.zone[{zi}] `{}`", zone.id);
-            if zones.iter().any(|z: &ZoneRules| z.id == zone.id) {
-                return Err(invalid(zat, "zone id is used twice in this camera".into()));
-            }
-            let polygon = Polygon::new(zone.polygon)
-                .map_err(|e| invalid(format!("{zat}.polygon"), e.to_string()))?;
-            let mut rules = Vec::new();
-            for (ri, rule) in zone.rules.iter().enumerate() {
-                rules.push(
-                    events
-                        .resolve(&rule.event, &rule.fields)
-                        .map_err(|e| invalid(format!("{zat}.rules[{ri}]"), e))?,
-                );
-            }
-            if rules.is_empty() {
-                return Err(invalid(zat, "a zone needs at least one rule".into()));
-            }
-            zones.push(ZoneRules {
-                name: zone.name.unwrap_or_else(|| zone.id.clone()),
-                id: zone.id,
-                polygon,
-                rules,
-            });
-        }
+        let zones = zones::check_zones(&raw.zone, events)
+            .map_err(|(field, reason)| invalid(format!("{at}.{field}"), reason))?;
         cameras.push(Camera {
             info: CameraInfo {
                 name: raw.name.unwrap_or_else(|| raw.id.clone()),
@@ -381,6 +346,39 @@ rules = [{ event = "illegal_parking", min_dwell = "30s", active = ["07:00-20:00"
         // Group defaults and the camera's own settings both apply.
         assert_eq!(cam.tracker.max_missed, 5);
         assert_eq!(cam.tracker.min_appearance, 0.6);
+    }
+
+    #[test]
+    fn a_camera_without_zones_loads_and_watches_nothing() {
+        let cams = load("[[camera]]\nid = \"cam-1\"\nmain_stream = \"rtsp://h/1\"\n").unwrap();
+        assert!(cams[0].zones.is_empty());
+        // Nothing to watch: the rules stage never sees a sighting for it.
+        let engine = crate::rules::RuleEngine::new(
+            cams[0].zones.clone(),
+            cams[0].tracker.clone(),
+            cams[0].utc_offset,
+        );
+        assert!(engine.watches_nothing());
+    }
+
+    #[test]
+    fn zone_ids_must_be_given_and_used_once() {
+        let empty = GOOD.replace("id = \"east\"", "id = \"\"");
+        assert!(load(&empty)
+            .unwrap_err()
+            .ends_with("cams.toml: camera[0] `cam-1`.zone[0].id: must not be empty"));
+        let twice = format!(
+            "{GOOD}\n[[camera.zone]]\nid = \"east\"\npolygon = [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5]]\n\
+             rules = [{{ event = \"exposed_litter\" }}]\n"
+        );
+        let err = load(&twice).unwrap_err();
+        assert!(
+            err.ends_with(
+                "camera[0] `cam-1`.zone[1] `east`: zone id is used twice in this camera \
+                 (zone[0] has it too)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
