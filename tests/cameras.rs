@@ -119,10 +119,20 @@ fn a_quarterly_rotation_of_7000_cameras_imports_and_diffs_in_seconds() {
     assert_eq!(diff["changed"][40]["fields"][0], "name");
     assert_eq!(diff["changed"][82]["fields"][0], "priority");
 
+    // The next quarter merged into the file in use changes the same cameras.
+    std::fs::copy(path("q1.toml"), path("merged.toml")).unwrap();
+    let merge_took = import(&path("q2.csv"), &path("merged.toml"));
+    let merged = diff_json(&path("q1.toml"), &path("merged.toml"));
+    assert_eq!(merged, diff);
+
     // A whole-list import and a diff of two such lists take well under a couple of seconds
     // in release builds; the bound only catches something gone quadratic.
-    eprintln!("import of 7000 rows: {import_took:?}, diff of 7000 cameras: {diff_took:?}");
+    eprintln!(
+        "import of 7000 rows: {import_took:?}, merged into 7000 cameras: {merge_took:?}, \
+         diff of 7000 cameras: {diff_took:?}"
+    );
     assert!(import_took < Duration::from_secs(10), "{import_took:?}");
+    assert!(merge_took < Duration::from_secs(10), "{merge_took:?}");
     assert!(diff_took < Duration::from_secs(10), "{diff_took:?}");
 }
 
@@ -217,7 +227,7 @@ fn import_writes_stdout_and_refuses_bad_lists_naming_file_row_and_column() {
         "import",
         &path_arg(&csv),
         "--skip-invalid",
-        "--rules",
+        "--default-zone",
         "illegal_parking,street_vending",
     ]);
     let toml = ok(out.clone());
@@ -240,7 +250,7 @@ fn import_writes_stdout_and_refuses_bad_lists_naming_file_row_and_column() {
         "cameras",
         "import",
         &path_arg(&csv),
-        "--rules",
+        "--rules", // the old name of --default-zone
         "jaywalking",
     ]));
     assert!(err.contains("unknown event `jaywalking`"), "{err}");
@@ -263,14 +273,29 @@ fn import_writes_stdout_and_refuses_bad_lists_naming_file_row_and_column() {
 }
 
 #[test]
-fn an_imported_file_replaces_the_old_one_whole() {
+fn replace_writes_the_imported_file_afresh() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("points.csv");
     let toml = dir.path().join("cameras.toml");
     PointList::new(0, 3).write(&csv);
     import(&csv, &toml);
+    std::fs::write(
+        &toml,
+        std::fs::read_to_string(&toml).unwrap() + "# a note that --replace drops\n",
+    )
+    .unwrap();
     PointList::new(1, 3).write(&csv);
-    import(&csv, &toml);
+    let out = cgbot(&[
+        "cameras",
+        "import",
+        &path_arg(&csv),
+        "-o",
+        &path_arg(&toml),
+        "--replace",
+    ]);
+    let err = stderr(&out);
+    ok(out);
+    assert!(err.contains("3 cameras written to"), "{err}");
     // Written through a temporary file, which is gone.
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -279,6 +304,175 @@ fn an_imported_file_replaces_the_old_one_whole() {
     assert_eq!(names.len(), 2, "{names:?}");
     let text = std::fs::read_to_string(&toml).unwrap();
     assert!(text.contains("33010200001320000003") && !text.contains("33010200001320000000\""));
+    assert!(!text.contains("a note"));
     // It loads as a camera file.
     assert_eq!(diff_json(&toml, &toml)["unchanged"], 3);
+}
+
+/// Inserts `zone` (TOML text of `[[camera.zone]]` tables) after camera `id`'s table.
+fn add_zone_by_hand(text: &str, id: &str, zone: &str) -> String {
+    let start = text.find(&format!("id = \"{id}\"")).unwrap();
+    let end = text[start..]
+        .find("\n[[camera]]")
+        .map_or(text.len(), |i| start + i + 1);
+    format!("{}{zone}\n{}", &text[..end], &text[end..])
+}
+
+#[test]
+fn a_quarterly_reimport_keeps_hand_drawn_zones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| -> PathBuf { dir.path().join(name) };
+    let id = |i: usize| format!("3301020000132{i:07}");
+
+    // Quarter A: cameras 0..4, imported with no zones; an operator draws a zone on
+    // camera 1 and notes something above camera 2.
+    PointList::new(0, 4).write(&path("a.csv"));
+    let out = cgbot(&[
+        "cameras",
+        "import",
+        &path_arg(&path("a.csv")),
+        "-o",
+        &path_arg(&path("cams.toml")),
+    ]);
+    let err = stderr(&out);
+    ok(out);
+    assert!(
+        err.contains("4 cameras written to") && err.contains("with no zones yet"),
+        "{err}"
+    );
+    let zone = "# The bus stop, drawn 2026-01-05.\n[[camera.zone]]\nid = \"bus-stop\"\n\
+                polygon = [[0.0, 0.6], [0.5, 0.6], [0.5, 1.0], [0.0, 1.0]]\n\
+                rules = [{ event = \"illegal_parking\", min_dwell = \"60s\" }]\n";
+    let text = std::fs::read_to_string(path("cams.toml")).unwrap();
+    let text = add_zone_by_hand(&text, &id(1), zone).replace(
+        &format!("[[camera]]\nid = \"{}\"", id(2)),
+        &format!(
+            "# Pole replaced 2026-02.\n[[camera]]\nid = \"{}\"\ntracker = {{ max_missed = 5 }}",
+            id(2)
+        ),
+    );
+    std::fs::write(path("cams.toml"), &text).unwrap();
+    std::fs::copy(path("cams.toml"), path("before.toml")).unwrap();
+
+    // Quarter B: camera 0 gone, camera 4 new, camera 1 renamed, camera 2 on a new stream.
+    let mut next = PointList::new(1, 4);
+    next.rows[0][1] = "人民路1号 (迁移)".into();
+    next.rows[1][2] = next.rows[1][2].replace("/main", "/ch1/main");
+    next.write(&path("b.csv"));
+    let out = cgbot(&[
+        "cameras",
+        "import",
+        &path_arg(&path("b.csv")),
+        "-o",
+        &path_arg(&path("cams.toml")),
+    ]);
+    let err = stderr(&out);
+    ok(out);
+    assert!(
+        err.contains("kept zones of 3 cameras, added 1, removed 1"),
+        "{err}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+
+    let after = std::fs::read_to_string(path("cams.toml")).unwrap();
+    assert!(after.contains(zone), "{after}");
+    assert!(
+        after.contains("# Pole replaced 2026-02.\n[[camera]]"),
+        "{after}"
+    );
+    assert!(after.contains("tracker = { max_missed = 5 }"), "{after}");
+    // Camera 3 was not touched at all: its table is as it was.
+    let table = |text: &str, i: usize| -> String {
+        let start = text.find(&format!("id = \"{}\"", id(i))).unwrap();
+        let end = text[start..]
+            .find("[[camera]]")
+            .map_or(text.len(), |e| start + e);
+        text[start..end].trim_end().to_string()
+    };
+    assert_eq!(table(&after, 3), table(&text, 3));
+
+    let diff = diff_json(&path("before.toml"), &path("cams.toml"));
+    assert_eq!(
+        diff,
+        serde_json::json!({
+            "added": [id(4)],
+            "removed": [id(0)],
+            "changed": [
+                {"id": id(1), "fields": ["name"]},
+                {"id": id(2), "fields": ["main_stream"]},
+            ],
+            "unchanged": 1,
+        })
+    );
+    // The new camera has no zones; the refined one kept its own.
+    let printed = ok(cgbot(&[
+        "cameras",
+        "diff",
+        &path_arg(&path("before.toml")),
+        &path_arg(&path("cams.toml")),
+    ]));
+    assert!(!printed.contains("zone"), "{printed}");
+}
+
+#[test]
+fn an_imported_camera_has_no_zones_and_files_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("points.csv");
+    let toml = dir.path().join("cams.toml");
+    let db = dir.path().join("cases.db");
+    // The street clip's camera, as a point list names it: the bus and the van stand in the
+    // picture for the whole clip.
+    std::fs::write(
+        &csv,
+        "设备编码,点位名称,RTSP地址\ndemo-street-01,演示路口,rtsp://127.0.0.1:8554/cam/0\n",
+    )
+    .unwrap();
+    import(&csv, &toml);
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(!text.contains("\n[[camera.zone]]"), "{text}");
+    let out = cgbot(&[
+        "replay",
+        &path_arg(&sample("street-static-h264.mp4")),
+        "--every",
+        "2s",
+        "--camera",
+        &path_arg(&toml),
+        "--db",
+        &path_arg(&db),
+        "--start",
+        "2026-11-24T00:00:00Z",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cases: Value = serde_json::from_str(&ok(cgbot(&[
+        "cases",
+        "list",
+        "--json",
+        "--db",
+        &path_arg(&db),
+    ])))
+    .unwrap();
+    assert_eq!(cases, serde_json::json!([]));
+
+    // The old behaviour on request: one whole-picture zone per camera.
+    let out = cgbot(&[
+        "cameras",
+        "import",
+        &path_arg(&csv),
+        "--default-zone",
+        "illegal_parking",
+    ]);
+    let err = stderr(&out);
+    let text = ok(out);
+    assert!(
+        err.contains("each watching illegal_parking in its whole frame"),
+        "{err}"
+    );
+    assert!(
+        text.contains(
+            "[[camera.zone]]\nid = \"whole-frame\"\n\
+             polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]\n\
+             rules = [{ event = \"illegal_parking\" }]\n"
+        ),
+        "{text}"
+    );
 }

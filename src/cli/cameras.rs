@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use clap::Subcommand;
 
 use cgbot::config::{self, Camera, CameraDiff, ImportError, ImportOptions};
@@ -23,17 +23,23 @@ pub enum CamerasCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make a camera file of a city's camera point list (CSV, UTF-8), one whole-frame zone
-    /// per camera.
+    /// Make a camera file of a city's camera point list (CSV, UTF-8), or merge the list
+    /// into the camera file in use. New cameras have no zones until zones are drawn.
     Import {
         /// The point list: CSV in UTF-8 (with or without a BOM), headed in Chinese or English.
         csv: PathBuf,
-        /// Where to write the camera file (default: stdout).
+        /// Where to write the camera file (default: stdout). An existing file is merged
+        /// into: cameras that stay keep their zones and settings, those no longer listed
+        /// are removed, new ones added.
         #[arg(short, long, value_name = "OUT.toml")]
         output: Option<PathBuf>,
-        /// Events each camera's zone watches (default: every built-in event).
-        #[arg(long, value_delimiter = ',', value_name = "EVENT,...")]
-        rules: Option<Vec<String>>,
+        /// Write OUT.toml afresh from the list, dropping the zones and settings in it.
+        #[arg(long, requires = "output")]
+        replace: bool,
+        /// Give each new camera a zone covering its whole picture, watching these events
+        /// (`all`: every event). Without it new cameras file nothing until zones are drawn.
+        #[arg(long, alias = "rules", value_delimiter = ',', value_name = "EVENT,...")]
+        default_zone: Option<Vec<String>>,
         /// Write the good rows and list the bad ones, instead of failing.
         #[arg(long)]
         skip_invalid: bool,
@@ -47,13 +53,15 @@ impl CamerasCommand {
             CamerasCommand::Import {
                 csv,
                 output,
-                rules,
+                replace,
+                default_zone,
                 skip_invalid,
             } => import(
                 csv,
                 output.as_deref(),
+                *replace,
                 &ImportOptions {
-                    rules: rules.clone(),
+                    default_zone: default_zone.clone(),
                     skip_invalid: *skip_invalid,
                 },
             ),
@@ -141,7 +149,7 @@ fn by_id(cameras: &[Camera]) -> HashMap<&str, &Camera> {
     cameras.iter().map(|c| (c.info.id.as_str(), c)).collect()
 }
 
-fn import(csv: &Path, output: Option<&Path>, options: &ImportOptions) -> Result<()> {
+fn import(csv: &Path, output: Option<&Path>, replace: bool, options: &ImportOptions) -> Result<()> {
     let imported =
         config::import_csv(csv, &EventCatalogue::builtin(), options).map_err(|e| match e {
             ImportError::BadRows { .. } => {
@@ -156,32 +164,52 @@ fn import(csv: &Path, output: Option<&Path>, options: &ImportOptions) -> Result<
             imported.ignored_columns.join(", ")
         );
     }
-    match output {
-        Some(path) => write_replacing(path, &imported.toml)?,
-        None => std::io::stdout().write_all(imported.toml.as_bytes())?,
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let new_cameras = if imported.rules.is_empty() {
+        "with no zones yet (nothing is filed until zones are drawn)".to_string()
+    } else {
+        format!(
+            "each watching {} in its whole frame",
+            imported.rules.join(", ")
+        )
+    };
+    let merged = match output {
+        Some(path) => config::write_import(path, &imported, replace)?,
+        None => {
+            std::io::stdout().write_all(imported.toml.as_bytes())?;
+            None
+        }
+    };
+    let was_merged = merged.is_some();
+    match merged {
+        Some(merged) => eprintln!(
+            "{} → {}: kept zones of {} camera{}, added {}, removed {}; new cameras {}",
+            csv.display(),
+            output.expect("merged into a file").display(),
+            merged.kept,
+            plural(merged.kept),
+            merged.added.len(),
+            merged.removed.len(),
+            new_cameras,
+        ),
+        None => eprintln!(
+            "{}: {} camera{} written to {}, {}",
+            csv.display(),
+            imported.cameras,
+            plural(imported.cameras),
+            output.map_or("stdout".into(), |p| p.display().to_string()),
+            new_cameras,
+        ),
     }
-    eprintln!(
-        "{}: {} camera{} written to {}, each watching {} in its whole frame",
-        csv.display(),
-        imported.cameras,
-        if imported.cameras == 1 { "" } else { "s" },
-        output.map_or("stdout".into(), |p| p.display().to_string()),
-        imported.rules.join(", "),
-    );
     if !imported.skipped.is_empty() {
         eprintln!("skipped {}", config::list_bad_rows(&imported.skipped));
     }
+    if let Some(path) = output.filter(|_| was_merged) {
+        // A kept camera's hand-drawn zone that the loader refuses (drawn before outlines that
+        // cross themselves were refused, say) is kept as it was: tell, don't hide it.
+        if let Err(e) = config::load_cameras(path, &EventCatalogue::builtin()) {
+            eprintln!("warning: the merged camera file does not load: {e}");
+        }
+    }
     Ok(())
-}
-
-/// Writes `path` through a temporary file beside it, so that a daemon watching the camera
-/// directory never reads half a file (it reads only `*.toml`).
-fn write_replacing(path: &Path, text: &str) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file name", path.display()))?;
-    let temporary = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    std::fs::write(&temporary, text)
-        .and_then(|()| std::fs::rename(&temporary, path))
-        .with_context(|| format!("{}: cannot write", path.display()))
 }

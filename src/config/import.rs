@@ -7,20 +7,31 @@
 //! finds its columns by any of their usual headers, and names every bad cell by its
 //! spreadsheet row and column, so that the operator can fix the spreadsheet itself.
 //!
-//! Each camera gets one zone covering the whole picture, watching the chosen events; the
-//! operator draws real zones later.
+//! Cameras start with no zones: connected and shown to operators, they file nothing until
+//! zones are drawn on their picture (a whole-picture zone watching every event filed the
+//! bus and van passing each unrefined camera). `--default-zone` still gives each new camera
+//! a whole-picture zone watching chosen events.
+//!
+//! A new quarter's list is merged into the camera file in use ([`merge_import`]): cameras
+//! that stay keep their zones, settings, comments and hand edits, and take from the list
+//! only what it carries (name, streams, location, priority); cameras no longer listed are
+//! dropped and new ones added.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use toml_edit::{ArrayOfTables, DocumentMut, InlineTable, Item, Table, TableLike, Value};
+
+use super::file::{self, FileError};
+use super::zones::{zone_table, RuleSpec, ZoneSpec};
 use crate::redact::redact_url;
 use crate::rules::{EventCatalogue, RuleFields};
 
 /// Bad rows an error or a skip report lists before summing up the rest.
 const LISTED_ROWS: usize = 50;
 
-/// The zone every imported camera gets.
+/// The zone `--default-zone` gives every new camera.
 const WHOLE_FRAME_ZONE: &str = "whole-frame";
 
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +42,17 @@ pub enum ImportError {
     #[error("{path}: {}", list_bad_rows(.rows))]
     BadRows { path: PathBuf, rows: Vec<BadRow> },
     /// The events asked for: none, or one not in the catalogue.
-    #[error("rules: {0}")]
+    #[error("default zone: {0}")]
     Rules(String),
+}
+
+impl From<FileError> for ImportError {
+    fn from(e: FileError) -> Self {
+        ImportError::File {
+            path: e.path,
+            reason: e.reason,
+        }
+    }
 }
 
 /// A row of the point list that cannot become a camera.
@@ -99,8 +119,9 @@ fn column_letters(mut column: usize) -> String {
 
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
-    /// Events the whole-frame zone watches; `None`: every event of the catalogue.
-    pub rules: Option<Vec<String>>,
+    /// Give each new camera a whole-picture zone watching these events (`all`: every
+    /// event of the catalogue); `None`: new cameras start with no zones.
+    pub default_zone: Option<Vec<String>>,
     /// Leave bad rows out (see [`Imported::skipped`]) instead of failing.
     pub skip_invalid: bool,
 }
@@ -108,16 +129,47 @@ pub struct ImportOptions {
 /// A camera file made from a point list.
 #[derive(Debug, Clone)]
 pub struct Imported {
-    /// The camera file, as [`load_cameras`](super::load_cameras) reads it.
+    /// A new camera file of the list, as [`load_cameras`](super::load_cameras) reads it.
     pub toml: String,
     pub cameras: usize,
-    /// The events each camera's zone watches.
+    /// The events the whole-picture zone of each new camera watches; empty: new cameras
+    /// have no zones.
     pub rules: Vec<String>,
     /// Rows left out under [`ImportOptions::skip_invalid`].
     pub skipped: Vec<BadRow>,
     /// Columns not used, as headed in the file, with the reason when another column
     /// gives the same field.
     pub ignored_columns: Vec<String>,
+    points: Vec<Point>,
+    /// The fields the list has a column for, in [`Field::ALL`] order: a field it has no
+    /// column for is left as the camera file has it when merging.
+    given: [bool; Field::ALL.len()],
+}
+
+/// What merging a point list into a camera file did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    /// The camera file after the merge.
+    pub toml: String,
+    /// Cameras in both: their zones and settings stay, the list's fields are updated.
+    pub kept: usize,
+    /// Ids of the cameras only in the list, in list order.
+    pub added: Vec<String>,
+    /// Ids of the cameras only in the file, in file order.
+    pub removed: Vec<String>,
+}
+
+/// One camera of the point list.
+#[derive(Debug, Clone)]
+struct Point {
+    id: String,
+    name: Option<String>,
+    main_stream: String,
+    sub_stream: Option<String>,
+    coordinates: Option<(f64, f64)>,
+    address: Option<String>,
+    grid: Option<String>,
+    priority: bool,
 }
 
 /// The fields a point list may give, in camera-file order.
@@ -288,7 +340,7 @@ fn import_bytes(
     events: &EventCatalogue,
     options: &ImportOptions,
 ) -> Result<Imported, ImportError> {
-    let rules = chosen_rules(events, options.rules.as_deref())?;
+    let rules = chosen_rules(events, options.default_zone.as_deref())?;
     let file_error = |reason: String| ImportError::File {
         path: path.to_path_buf(),
         reason,
@@ -352,23 +404,33 @@ fn import_bytes(
     if good.is_empty() {
         return Err(file_error("no camera rows below the header".into()));
     }
+    let points: Vec<Point> = good.iter().map(Row::to_point).collect();
+    let given = Field::ALL.map(|field| columns.column(field).is_some());
     Ok(Imported {
-        toml: camera_file(path, &good, &rules),
+        toml: camera_file(path, &points, &rules),
         cameras: good.len(),
         rules,
         skipped: bad,
         ignored_columns,
+        points,
+        given,
     })
 }
 
-/// The events to watch, checked against the catalogue, each once.
+/// The events of the default zone, checked against the catalogue, each once; none without
+/// a default zone.
 fn chosen_rules(
     events: &EventCatalogue,
     chosen: Option<&[String]>,
 ) -> Result<Vec<String>, ImportError> {
     let Some(chosen) = chosen else {
-        return Ok(events.names().into_iter().map(String::from).collect());
+        return Ok(Vec::new());
     };
+    if let [all] = chosen {
+        if all.trim() == "all" {
+            return Ok(events.names().into_iter().map(String::from).collect());
+        }
+    }
     let mut rules: Vec<String> = Vec::new();
     for event in chosen.iter().map(|e| e.trim()) {
         events
@@ -594,59 +656,346 @@ fn coordinates(
     }
 }
 
-/// The camera file: the given rows, each with a whole-frame zone watching `rules`.
-fn camera_file(path: &Path, rows: &[Row], rules: &[String]) -> String {
-    let zone = format!(
-        "\n[[camera.zone]]\nid = \"{WHOLE_FRAME_ZONE}\"\n\
-         polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]\nrules = [{}]\n",
-        rules
-            .iter()
-            .map(|r| format!("{{ event = {} }}", quote(r)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut text = format!(
-        "# Cameras imported from {} by `cgbot cameras import`. Each watches its whole\n\
-         # picture (zone `{WHOLE_FRAME_ZONE}`): draw zones over the picture to refine.\n",
-        path.file_name()
-            .unwrap_or(path.as_os_str())
-            .to_string_lossy()
-    );
-    for row in rows {
-        text.push_str(&format!("\n[[camera]]\nid = {}\n", quote(row.id)));
-        let strings = [
-            ("name", row.name),
-            ("main_stream", Some(row.main_stream)),
-            ("sub_stream", row.sub_stream),
-        ];
-        for (key, value) in strings {
-            if let Some(value) = value {
-                text.push_str(&format!("{key} = {}\n", quote(value)));
-            }
+impl Row<'_> {
+    fn to_point(&self) -> Point {
+        Point {
+            id: self.id.to_string(),
+            name: self.name.map(String::from),
+            main_stream: self.main_stream.to_string(),
+            sub_stream: self.sub_stream.map(String::from),
+            coordinates: self.coordinates,
+            address: self.address.map(String::from),
+            grid: self.grid.map(String::from),
+            priority: self.priority,
         }
-        let mut location = Vec::new();
-        if let Some((lon, lat)) = row.coordinates {
-            location.push(format!("longitude = {lon:?}, latitude = {lat:?}"));
-        }
-        for (key, value) in [("address", row.address), ("grid", row.grid)] {
-            if let Some(value) = value {
-                location.push(format!("{key} = {}", quote(value)));
-            }
-        }
-        if !location.is_empty() {
-            text.push_str(&format!("location = {{ {} }}\n", location.join(", ")));
-        }
-        if row.priority {
-            text.push_str("priority = true\n");
-        }
-        text.push_str(&zone);
     }
-    text
 }
 
-/// A TOML string, quoted and escaped by the toml crate.
-fn quote(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
+/// A new camera file of the list: each camera with a whole-frame zone watching `rules`, or
+/// with no zones when there are none.
+fn camera_file(path: &Path, points: &[Point], rules: &[String]) -> String {
+    let source = path
+        .file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy();
+    let header = if rules.is_empty() {
+        format!(
+            "# Cameras imported from {source} by `cgbot cameras import`. They have no zones\n\
+             # yet: each is connected and shown, but files nothing until zones are drawn on its\n\
+             # picture (in the console, or as [[camera.zone]] tables).\n\n"
+        )
+    } else {
+        format!(
+            "# Cameras imported from {source} by `cgbot cameras import`. Each watches its whole\n\
+             # picture (zone `{WHOLE_FRAME_ZONE}`): draw zones over the picture to refine.\n\n"
+        )
+    };
+    let zone = default_zone(rules);
+    let mut cameras = ArrayOfTables::new();
+    for point in points {
+        cameras.push(new_camera(point, zone.as_ref()));
+    }
+    if let Some(first) = cameras.get_mut(0) {
+        first.decor_mut().set_prefix(header);
+    }
+    let mut doc = DocumentMut::new();
+    doc.insert("camera", Item::ArrayOfTables(cameras));
+    doc.to_string()
+}
+
+/// The whole-frame zone watching `rules`; none without rules.
+fn default_zone(rules: &[String]) -> Option<Table> {
+    if rules.is_empty() {
+        return None;
+    }
+    Some(zone_table(&ZoneSpec {
+        id: WHOLE_FRAME_ZONE.into(),
+        name: None,
+        polygon: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]],
+        rules: rules
+            .iter()
+            .map(|event| RuleSpec {
+                event: event.clone(),
+                fields: RuleFields::default(),
+            })
+            .collect(),
+    }))
+}
+
+/// A `[[camera]]` table of a point, with `zone` if given.
+fn new_camera(point: &Point, zone: Option<&Table>) -> Table {
+    let mut table = Table::new();
+    table.insert("id", toml_edit::value(point.id.as_str()));
+    if let Some(name) = &point.name {
+        table.insert("name", toml_edit::value(name.as_str()));
+    }
+    table.insert("main_stream", toml_edit::value(point.main_stream.as_str()));
+    if let Some(sub) = &point.sub_stream {
+        table.insert("sub_stream", toml_edit::value(sub.as_str()));
+    }
+    let mut location = InlineTable::new();
+    if let Some((lon, lat)) = point.coordinates {
+        location.insert("longitude", lon.into());
+        location.insert("latitude", lat.into());
+    }
+    for (key, value) in [("address", &point.address), ("grid", &point.grid)] {
+        if let Some(value) = value {
+            location.insert(key, value.as_str().into());
+        }
+    }
+    if !location.is_empty() {
+        location.fmt();
+        table.insert("location", toml_edit::value(location));
+    }
+    if point.priority {
+        table.insert("priority", toml_edit::value(true));
+    }
+    if let Some(zone) = zone {
+        let mut zones = ArrayOfTables::new();
+        zones.push(zone.clone());
+        table.insert("zone", Item::ArrayOfTables(zones));
+    }
+    table
+}
+
+/// Merges the point list into the text of the camera file `path` in use: cameras in both
+/// keep their table (zones, settings, comments) with the fields the list carries updated;
+/// cameras only in the file are removed; cameras only in the list are added at the end as
+/// [`Imported::toml`] would have them. Nothing outside the cameras' tables changes.
+pub fn merge_import(
+    path: &Path,
+    existing: &str,
+    imported: &Imported,
+) -> Result<Merged, ImportError> {
+    let refuse = |reason: String| ImportError::File {
+        path: path.to_path_buf(),
+        reason: format!("{reason} (--replace writes a new file instead of merging)"),
+    };
+    let mut doc: DocumentMut = existing
+        .parse()
+        .map_err(|e: toml_edit::TomlError| refuse(format!("cannot merge into it: {e}")))?;
+    let points: HashMap<&str, &Point> =
+        imported.points.iter().map(|p| (p.id.as_str(), p)).collect();
+    if doc.get("camera").is_none() {
+        doc.insert("camera", Item::ArrayOfTables(ArrayOfTables::new()));
+    }
+    let Some(cameras) = doc.get_mut("camera").and_then(Item::as_array_of_tables_mut) else {
+        return Err(refuse(
+            "its cameras are not written as [[camera]] tables".into(),
+        ));
+    };
+    let (mut kept, mut removed) = (HashSet::new(), Vec::new());
+    for (index, table) in cameras.iter_mut().enumerate() {
+        // A table without an id is no camera the list can name: left as it is.
+        let Some(id) = table.get("id").and_then(Item::as_str).map(String::from) else {
+            continue;
+        };
+        match points.get(id.as_str()) {
+            Some(point) => {
+                update_camera(table, point, &imported.given);
+                kept.insert(id);
+            }
+            None => removed.push((index, id)),
+        }
+    }
+    // Last first, so that the indices stay right and comments carried over from a removed
+    // camera travel on past the removed cameras after it.
+    let mut orphaned = String::new();
+    for (index, _) in removed.iter().rev() {
+        if let Some(comments) = remove_camera(cameras, *index) {
+            orphaned.insert_str(0, &comments);
+        }
+    }
+    let first_added = cameras.len();
+    let zone = default_zone(&imported.rules);
+    let mut added = Vec::new();
+    for point in imported.points.iter().filter(|p| !kept.contains(&p.id)) {
+        cameras.push(new_camera(point, zone.as_ref()));
+        added.push(point.id.clone());
+    }
+    // Comments of the last cameras removed go above the first camera added, or to the end.
+    if !orphaned.is_empty() {
+        match cameras.get_mut(first_added) {
+            Some(table) => prepend_comments(table, &orphaned),
+            None => {
+                let trailing = doc.trailing().as_str().unwrap_or("").to_string();
+                doc.set_trailing(format!("{orphaned}{trailing}"));
+            }
+        }
+    }
+    Ok(Merged {
+        toml: doc.to_string(),
+        kept: kept.len(),
+        added,
+        removed: removed.into_iter().map(|(_, id)| id).collect(),
+    })
+}
+
+/// Writes the point list to the camera file `path`: merged into it ([`merge_import`]) when
+/// it exists and `replace` is false (`Some` says what the merge did), else a new file
+/// ([`Imported::toml`]). Written through a temporary file renamed over `path`, so a daemon
+/// watching the camera directory never reads half a file, and locked against a concurrent
+/// zone edit.
+pub fn write_import(
+    path: &Path,
+    imported: &Imported,
+    replace: bool,
+) -> Result<Option<Merged>, ImportError> {
+    if replace || !path.exists() {
+        file::write_replacing(path, &imported.toml)?;
+        return Ok(None);
+    }
+    if path.is_dir() {
+        return Err(ImportError::File {
+            path: path.to_path_buf(),
+            reason: "is a directory: name the camera file in it to merge into".into(),
+        });
+    }
+    file::rewrite(path, |text| {
+        let merged = merge_import(path, text, imported)?;
+        Ok((merged.toml.clone(), Some(merged)))
+    })
+}
+
+/// Sets the fields the point list carries (those it has columns for) on a camera that
+/// stays; a value that is the same is left exactly as written.
+fn update_camera(table: &mut Table, point: &Point, given: &[bool; Field::ALL.len()]) {
+    let has = |field: Field| given[field as usize];
+    let text = |value: &Option<String>| value.as_deref().map(Value::from);
+    set(
+        table,
+        "main_stream",
+        Some(point.main_stream.as_str().into()),
+    );
+    if has(Field::Name) {
+        set(table, "name", text(&point.name));
+    }
+    if has(Field::SubStream) {
+        set(table, "sub_stream", text(&point.sub_stream));
+    }
+    if has(Field::Longitude) || has(Field::Address) || has(Field::Grid) {
+        if table.get("location").is_none() {
+            table.insert("location", toml_edit::value(InlineTable::new()));
+        }
+        if let Some(location) = table.get_mut("location") {
+            let changed = match location.as_table_like_mut() {
+                Some(location) => {
+                    let mut changed = false;
+                    if has(Field::Longitude) {
+                        let (lon, lat) = point.coordinates.unzip();
+                        changed |= set(location, "longitude", lon.map(Value::from));
+                        changed |= set(location, "latitude", lat.map(Value::from));
+                    }
+                    if has(Field::Address) {
+                        changed |= set(location, "address", text(&point.address));
+                    }
+                    if has(Field::Grid) {
+                        changed |= set(location, "grid", text(&point.grid));
+                    }
+                    changed
+                }
+                None => false,
+            };
+            // Spacing of an inline table edited in its middle or end, made even again.
+            if let Some(inline) = location.as_inline_table_mut().filter(|_| changed) {
+                inline.fmt();
+            }
+        }
+        if table
+            .get("location")
+            .and_then(Item::as_table_like)
+            .is_some_and(|l| l.is_empty())
+        {
+            table.remove("location");
+        }
+    }
+    if has(Field::Priority) {
+        set(table, "priority", point.priority.then(|| true.into()));
+    }
+}
+
+/// Sets `key` to `value`, or removes it for `None`; says whether that changed anything. An
+/// equal value is left as written; a changed one keeps the comment after it.
+fn set(table: &mut dyn TableLike, key: &str, value: Option<Value>) -> bool {
+    let Some(mut value) = value else {
+        return table.remove(key).is_some();
+    };
+    match table.get_mut(key) {
+        Some(item) => {
+            if let Some(old) = item.as_value() {
+                if same_value(old, &value) {
+                    return false;
+                }
+                *value.decor_mut() = old.decor().clone();
+            }
+            *item = Item::Value(value);
+        }
+        None => {
+            table.insert(key, Item::Value(value));
+        }
+    }
+    true
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    let number = |v: &Value| v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+    match (a, b) {
+        (Value::String(a), Value::String(b)) => a.value() == b.value(),
+        (Value::Boolean(a), Value::Boolean(b)) => a.value() == b.value(),
+        _ => number(a).is_some() && number(a) == number(b),
+    }
+}
+
+/// Removes camera `index`. Comments above it that a blank line separates from it (a file
+/// header, notes on a group of cameras) are not the camera's: they move to the camera after
+/// it, or are returned when no camera follows.
+fn remove_camera(cameras: &mut ArrayOfTables, index: usize) -> Option<String> {
+    let prefix = cameras
+        .get(index)
+        .and_then(|t| t.decor().prefix())
+        .and_then(|p| p.as_str())
+        .unwrap_or("")
+        .to_string();
+    cameras.remove(index);
+    let detached = detached_comments(&prefix);
+    if detached.is_empty() {
+        return None;
+    }
+    match cameras.get_mut(index) {
+        Some(next) => {
+            prepend_comments(next, detached);
+            None
+        }
+        None => Some(detached.to_string()),
+    }
+}
+
+/// Puts `comments` (ending in a blank line) above a table's own prefix.
+fn prepend_comments(table: &mut Table, comments: &str) {
+    let own = table
+        .decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .unwrap_or("\n")
+        .to_string();
+    // The blank line that ends `comments` already separates them from the table.
+    let own = own.strip_prefix('\n').unwrap_or(&own);
+    table.decor_mut().set_prefix(format!("{comments}{own}"));
+}
+
+/// The part of a table's prefix up to its last blank line, if it holds a comment.
+fn detached_comments(prefix: &str) -> &str {
+    let lines: Vec<&str> = prefix.split_inclusive('\n').collect();
+    let Some(last_blank) = lines.iter().rposition(|line| line.trim().is_empty()) else {
+        return "";
+    };
+    let end: usize = lines[..=last_blank].iter().map(|l| l.len()).sum();
+    let detached = &prefix[..end];
+    if detached.contains('#') {
+        detached
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]
@@ -693,6 +1042,16 @@ mod tests {
         let imported = import(&csv, &ImportOptions::default()).unwrap();
         assert_eq!(imported.cameras, 2);
         assert_eq!(imported.ignored_columns, ["序号", "备注"]);
+        // New cameras have no zones: they file nothing until zones are drawn.
+        assert!(imported.rules.is_empty());
+        assert!(imported.toml.contains("no zones"), "{}", imported.toml);
+        assert!(reload(&imported).iter().all(|c| c.zones.is_empty()));
+        // `--default-zone all`: one whole-frame zone watching every event.
+        let all = ImportOptions {
+            default_zone: Some(vec!["all".into()]),
+            skip_invalid: false,
+        };
+        let imported = import(&csv, &all).unwrap();
         assert_eq!(
             imported.rules,
             ["exposed_litter", "illegal_parking", "street_vending"]
@@ -740,7 +1099,7 @@ mod tests {
                    cam-1,Main St. 'east',rtsp://u:p@h/1,,-73.98,40.75,\"1 Main St, NY\",G1,TRUE\n\
                    cam-2,,rtsps://h/2,,,,,,0\n";
         let options = ImportOptions {
-            rules: Some(vec!["illegal_parking".into(), " illegal_parking".into()]),
+            default_zone: Some(vec!["illegal_parking".into(), " illegal_parking".into()]),
             skip_invalid: false,
         };
         let imported = import(csv.as_bytes(), &options).unwrap();
@@ -758,7 +1117,7 @@ mod tests {
         assert_eq!(cams[0].zones[0].rules.len(), 1);
 
         let unknown = ImportOptions {
-            rules: Some(vec!["jaywalking".into()]),
+            default_zone: Some(vec!["jaywalking".into()]),
             skip_invalid: false,
         };
         let err = import(csv.as_bytes(), &unknown).unwrap_err();
@@ -905,6 +1264,193 @@ mod tests {
         assert!(err.ends_with("… and 7 more"), "{err}");
     }
 
+    /// A camera file after a quarter of hand work: a header, group defaults, a refined
+    /// camera with comments and a tracker setting, one about to leave the list.
+    const IN_USE: &str = r#"# Cameras imported from q1.csv by `cgbot cameras import`.
+# Zones drawn by 张三, 2025-04.
+
+[defaults]
+model = "yolox_nano"
+
+[[camera]]
+id = "cam-1"
+name = "东门"   # as the city calls it
+main_stream = "rtsp://u:p@10.0.0.1/main"
+location = { longitude = 120.1, latitude = 30.2, grid = "G1" }
+tracker = { max_missed = 5 }   # slow shutter
+
+# The loading bay.
+[[camera.zone]]
+id = "bay"
+polygon = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]]
+rules = [{ event = "illegal_parking", min_dwell = "10m" }]
+
+[[camera]]
+id = "cam-2"
+name = "西门"
+main_stream = "rtsp://u:p@10.0.0.2/main"
+priority = true
+
+[[camera]]
+id = "cam-3"   # gone next quarter
+main_stream = "rtsp://u:p@10.0.0.3/main"
+"#;
+
+    fn merge(csv: &str, options: &ImportOptions) -> Merged {
+        let imported = import(csv.as_bytes(), options).unwrap();
+        merge_import(Path::new("cams.toml"), IN_USE, &imported).unwrap()
+    }
+
+    fn load_text(text: &str) -> Vec<Camera> {
+        super::super::load_text(Path::new("cams.toml"), text, &EventCatalogue::builtin())
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn a_merge_keeps_the_zones_settings_and_comments_of_cameras_that_stay() {
+        // cam-1 unchanged, cam-2 renamed and moved, cam-3 gone, cam-4 new.
+        let csv = "id,name,url,lon,lat,grid,priority\n\
+                   cam-4,北门,rtsp://u:p@10.0.0.4/main,120.4,30.4,G4,0\n\
+                   cam-1,东门,rtsp://u:p@10.0.0.1/main,120.1,30.2,G1,0\n\
+                   cam-2,西门 (迁移),rtsp://u:p@10.0.0.22/main,,,,1\n";
+        let merged = merge(csv, &ImportOptions::default());
+        assert_eq!(
+            (merged.kept, &merged.added[..], &merged.removed[..]),
+            (2, &["cam-4".to_string()][..], &["cam-3".to_string()][..])
+        );
+        let text = &merged.toml;
+        // cam-1 and everything before it, byte for byte.
+        let cam2 = text.find("[[camera]]\nid = \"cam-2\"").unwrap();
+        assert_eq!(
+            text[..cam2],
+            IN_USE[..IN_USE.find("[[camera]]\nid = \"cam-2\"").unwrap()]
+        );
+        // cam-2 takes the list's name and stream; it has no location to lose.
+        assert!(
+            text.contains(
+                "[[camera]]\nid = \"cam-2\"\nname = \"西门 (迁移)\"\n\
+             main_stream = \"rtsp://u:p@10.0.0.22/main\"\npriority = true\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("cam-3") && !text.contains("gone next quarter"),
+            "{text}"
+        );
+        // cam-4 added at the end, with no zones.
+        assert!(text.ends_with(
+            "\n[[camera]]\nid = \"cam-4\"\nname = \"北门\"\nmain_stream = \"rtsp://u:p@10.0.0.4/main\"\n\
+             location = { longitude = 120.4, latitude = 30.4, grid = \"G4\" }\n"
+        ), "{text}");
+        let cams = load_text(text);
+        let ids: Vec<&str> = cams.iter().map(|c| c.info.id.as_str()).collect();
+        assert_eq!(ids, ["cam-1", "cam-2", "cam-4"]);
+        assert_eq!(cams[0].zones[0].rules[0].min_dwell.as_secs(), 600);
+        assert_eq!(cams[0].tracker.max_missed, 5);
+        assert!(cams[2].zones.is_empty());
+        // Merging the same list again changes nothing.
+        let imported = import(csv.as_bytes(), &ImportOptions::default()).unwrap();
+        let again = merge_import(Path::new("cams.toml"), text, &imported).unwrap();
+        assert_eq!(
+            (again.kept, again.added.len(), again.removed.len()),
+            (3, 0, 0)
+        );
+        assert_eq!(&again.toml, text);
+    }
+
+    #[test]
+    fn a_merge_changes_only_the_fields_the_list_has_columns_for() {
+        // No name, location or priority columns: what the file has stays. A changed
+        // stream keeps the comment after it.
+        let csv = "id,url\ncam-1,rtsp://u:p@10.0.0.11/main\ncam-2,rtsp://u:p@10.0.0.2/main\n";
+        let in_use = IN_USE.replace(
+            "main_stream = \"rtsp://u:p@10.0.0.1/main\"",
+            "main_stream = \"rtsp://u:p@10.0.0.1/main\"   # NVR 1",
+        );
+        let imported = import(csv.as_bytes(), &ImportOptions::default()).unwrap();
+        let merged = merge_import(Path::new("cams.toml"), &in_use, &imported).unwrap();
+        let expected = in_use
+            .replace("10.0.0.1/main", "10.0.0.11/main")
+            .replace(
+                "\n[[camera]]\nid = \"cam-3\"   # gone next quarter\nmain_stream = \"rtsp://u:p@10.0.0.3/main\"\n",
+                "",
+            );
+        assert_eq!(merged.toml, expected);
+
+        // A location column given but empty removes the location; an empty grid cell
+        // removes just the grid; a "no" priority removes `priority = true`.
+        let csv = "id,url,lon,lat,grid,priority\n\
+                   cam-1,rtsp://u:p@10.0.0.1/main,120.1,30.2,,否\n\
+                   cam-2,rtsp://u:p@10.0.0.2/main,,,,否\n";
+        let merged = merge(csv, &ImportOptions::default());
+        assert!(
+            merged
+                .toml
+                .contains("location = { longitude = 120.1, latitude = 30.2 }\ntracker"),
+            "{}",
+            merged.toml
+        );
+        let cams = load_text(&merged.toml);
+        assert_eq!(cams[0].info.location.grid, None);
+        assert!(!cams[1].priority);
+        assert_eq!(cams[1].info.location, Default::default());
+    }
+
+    #[test]
+    fn a_merge_keeps_the_file_header_when_the_first_camera_leaves() {
+        let csv = "id,url\ncam-2,rtsp://u:p@10.0.0.2/main\ncam-5,rtsp://h/5\n";
+        let options = ImportOptions {
+            default_zone: Some(vec!["illegal_parking".into()]),
+            skip_invalid: false,
+        };
+        let in_use = IN_USE.replace("[defaults]\nmodel = \"yolox_nano\"\n\n", "");
+        let imported = import(csv.as_bytes(), &options).unwrap();
+        let merged = merge_import(Path::new("cams.toml"), &in_use, &imported).unwrap();
+        assert!(
+            merged.toml.starts_with(
+                "# Cameras imported from q1.csv by `cgbot cameras import`.\n\
+                 # Zones drawn by 张三, 2025-04.\n\n[[camera]]\nid = \"cam-2\"\n"
+            ),
+            "{}",
+            merged.toml
+        );
+        assert!(!merged.toml.contains("loading bay"));
+        // The new camera gets the default zone; the one that stays does not.
+        let cams = load_text(&merged.toml);
+        assert!(cams[0].zones.is_empty());
+        assert_eq!(cams[1].zones[0].id, WHOLE_FRAME_ZONE);
+        assert_eq!(cams[1].zones[0].rules.len(), 1);
+
+        // Every camera gone: the header moves to the first new one.
+        let csv = "id,url\ncam-7,rtsp://h/7\n";
+        let imported = import(csv.as_bytes(), &ImportOptions::default()).unwrap();
+        let merged = merge_import(Path::new("cams.toml"), &in_use, &imported).unwrap();
+        assert_eq!(
+            merged.toml,
+            "# Cameras imported from q1.csv by `cgbot cameras import`.\n\
+             # Zones drawn by 张三, 2025-04.\n\n\
+             [[camera]]\nid = \"cam-7\"\nmain_stream = \"rtsp://h/7\"\n"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_or_not_camera_tables_is_not_merged_into() {
+        let imported = import_all("id,url\ncam-1,rtsp://h/1\n").unwrap();
+        for bad in ["[[camera]\n", "camera = [{ id = \"cam-1\" }]\n"] {
+            let err = merge_import(Path::new("cams.toml"), bad, &imported)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("cams.toml: ") && err.contains("--replace"),
+                "{err}"
+            );
+        }
+        // An empty file is merged into like a new one.
+        let merged = merge_import(Path::new("cams.toml"), "", &imported).unwrap();
+        assert_eq!(merged.added, ["cam-1"]);
+        assert_eq!(load_text(&merged.toml).len(), 1);
+    }
+
     #[test]
     fn column_letters_count_like_a_spreadsheet() {
         let letters: Vec<String> = [1, 2, 26, 27, 52, 703].map(column_letters).into();
@@ -922,7 +1468,7 @@ mod tests {
     /// every bad cell by its column and header.
     fn check_import(csv: &[u8], skip_invalid: bool) -> Result<(), TestCaseError> {
         let options = ImportOptions {
-            rules: None,
+            default_zone: None,
             skip_invalid,
         };
         let bad_rows = match import_points(csv, &options) {

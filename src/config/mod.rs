@@ -25,9 +25,10 @@
 //! drawn.
 //!
 //! [`diff_cameras`] says what a new camera list changes; [`import_csv`] makes a camera file
-//! of a city's camera point list; [`camera_zones`] and [`save_zones`] read and rewrite one
-//! camera's zones in its file for the operators' zone editor, validated by
-//! [`validate_zones`] as the loader validates them.
+//! of a city's camera point list, and [`merge_import`] merges it into the file in use;
+//! [`camera_zones`] and [`save_zones`] read and rewrite one camera's zones in its file for
+//! the operators' zone editor, validated by [`validate_zones`] as the loader validates
+//! them.
 
 mod diff;
 mod file;
@@ -36,7 +37,8 @@ mod zones;
 
 pub use diff::{diff_cameras, CameraDiff, ChangedCamera};
 pub use import::{
-    import_csv, list_bad_rows, BadCell, BadRow, ImportError, ImportOptions, Imported,
+    import_csv, list_bad_rows, merge_import, write_import, BadCell, BadRow, ImportError,
+    ImportOptions, Imported, Merged,
 };
 
 pub use zones::{
