@@ -166,7 +166,7 @@ pub enum StoreError {
 pub struct OutboxEvent {
     /// Outbox order (increasing).
     pub seq: i64,
-    /// Stable per case event, e.g. `case-3f2a…:filed:1`.
+    /// Stable per case event: `{case id}:{kind}:{transitions}`, e.g. `C3f2a…:filed:2`.
     pub idempotency_key: String,
     /// e.g. `case.filed`, `case.closed`.
     pub kind: String,
