@@ -488,6 +488,7 @@ async fn cases(
             .map(|t| parse_time("until", t))
             .transpose()?,
         limit: Some(limit),
+        ..CaseFilter::default()
     };
     let cases = state
         .cases

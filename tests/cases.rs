@@ -95,6 +95,14 @@ impl Scene {
     }
 }
 
+/// A command line clap refuses: exit 2 with the reason, no panic.
+fn usage_error(out: std::process::Output) -> String {
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("error:") && !err.contains("panicked"), "{err}");
+    err
+}
+
 fn evidence_kinds(detail: &Value) -> Vec<String> {
     detail["evidence"]
         .as_array()
@@ -238,7 +246,15 @@ fn killing_the_process_mid_filing_loses_and_duplicates_nothing() {
         .collect();
     keys.sort();
     let id = cases[0]["id"].as_str().unwrap();
-    assert_eq!(keys, [format!("{id}:closed:0"), format!("{id}:filed:0")]);
+    // Keys number the case's recorded transitions: detected 1, filed 2, … closed last.
+    let transitions = cases[0]["transitions"].as_u64().unwrap();
+    assert_eq!(
+        keys,
+        [
+            format!("{id}:closed:{transitions}"),
+            format!("{id}:filed:2")
+        ]
+    );
 }
 
 /// A webhook receiver under test: its URL, the idempotency keys it acknowledged, and the
@@ -347,7 +363,7 @@ fn a_failing_then_hanging_webhook_gets_every_event_exactly_once_after_it_recover
     let keys = acknowledged.lock().unwrap().clone();
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(
-        keys[0].ends_with(":filed:0") && keys[1].ends_with(":closed:0"),
+        keys[0].ends_with(":filed:2") && keys[1].contains(":closed:"),
         "{keys:?}"
     );
     assert_eq!(*requests.lock().unwrap(), 4);
@@ -387,15 +403,48 @@ fn operators_record_dispatch_and_handling_and_illegal_steps_are_refused() {
         &scene.db()
     ]))
     .contains("dispatched"));
+    // Dispatching a dispatched case is refused.
     let err = fails(cgbot(&[
         "cases",
         "set-status",
         &id,
-        "detected",
+        "dispatched",
         "--db",
         &scene.db(),
     ]));
-    assert!(err.contains("cannot become detected"), "{err}");
+    assert!(
+        err.contains("is dispatched; it cannot become dispatched"),
+        "{err}"
+    );
+    // Only the statuses a person sets are taken, and `--help` lists exactly those.
+    for status in ["detected", "verifying", "filed"] {
+        let err = usage_error(cgbot(&[
+            "cases",
+            "set-status",
+            &id,
+            status,
+            "--db",
+            &scene.db(),
+        ]));
+        assert!(
+            err.contains(&format!("status `{status}` cannot be set by hand (one of dispatched, handled, closed, reopened)")),
+            "{err}"
+        );
+    }
+    let err = usage_error(cgbot(&[
+        "cases",
+        "set-status",
+        &id,
+        "rejected",
+        "--db",
+        &scene.db(),
+    ]));
+    assert!(err.contains("cgbot cases reject ID --reason"), "{err}");
+    let help = ok(cgbot(&["cases", "set-status", "--help"]));
+    assert!(
+        help.contains("[possible values: dispatched, handled, closed, reopened]"),
+        "{help}"
+    );
     let csv = ok(cgbot(&[
         "cases",
         "export",
@@ -414,6 +463,215 @@ fn operators_record_dispatch_and_handling_and_illegal_steps_are_refused() {
     let history = scene.show(&id)["history"].clone();
     assert_eq!(history[2]["actor"], "operator");
     assert_eq!(history[2]["note"], "inspector 7");
+
+    // Handled by a named inspector, then closed: each step its own outbox event.
+    for status in ["handled", "closed"] {
+        ok(cgbot(&[
+            "cases",
+            "set-status",
+            &id,
+            status,
+            "--by",
+            "wang",
+            "--db",
+            &scene.db(),
+        ]));
+    }
+    let history = scene.show(&id)["history"].clone();
+    assert_eq!(history[4]["actor"], "wang");
+    assert_eq!(history[4]["to"], "closed");
+    let jsonl = scene.path("events.jsonl");
+    ok(cgbot(&[
+        "outbox",
+        "deliver",
+        "--db",
+        &scene.db(),
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+    ]));
+    let kinds: Vec<String> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "case.filed",
+            "case.dispatched",
+            "case.handled",
+            "case.closed"
+        ]
+    );
+}
+
+fn suppressions(scene: &Scene) -> Vec<Value> {
+    let json = ok(cgbot(&[
+        "cases",
+        "suppressions",
+        "--json",
+        "--db",
+        &scene.db(),
+    ]));
+    serde_json::from_str::<Value>(&json)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_rejected_case_suppresses_its_place_until_the_suppression_is_lifted() {
+    let scene = Scene::new();
+    let camera = scene.camera("30s", "10s");
+    let clip = sample("street-static-h264.mp4");
+    scene.replay(clip.to_str().unwrap(), &camera, &[]);
+    let id = scene.cases()[0]["id"].as_str().unwrap().to_string();
+    let db = scene.db();
+
+    // A real violation first, by a named operator.
+    let out = ok(cgbot(&[
+        "cases", "confirm", &id, "--by", "li", "--note", "towed", "--db", &db,
+    ]));
+    assert!(out.contains("confirmed"), "{out}");
+    let detail = scene.show(&id);
+    assert_eq!(detail["status"], "filed");
+    assert_eq!(detail["verdict"]["kind"], "confirmed");
+    assert_eq!(detail["verdict"]["by"], "li");
+    let last = detail["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["from"].as_str(), last["to"].as_str()),
+        (Some("filed"), Some("filed"))
+    );
+    assert_eq!(last["note"], "confirmed: towed");
+
+    // On second thoughts a false positive: an unknown reason is refused with the list.
+    let err = usage_error(cgbot(&[
+        "cases", "reject", &id, "--reason", "ugly", "--db", &db,
+    ]));
+    assert!(
+        err.contains("not_a_violation, wrong_class, duplicate"),
+        "{err}"
+    );
+    let out = ok(cgbot(&[
+        "cases",
+        "reject",
+        &id,
+        "--reason",
+        "not_a_violation",
+        "--note",
+        "loading bay",
+        "--by",
+        "li",
+        "--suppress-for",
+        "7d",
+        "--db",
+        &db,
+    ]));
+    assert!(out.contains("is now rejected (not_a_violation)"), "{out}");
+    assert!(out.contains("suppression 1"), "{out}");
+    let detail = scene.show(&id);
+    assert_eq!(detail["status"], "rejected");
+    assert_eq!(detail["verdict"]["kind"], "rejected");
+    assert_eq!(detail["verdict"]["reason"], "not_a_violation");
+    assert_eq!(detail["verdict"]["note"], "loading bay");
+    let last = detail["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["to"].as_str(), last["actor"].as_str()),
+        (Some("rejected"), Some("li"))
+    );
+    let err = fails(cgbot(&[
+        "cases",
+        "set-status",
+        &id,
+        "dispatched",
+        "--db",
+        &db,
+    ]));
+    assert!(
+        err.contains(&format!(
+            "case {id} is rejected; it cannot become dispatched"
+        )),
+        "{err}"
+    );
+    let err = fails(cgbot(&["cases", "confirm", &id, "--db", &db]));
+    assert!(err.contains("can be confirmed"), "{err}");
+
+    let list = suppressions(&scene);
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert_eq!(list[0]["case_id"], id.as_str());
+    assert_eq!(list[0]["zone_id"], "no-parking");
+    assert_eq!(list[0]["created_by"], "li");
+    assert_eq!(list[0]["hits"], 0);
+    let table = ok(cgbot(&[
+        "cases",
+        "suppressions",
+        "--camera",
+        "cam-van",
+        "--db",
+        &db,
+    ]));
+    assert!(table.contains("active") && table.contains(&id), "{table}");
+    let csv = ok(cgbot(&["cases", "export", "--format", "csv", "--db", &db]));
+    let header = csv.lines().next().unwrap();
+    assert!(header.ends_with(",overdue,verdict,reject_reason"), "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(",false,rejected,not_a_violation"),
+        "{csv}"
+    );
+    let json: Value = serde_json::from_str(&ok(cgbot(&[
+        "cases", "export", "--format", "json", "--db", &db,
+    ])))
+    .unwrap();
+    assert_eq!(json[0]["reject_reason"], "not_a_violation");
+    assert_eq!(json[0]["overdue"], false);
+
+    // The van is still there in the same footage: no new case, every sample counted.
+    scene.replay(clip.to_str().unwrap(), &camera, &[]);
+    assert_eq!(scene.cases().len(), 1);
+    let hits = suppressions(&scene)[0]["hits"].as_u64().unwrap();
+    assert!(hits >= 10, "{hits} hits");
+
+    // Lifted: the place files again.
+    let out = ok(cgbot(&[
+        "cases",
+        "lift-suppression",
+        "1",
+        "--by",
+        "wang",
+        "--db",
+        &db,
+    ]));
+    assert!(out.contains("suppression 1 lifted"), "{out}");
+    let lifted = &suppressions(&scene)[0];
+    assert_eq!(lifted["lifted_by"], "wang");
+    assert!(
+        ok(cgbot(&["cases", "suppressions", "--active", "--db", &db])).contains("0 suppressions")
+    );
+    let err = fails(cgbot(&["cases", "lift-suppression", "9", "--db", &db]));
+    assert!(err.contains("no suppression 9"), "{err}");
+    scene.replay(clip.to_str().unwrap(), &camera, &[]);
+    let cases = scene.cases();
+    assert_eq!(cases.len(), 2, "{cases:#?}");
+    assert_eq!(suppressions(&scene)[0]["hits"].as_u64().unwrap(), hits);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cgbot::sim::{SimConfig, SimHandle};
 use common::daemon::{camera_file, free_port, Daemon};
-use common::{cgbot, fault_plan, ok, sample};
+use common::{cgbot, fault_plan, ffmpeg, ok, sample};
 use serde_json::Value;
 
 /// The daemon tests load both cores; run them one at a time.
@@ -317,6 +317,160 @@ fn sigterm_under_load_stops_within_the_deadline_and_loses_no_case() {
         .collect();
     assert_eq!(filed.keys().cloned().collect::<BTreeSet<_>>(), ids);
     assert!(filed.values().all(|&n| n == 1), "{filed:?}");
+}
+
+/// The street clip looped: the van parked for the first `present` seconds, then gone
+/// (erased) until `length`.
+fn van_leaves_after(dir: &std::path::Path, present: u32, length: u32) -> std::path::PathBuf {
+    let path = dir.join("van-leaves.mp4");
+    let filter = format!("delogo=x=512:y=205:w=127:h=140:enable='gte(t,{present})'");
+    ffmpeg(&[
+        "-stream_loop",
+        "-1",
+        "-i",
+        sample("street-static-h264.mp4").to_str().unwrap(),
+        "-t",
+        &length.to_string(),
+        "-vf",
+        &filter,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        "-an",
+        path.to_str().unwrap(),
+    ]);
+    path
+}
+
+/// `cgbot cases show ID` of the daemon's database.
+fn show(db: &std::path::Path, id: &str) -> Value {
+    serde_json::from_str(&ok(cgbot(&[
+        "cases",
+        "show",
+        id,
+        "--db",
+        db.to_str().unwrap(),
+    ])))
+    .unwrap()
+}
+
+#[test]
+fn an_operators_status_survives_the_running_daemon_and_the_case_closes_from_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // The van stands for 50 s, then the street is empty for a minute.
+    let clip = van_leaves_after(dir.path(), 50, 110);
+    let port = free_port();
+    let mut config = SimConfig::new(&clip, 1);
+    config.bind = SocketAddr::from(([127, 0, 0, 1], port));
+    let _sim = SimHandle::start(config).expect("start simulator");
+    let zone = "[[camera.zone]]\nid = \"no-parking-east\"\n\
+                polygon = [[0.78, 0.40], [1.0, 0.40], [1.0, 0.80], [0.78, 0.80]]\n\
+                rules = [{ event = \"illegal_parking\", min_dwell = \"4s\", verify_window = \"5s\" }]\n";
+    std::fs::write(dir.path().join("cams.toml"), camera_file(port, 0..1, zone)).unwrap();
+    let settings =
+        "[sampling]\ninterval = \"1s\"\n[sinks]\njsonl = \"events.jsonl\"\nevery = \"1s\"\n";
+    let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
+    daemon.wait_for("the van's case to be filed", Duration::from_secs(60), |d| {
+        d.get("/api/cases?status=filed")
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    });
+    let id = daemon.get("/api/cases?status=filed")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A person dispatches it while the daemon keeps seeing the van.
+    let db = dir.path().join("cases.db");
+    let out = ok(cgbot(&[
+        "cases",
+        "set-status",
+        &id,
+        "dispatched",
+        "--by",
+        "li",
+        "--note",
+        "inspector 7",
+        "--db",
+        db.to_str().unwrap(),
+    ]));
+    assert!(out.contains("is now dispatched"), "{out}");
+    let dispatched_seen = show(&db, &id)["last_seen"].as_f64().unwrap();
+    daemon.wait_for(
+        "three more samples of the van",
+        Duration::from_secs(30),
+        |d| {
+            d.get(&format!("/api/cases/{id}"))["last_seen"]
+                .as_f64()
+                .is_some_and(|t| t >= dispatched_seen + 3.0)
+        },
+    );
+    let detail = show(&db, &id);
+    assert_eq!(
+        detail["status"],
+        "dispatched",
+        "the daemon reverted the operator's status: {detail:#}\n{}",
+        daemon.log()
+    );
+    let history = detail["history"].as_array().unwrap().clone();
+    let last = history.last().unwrap();
+    assert_eq!(
+        (
+            last["to"].as_str(),
+            last["actor"].as_str(),
+            last["note"].as_str()
+        ),
+        (Some("dispatched"), Some("li"), Some("inspector 7")),
+        "{history:#?}"
+    );
+
+    // The van leaves: verifying, then closed as auto-verified, from dispatched.
+    daemon.wait_for("the case to close", Duration::from_secs(90), |d| {
+        d.get(&format!("/api/cases/{id}"))["status"] == "closed"
+    });
+    let detail = show(&db, &id);
+    assert_eq!(detail["close_reason"], "auto-verified");
+    let steps: Vec<(&str, &str, &str)> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["from"].as_str().unwrap_or("-"),
+                h["to"].as_str().unwrap(),
+                h["actor"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("-", "detected", "cgbot"),
+            ("detected", "filed", "cgbot"),
+            ("filed", "dispatched", "li"),
+            ("dispatched", "verifying", "cgbot"),
+            ("verifying", "closed", "cgbot"),
+        ]
+    );
+    let (status, _) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", daemon.log());
+
+    // Every step reached the sink once, each under its own key.
+    let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    let mut kinds = Vec::new();
+    let mut keys = BTreeSet::new();
+    for line in events.lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        kinds.push(event["kind"].as_str().unwrap().to_string());
+        assert!(keys.insert(event["idempotency_key"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(kinds, ["case.filed", "case.dispatched", "case.closed"]);
 }
 
 #[test]

@@ -14,7 +14,7 @@ pub struct HistoryEntry {
     pub ts: f64,
     pub from: Option<Status>,
     pub to: Status,
-    /// `cgbot` for automatic steps, `operator` for `cases set-status`.
+    /// `cgbot` for automatic steps, otherwise the operator's user name.
     pub actor: String,
     pub note: Option<String>,
 }
@@ -87,6 +87,8 @@ pub struct Changes {
     pub evidence: Vec<Evidence>,
     pub evidence_wanted: Vec<EvidenceRequest>,
     pub events: Vec<NewEvent>,
+    /// Sightings held back by a suppression: its id and the sample's Unix time.
+    pub suppressed_hits: Vec<(i64, f64)>,
 }
 
 impl Changes {
@@ -96,5 +98,6 @@ impl Changes {
             && self.deletes.is_empty()
             && self.history.is_empty()
             && self.events.is_empty()
+            && self.suppressed_hits.is_empty()
     }
 }

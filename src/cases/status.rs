@@ -1,7 +1,9 @@
 //! The case lifecycle. Automatic steps: `detected → filed` when the dwell is reached,
 //! `→ verifying` when the problem is no longer seen, `verifying → closed` when it stayed
 //! away for the verification window (auto-verified), `closed → reopened` when it comes
-//! back within the cooldown. The city's workflow sets `dispatched` and `handled`.
+//! back within the cooldown. The city's workflow sets `dispatched` and `handled`; an
+//! operator may close or reopen by hand, and reject a case as a false positive
+//! (`rejected`, terminal).
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,14 +24,25 @@ pub enum Status {
     Closed,
     /// Came back after closing, within the cooldown.
     Reopened,
+    /// Rejected by an operator as a false positive (terminal).
+    Rejected,
 }
 
-pub const ALL: [Status; 7] = [
+pub const ALL: [Status; 8] = [
     Status::Detected,
     Status::Filed,
     Status::Dispatched,
     Status::Handled,
     Status::Verifying,
+    Status::Closed,
+    Status::Reopened,
+    Status::Rejected,
+];
+
+/// The statuses an operator may set with `set-status` (rejecting has its own action).
+pub const SETTABLE: [Status; 4] = [
+    Status::Dispatched,
+    Status::Handled,
     Status::Closed,
     Status::Reopened,
 ];
@@ -44,6 +57,7 @@ impl Status {
             Status::Verifying => "verifying",
             Status::Closed => "closed",
             Status::Reopened => "reopened",
+            Status::Rejected => "rejected",
         }
     }
 
@@ -52,21 +66,29 @@ impl Status {
         use Status::*;
         match self {
             Detected => to == Filed,
-            Filed | Reopened => matches!(to, Dispatched | Handled | Verifying | Closed),
-            Dispatched => matches!(to, Handled | Verifying | Closed),
-            Handled => matches!(to, Verifying | Closed),
+            Filed | Reopened => {
+                matches!(to, Dispatched | Handled | Verifying | Closed | Rejected)
+            }
+            Dispatched => matches!(to, Handled | Verifying | Closed | Rejected),
+            Handled => matches!(to, Verifying | Closed | Rejected),
             // Seen again during verification: back to where it was.
-            Verifying => matches!(to, Filed | Dispatched | Handled | Reopened | Closed),
+            Verifying => matches!(
+                to,
+                Filed | Dispatched | Handled | Reopened | Closed | Rejected
+            ),
             Closed => to == Reopened,
+            Rejected => false,
         }
     }
 
-    /// Statuses an operator may set by hand (`cases set-status`).
+    /// Statuses an operator may set by hand (`cases set-status`): [`SETTABLE`].
     pub fn settable_externally(self) -> bool {
-        matches!(
-            self,
-            Status::Dispatched | Status::Handled | Status::Closed | Status::Reopened
-        )
+        SETTABLE.contains(&self)
+    }
+
+    /// Not closed and not rejected: the problem may still be there (candidates included).
+    pub fn is_open(self) -> bool {
+        !matches!(self, Status::Closed | Status::Rejected)
     }
 }
 
@@ -116,12 +138,24 @@ mod tests {
         assert!(!Handled.can_become(Dispatched));
     }
 
+    #[test]
+    fn rejected_is_terminal_and_reached_only_from_a_filed_case() {
+        use Status::*;
+        for from in ALL {
+            assert!(!Rejected.can_become(from), "rejected → {from}");
+            let allowed = matches!(from, Filed | Dispatched | Handled | Verifying | Reopened);
+            assert_eq!(from.can_become(Rejected), allowed, "{from} → rejected");
+        }
+        assert!(!Rejected.settable_externally());
+        assert!(!Rejected.is_open() && !Closed.is_open() && Verifying.is_open());
+    }
+
     proptest! {
         /// Any sequence of requested transitions, applied only where allowed, never
         /// leaves the lifecycle: nothing returns to `detected`, and a case only reopens
         /// after being closed.
         #[test]
-        fn no_illegal_transition(requests in proptest::collection::vec(0usize..7, 1..40)) {
+        fn no_illegal_transition(requests in proptest::collection::vec(0..ALL.len(), 1..40)) {
             let mut status = Status::Detected;
             let mut was_closed = false;
             for r in requests {
@@ -138,7 +172,7 @@ mod tests {
         }
 
         #[test]
-        fn names_round_trip(i in 0usize..7) {
+        fn names_round_trip(i in 0..ALL.len()) {
             prop_assert_eq!(ALL[i].as_str().parse::<Status>(), Ok(ALL[i]));
         }
     }

@@ -1,20 +1,26 @@
 //! `cgbot cases …` and `cgbot outbox deliver`: reading and steering the case store.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::error::ErrorKind;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use cgbot::backoff::Backoff;
-use cgbot::cases::{operator_transition, Case, Evidence, HistoryEntry, Status};
+use cgbot::cases::{
+    Case, Evidence, HistoryEntry, OperatorAction, RejectReason, Status, Suppression,
+    SETTABLE_STATUSES,
+};
 use cgbot::sinks::{self, JsonlSink, Sink, WebhookSink};
 use cgbot::store::{CaseFilter, Store};
 
 #[derive(Subcommand)]
 pub enum CasesCommand {
-    /// List cases, oldest first.
+    /// List cases, oldest first; `OVERDUE` marks open cases past their deadline.
     List {
         #[command(flatten)]
         db: DbArg,
@@ -22,6 +28,9 @@ pub enum CasesCommand {
         status: Option<Status>,
         #[arg(long)]
         camera: Option<String>,
+        /// Only open cases past their deadline.
+        #[arg(long)]
+        overdue: bool,
         #[arg(long)]
         json: bool,
     },
@@ -40,16 +49,125 @@ pub enum CasesCommand {
         #[arg(long)]
         status: Option<Status>,
     },
-    /// Record the city's handling: dispatched, handled, closed or reopened.
+    /// Record the city's handling: dispatched, handled, closed or reopened. A false
+    /// positive is rejected with `cases reject`, a real violation confirmed with
+    /// `cases confirm`.
     SetStatus {
         id: String,
+        #[arg(value_parser = SettableStatus)]
         status: Status,
         #[command(flatten)]
         db: DbArg,
-        /// Free text kept in the case history.
-        #[arg(long)]
-        note: Option<String>,
+        #[command(flatten)]
+        operator: OperatorArgs,
     },
+    /// Reject a case as a false positive: it becomes `rejected`, and its place makes no
+    /// new case of the event for `--suppress-for`.
+    Reject {
+        id: String,
+        /// Why it is not a case.
+        #[arg(long, value_parser = reject_reason())]
+        reason: RejectReason,
+        /// How long the place stays suppressed (0: not at all).
+        #[arg(long, default_value = "7d", value_parser = cgbot::duration::parse)]
+        suppress_for: Duration,
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Confirm a case as a real violation (its status stays).
+    Confirm {
+        id: String,
+        #[command(flatten)]
+        db: DbArg,
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// False-positive suppressions, newest first.
+    Suppressions {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        camera: Option<String>,
+        /// Only those in force now.
+        #[arg(long)]
+        active: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a suppression: its place may file cases again.
+    LiftSuppression {
+        id: i64,
+        #[command(flatten)]
+        db: DbArg,
+        /// The operator's user name, kept in the audit log.
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+}
+
+/// Who acts, and why.
+#[derive(Args)]
+pub struct OperatorArgs {
+    /// Free text kept in the case history.
+    #[arg(long)]
+    note: Option<String>,
+    /// The operator's user name, kept in the case history and the audit log.
+    #[arg(long, default_value = "operator")]
+    by: String,
+}
+
+/// The statuses `set-status` takes, listed in `--help`; a status that cannot be set by
+/// hand is refused with what to do instead.
+#[derive(Clone)]
+struct SettableStatus;
+
+impl TypedValueParser for SettableStatus {
+    type Value = Status;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Status, clap::Error> {
+        let text = value.to_string_lossy();
+        let hint = match text.as_ref() {
+            "rejected" => {
+                "; a false positive is rejected with `cgbot cases reject ID --reason REASON`"
+            }
+            "confirmed" => "; a real violation is confirmed with `cgbot cases confirm ID`",
+            _ => "",
+        };
+        text.parse::<Status>()
+            .ok()
+            .filter(|s| s.settable_externally())
+            .ok_or_else(|| {
+                let names: Vec<&str> = SETTABLE_STATUSES.iter().map(|s| s.as_str()).collect();
+                clap::Error::raw(
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "status `{text}` cannot be set by hand (one of {}){hint}\n",
+                        names.join(", ")
+                    ),
+                )
+                .with_cmd(cmd)
+            })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            SETTABLE_STATUSES
+                .iter()
+                .map(|s| PossibleValue::new(s.as_str())),
+        ))
+    }
+}
+
+fn reject_reason() -> impl TypedValueParser<Value = RejectReason> {
+    PossibleValuesParser::new(RejectReason::ALL.map(|r| r.as_str()))
+        .try_map(|text| text.parse::<RejectReason>())
 }
 
 #[derive(Subcommand)]
@@ -159,17 +277,21 @@ pub fn run(command: CasesCommand) -> Result<()> {
             db,
             status,
             camera,
+            overdue,
             json,
         } => {
+            let now = unix_now()?;
             let cases = open(&db.db)?.cases(&CaseFilter {
                 status,
                 camera,
+                overdue: overdue.then_some(true),
+                now: Some(now),
                 ..CaseFilter::default()
             })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&cases)?);
+                println!("{}", serde_json::to_string_pretty(&exported(&cases, now))?);
             } else {
-                print_table(&cases);
+                print_table(&cases, now);
             }
         }
         CasesCommand::Show { id, db } => {
@@ -196,25 +318,135 @@ pub fn run(command: CasesCommand) -> Result<()> {
                 status,
                 ..CaseFilter::default()
             })?;
+            let now = unix_now()?;
             match format {
-                ExportFormat::Json => println!("{}", serde_json::to_string_pretty(&cases)?),
-                ExportFormat::Csv => print!("{}", to_csv(&cases)),
+                ExportFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&exported(&cases, now))?)
+                }
+                ExportFormat::Csv => print!("{}", to_csv(&cases, now)),
             }
         }
         CasesCommand::SetStatus {
             id,
             status,
             db,
-            note,
+            operator,
         } => {
-            let mut store = open(&db.db)?;
-            let mut case = store.case(&id)?.with_context(|| format!("no case {id}"))?;
-            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
-            store.write(&operator_transition(&mut case, status, note, now)?)?;
+            let case = act(&db, &id, OperatorAction::SetStatus(status), operator, None)?;
             println!("{} is now {}", case.id, case.status);
+        }
+        CasesCommand::Confirm { id, db, operator } => {
+            let case = act(&db, &id, OperatorAction::Confirm, operator, None)?;
+            println!(
+                "{} confirmed as a real violation ({})",
+                case.id, case.status
+            );
+        }
+        CasesCommand::Reject {
+            id,
+            reason,
+            suppress_for,
+            db,
+            operator,
+        } => {
+            let action = OperatorAction::Reject(reason);
+            let case = act(&db, &id, action, operator, Some(suppress_for))?;
+            print!("{} is now rejected ({reason})", case.id);
+            let store = open(&db.db)?;
+            let suppression = store
+                .suppressions(Some(&case.camera_id), None)?
+                .into_iter()
+                .find(|s| s.case_id == case.id);
+            match suppression.filter(|_| !suppress_for.is_zero()) {
+                Some(s) => println!(
+                    "; zone {} makes no {} case at its place until {} (suppression {}; \
+                     `cgbot cases lift-suppression {}` ends it)",
+                    s.zone_id,
+                    s.event,
+                    time(s.until),
+                    s.id,
+                    s.id
+                ),
+                None => println!("; its place is not suppressed"),
+            }
+        }
+        CasesCommand::Suppressions {
+            db,
+            camera,
+            active,
+            json,
+        } => {
+            let now = unix_now()?;
+            let list = open(&db.db)?.suppressions(camera.as_deref(), active.then_some(now))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_suppressions(&list, now);
+            }
+        }
+        CasesCommand::LiftSuppression { id, db, by } => {
+            let mut store = open(&db.db)?;
+            let before = store.suppression(id)?;
+            let s = store.lift_suppression(id, &by, unix_now()?)?;
+            if before.is_some_and(|b| b.lifted_at.is_some()) {
+                println!(
+                    "suppression {id} was already lifted by {} at {}",
+                    s.lifted_by.as_deref().unwrap_or("?"),
+                    s.lifted_at.map(time).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "suppression {id} lifted: camera {} zone {} may file {} cases at its place again",
+                    s.camera_id, s.zone_id, s.event
+                );
+            }
         }
     }
     Ok(())
+}
+
+fn unix_now() -> Result<f64> {
+    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64())
+}
+
+/// One operator action through the store, which checks the lifecycle.
+fn act(
+    db: &DbArg,
+    id: &str,
+    action: OperatorAction,
+    operator: OperatorArgs,
+    suppress_for: Option<Duration>,
+) -> Result<Case> {
+    let mut store = open(&db.db)?;
+    Ok(store.operator_action(
+        id,
+        action,
+        &operator.by,
+        operator.note,
+        unix_now()?,
+        suppress_for.unwrap_or_default(),
+    )?)
+}
+
+/// A case as `list --json` and `export` show it: with whether it is overdue now and why
+/// it was rejected.
+#[derive(Serialize)]
+struct Exported<'a> {
+    #[serde(flatten)]
+    case: &'a Case,
+    overdue: bool,
+    reject_reason: Option<RejectReason>,
+}
+
+fn exported(cases: &[Case], now: f64) -> Vec<Exported<'_>> {
+    cases
+        .iter()
+        .map(|case| Exported {
+            case,
+            overdue: case.is_overdue(now),
+            reject_reason: case.reject_reason(),
+        })
+        .collect()
 }
 
 /// `cgbot outbox deliver`: retry delivery of what earlier runs left in the outbox.
@@ -231,14 +463,14 @@ pub fn time(unix: f64) -> String {
         .to_string()
 }
 
-fn print_table(cases: &[Case]) {
+fn print_table(cases: &[Case], now: f64) {
     println!(
-        "{:<18} {:<10} {:<18} {:<14} {:<14} {:<21} {:>8} {:>5}",
+        "{:<18} {:<10} {:<18} {:<14} {:<14} {:<21} {:>8} {:>5}  due",
         "id", "status", "category", "camera", "zone", "first seen (UTC)", "dwell s", "conf"
     );
     for c in cases {
         println!(
-            "{:<18} {:<10} {:<18} {:<14} {:<14} {:<21} {:>8.0} {:>5.2}",
+            "{:<18} {:<10} {:<18} {:<14} {:<14} {:<21} {:>8.0} {:>5.2}  {}",
             c.id,
             c.status,
             format!("{} {}", c.category.code, c.category.name),
@@ -246,13 +478,47 @@ fn print_table(cases: &[Case]) {
             c.zone_id,
             time(c.first_seen),
             c.dwell,
-            c.confidence
+            c.confidence,
+            if c.is_overdue(now) { "OVERDUE" } else { "" }
         );
     }
-    println!("{} cases", cases.len());
+    let overdue = cases.iter().filter(|c| c.is_overdue(now)).count();
+    match overdue {
+        0 => println!("{} cases", cases.len()),
+        n => println!("{} cases, {n} overdue", cases.len()),
+    }
 }
 
-fn to_csv(cases: &[Case]) -> String {
+fn print_suppressions(list: &[Suppression], now: f64) {
+    println!(
+        "{:>5} {:<8} {:<14} {:<14} {:<16} {:<18} {:<12} {:<21} {:>6}",
+        "id", "state", "camera", "zone", "event", "case", "by", "until (UTC)", "hits"
+    );
+    for s in list {
+        let state = if s.lifted_at.is_some() {
+            "lifted"
+        } else if s.is_active(now) {
+            "active"
+        } else {
+            "expired"
+        };
+        println!(
+            "{:>5} {:<8} {:<14} {:<14} {:<16} {:<18} {:<12} {:<21} {:>6}",
+            s.id,
+            state,
+            s.camera_id,
+            s.zone_id,
+            s.event,
+            s.case_id,
+            s.created_by,
+            time(s.until),
+            s.hits
+        );
+    }
+    println!("{} suppressions", list.len());
+}
+
+fn to_csv(cases: &[Case], now: f64) -> String {
     let field = |s: &str| {
         if s.contains([',', '"', '\n']) {
             format!("\"{}\"", s.replace('"', "\"\""))
@@ -263,7 +529,8 @@ fn to_csv(cases: &[Case]) -> String {
     let opt_time = |t: Option<f64>| t.map(time).unwrap_or_default();
     let mut out = String::from(
         "id,status,category_code,category_major,category_name,event,camera_id,camera_name,zone_id,\
-         longitude,latitude,address,grid,first_seen,filed_at,deadline,closed_at,close_reason,dwell_s,confidence,label,x1,y1,x2,y2\n",
+         longitude,latitude,address,grid,first_seen,filed_at,deadline,closed_at,close_reason,dwell_s,confidence,label,x1,y1,x2,y2,\
+         overdue,verdict,reject_reason\n",
     );
     for c in cases {
         let l = &c.location;
@@ -293,6 +560,12 @@ fn to_csv(cases: &[Case]) -> String {
             format!("{:.0}", c.bbox[1]),
             format!("{:.0}", c.bbox[2]),
             format!("{:.0}", c.bbox[3]),
+            c.is_overdue(now).to_string(),
+            c.verdict
+                .as_ref()
+                .map(|v| v.kind.to_string())
+                .unwrap_or_default(),
+            c.reject_reason().map(|r| r.to_string()).unwrap_or_default(),
         ];
         let row: Vec<String> = cells.iter().map(|c| field(c)).collect();
         out += &row.join(",");
