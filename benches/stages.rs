@@ -1,7 +1,8 @@
 //! Micro-benchmarks of single pipeline stages, each on a realistic input of the size its
 //! name says: decoding one 1080p keyframe (H.264, H.265), the YOLOX-Nano postprocess
 //! (head-output decode and NMS, without the model), one tracker update, one zone test,
-//! and one sample through the case engine. The end-to-end comparisons (keyframes-only
+//! one sample through the case engine, and one camera snapshot (a 1080p frame scaled
+//! down and encoded as JPEG, with the resizes it was chosen against). The end-to-end comparisons (keyframes-only
 //! versus all-frames decode, letterbox preprocessing, model inference) live in
 //! `benches/pipeline.rs`.
 //!
@@ -21,6 +22,7 @@ use cgbot::detect::nms::nms;
 use cgbot::detect::{Detection, DetectorOptions, YoloxGrid};
 use cgbot::geometry::{anchor_point, Polygon};
 use cgbot::models::{Catalogue, InputSpec};
+use cgbot::pipeline::live::{encode_snapshot, SNAPSHOT_QUALITY, SNAPSHOT_WIDTH};
 use cgbot::rules::{EventCatalogue, RuleFields, Sighting, ZoneRules};
 use cgbot::source::{AccessUnit, FileSource, StreamInfo};
 use cgbot::track::{Appearance, Observation, Tracker, TrackerConfig};
@@ -537,6 +539,112 @@ fn cases_steady_state(c: &mut Criterion) {
     group.finish();
 }
 
+// ---------------------------------------------------------------------------------------
+// Snapshot: the daemon's latest picture of a camera
+
+/// One camera snapshot from a decoded 1080p H.264 keyframe (YUV 4:2:0): scaled down to
+/// 480 × 270 and encoded at quality 75 (`total`), and its parts. The scaling candidates:
+/// the box filter over the YUV planes that the daemon uses; libswscale straight from YUV
+/// to RGB at the small size (area, fast bilinear; a new context per call, as the outlet
+/// would need one per source size and format); the full-size RGB conversion the evidence
+/// images use, then the `image` crate's resize (triangle) or thumbnail (box). The
+/// encoders: `jpeg-encoder`, which the daemon uses, and the `image` crate's.
+fn snapshot(c: &mut Criterion) {
+    use ffmpeg_next::format::Pixel;
+    use ffmpeg_next::software::scaling;
+    use ffmpeg_next::util::frame::Video as VideoFrame;
+    use image::imageops::{self, FilterType};
+
+    let (info, units) = keyframes("people-walking-1080p-h264.mp4", 1);
+    let mut decoder = Decoder::new(
+        &info,
+        &model_input(),
+        Sampling::Keyframes { min_interval: None },
+    )
+    .unwrap();
+    let mut frames = Vec::new();
+    decoder.push(&units[0], &mut |f| frames.push(f)).unwrap();
+    decoder.finish(&mut |f| frames.push(f)).unwrap();
+    let picture = &frames.first().expect("a decoded keyframe").picture;
+    assert_eq!((picture.width(), picture.height()), (WIDTH, HEIGHT));
+    let source = picture.as_frame();
+    let (w, h) = (SNAPSHOT_WIDTH, SNAPSHOT_WIDTH * HEIGHT / WIDTH);
+    let small = picture.thumbnail(SNAPSHOT_WIDTH).unwrap();
+    assert_eq!(small.dimensions(), (w, h));
+
+    let mut group = c.benchmark_group("snapshot_1080p");
+    group.bench_function("total", |b| {
+        b.iter(|| encode_snapshot(black_box(picture), SNAPSHOT_WIDTH, SNAPSHOT_QUALITY).unwrap())
+    });
+    group.bench_function("scale_box_yuv", |b| {
+        b.iter(|| black_box(picture).thumbnail(SNAPSHOT_WIDTH).unwrap())
+    });
+    for (name, flags) in [
+        ("scale_swscale_area", scaling::Flags::AREA),
+        ("scale_swscale_fast_bilinear", scaling::Flags::FAST_BILINEAR),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut scaler = scaling::Context::get(
+                    source.format(),
+                    WIDTH,
+                    HEIGHT,
+                    Pixel::RGB24,
+                    w,
+                    h,
+                    flags,
+                )
+                .unwrap();
+                let mut rgb = VideoFrame::new(Pixel::RGB24, w, h);
+                scaler.run(black_box(source), &mut rgb).unwrap();
+                rgb
+            })
+        });
+    }
+    group.bench_function("scale_to_rgb_then_image_resize_triangle", |b| {
+        b.iter(|| {
+            let rgb = black_box(picture).to_rgb().unwrap();
+            imageops::resize(&rgb, w, h, FilterType::Triangle)
+        })
+    });
+    group.bench_function("scale_to_rgb_then_image_thumbnail", |b| {
+        b.iter(|| {
+            let rgb = black_box(picture).to_rgb().unwrap();
+            imageops::thumbnail(&rgb, w, h)
+        })
+    });
+    group.bench_function("encode_image_crate", |b| {
+        b.iter(|| {
+            let mut jpeg = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, SNAPSHOT_QUALITY)
+                .encode_image(black_box(&small))
+                .unwrap();
+            jpeg
+        })
+    });
+    group.bench_function("encode_jpeg_encoder", |b| {
+        b.iter(|| {
+            let mut jpeg = Vec::new();
+            let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, SNAPSHOT_QUALITY);
+            encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+            encoder
+                .encode(
+                    black_box(small.as_raw()),
+                    w as u16,
+                    h as u16,
+                    jpeg_encoder::ColorType::Rgb,
+                )
+                .unwrap();
+            jpeg
+        })
+    });
+    let size = encode_snapshot(picture, SNAPSHOT_WIDTH, SNAPSHOT_QUALITY)
+        .unwrap()
+        .len();
+    println!("snapshot_1080p: {w} x {h} JPEG of {size} bytes");
+    group.finish();
+}
+
 criterion_group! {
     name = stages;
     // Short runs: these are sub-millisecond stages (decode aside, which uses flat sampling
@@ -544,6 +652,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = keyframe_decode, yolox_postprocess, track_update, zone_test, cases_steady_state
+    targets = keyframe_decode, yolox_postprocess, track_update, zone_test, cases_steady_state, snapshot
 }
 criterion_main!(stages);

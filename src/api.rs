@@ -1,5 +1,5 @@
-//! The daemon's HTTP API: probes, Prometheus metrics, the cameras' live status and read
-//! access to the case store with its evidence images.
+//! The daemon's HTTP API: probes, Prometheus metrics, the cameras' live status and latest
+//! pictures, and read access to the case store with its evidence images.
 //!
 //! | route | answer |
 //! |---|---|
@@ -8,6 +8,7 @@
 //! | `GET /metrics` | Prometheus text exposition 0.0.4 |
 //! | `GET /api/cameras?state=` | every camera's [`CameraView`], optionally of one state |
 //! | `GET /api/cameras/{id}` | one camera |
+//! | `GET /api/cameras/{id}/snapshot.jpg` | the camera's latest analysed frame, 480 px wide, nothing drawn on it (`404` until it has one); `X-Snapshot-Taken-At` gives the frame's Unix time |
 //! | `GET /api/cases?status=&camera=&event=&since=&until=&limit=` | cases, oldest first |
 //! | `GET /api/cases/{id}` | one case with its evidence and history |
 //! | `GET /api/cases/{id}/evidence` | the case's evidence images and their URLs |
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cases::{Case, HistoryEntry, Status};
+pub use crate::pipeline::live::Snapshot;
 use crate::store::{CaseFilter, Store};
 
 /// What the running daemon exposes to the API. Implemented by the live pipeline.
@@ -52,6 +54,13 @@ pub trait DaemonView: Send + Sync + 'static {
     fn metrics_text(&self) -> String;
     /// Every configured camera's live status.
     fn cameras(&self) -> Vec<CameraView>;
+    /// The camera's latest analysed frame (a small JPEG with its detections), if one was
+    /// taken since it joined the list and is still kept. Views without pictures keep the
+    /// default.
+    fn snapshot(&self, camera_id: &str) -> Option<Snapshot> {
+        let _ = camera_id;
+        None
+    }
 }
 
 /// A camera's state as operators see it; `?state=` takes these names.
@@ -218,6 +227,7 @@ fn router(config: ApiConfig, view: Arc<dyn DaemonView>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/cameras", get(cameras))
         .route("/api/cameras/{id}", get(camera))
+        .route("/api/cameras/{id}/snapshot.jpg", get(camera_snapshot))
         .route("/api/cases", get(cases))
         .route("/api/cases/{id}", get(case))
         .route("/api/cases/{id}/evidence", get(evidence_list))
@@ -392,6 +402,33 @@ async fn camera(
         .find(|c| c.id == id)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no camera {id}")))
+}
+
+/// The JPEG as it is kept; the frame it shows may be replaced at any moment, so it is
+/// never cached.
+async fn camera_snapshot(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match state.view.snapshot(&id) {
+        Some(snapshot) => {
+            let taken_at = header::HeaderValue::from_str(&format!("{:.3}", snapshot.taken_at))
+                .map_err(|e| ApiError::internal("stamping a snapshot", e))?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, header::HeaderValue::from_static("image/jpeg")),
+                    (header::CACHE_CONTROL, header::HeaderValue::from_static("no-store")),
+                    (header::HeaderName::from_static("x-snapshot-taken-at"), taken_at),
+                ],
+                snapshot.jpeg.as_ref().clone(),
+            )
+                .into_response())
+        }
+        None if state.view.cameras().iter().any(|c| c.id == id) => Err(ApiError::not_found(
+            format!("camera {id} has no snapshot yet: none of its frames analysed since it joined the list (or it was dropped to stay within the snapshot budget)"),
+        )),
+        None => Err(ApiError::not_found(format!("no camera {id}"))),
+    }
 }
 
 /// The API's own read connection to the case store, opened on first use (the daemon

@@ -261,6 +261,104 @@ fn camera_rotation_applies_without_restart_and_keeps_cases() {
     assert!(status.success(), "{}", daemon.log());
 }
 
+/// Each camera's latest picture: 404 until one is taken, then a 480-pixel JPEG of the
+/// camera refreshed at most every `snapshot_every`, gone when the camera is removed.
+#[test]
+fn every_camera_has_its_latest_picture_refreshed_at_most_every_snapshot_every() {
+    let _serial = serial();
+    let port = free_port();
+    let _sim = start_sim("street-static-h264.mp4", 3, port, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cams = dir.path().join("cams.toml");
+    let write = |text: String| {
+        let tmp = dir.path().join("cams.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &cams).unwrap();
+    };
+    // cam-9 points where nothing answers: it never has a picture.
+    write(
+        camera_file(port, 0..3, "")
+            + &camera_file(free_port(), [9], "")
+                .replace("[defaults]\nutc_offset = \"+08:00\"\n", ""),
+    );
+    let settings =
+        "snapshot_every = \"2s\"\nsnapshot_budget_mib = 8\n[sampling]\ninterval = \"500ms\"\n";
+    let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
+    let snapshot = |d: &Daemon, id: &str| d.get_raw(&format!("/api/cameras/{id}/snapshot.jpg"));
+
+    daemon.wait_for(
+        "every reachable camera's picture",
+        Duration::from_secs(60),
+        |d| (0..3).all(|i| snapshot(d, &format!("cam-{i}")).0 == 200),
+    );
+    let (_, headers, jpeg) = snapshot(&daemon, "cam-0");
+    assert_eq!(headers["content-type"], "image/jpeg");
+    // For a look: what the console shows.
+    let keep = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&keep).unwrap();
+    std::fs::write(keep.join("daemon-snapshot.jpg"), &jpeg).unwrap();
+    let picture = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
+        .expect("a JPEG")
+        .to_luma8();
+    // The 640 × 480 street, 480 pixels wide: a real picture, not a flat one.
+    assert_eq!(picture.dimensions(), (480, 360));
+    let mean = picture.pixels().map(|p| f64::from(p.0[0])).sum::<f64>() / (480.0 * 360.0);
+    let spread = picture
+        .pixels()
+        .map(|p| (f64::from(p.0[0]) - mean).powi(2))
+        .sum::<f64>()
+        / (480.0 * 360.0);
+    assert!(
+        spread.sqrt() > 20.0,
+        "mean {mean}, deviation {}",
+        spread.sqrt()
+    );
+
+    for (id, want) in [
+        ("cam-9", "cam-9 has no snapshot yet"),
+        ("cam-5", "no camera cam-5"),
+    ] {
+        let (status, _, body) = snapshot(&daemon, id);
+        let error: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 404, "{error}");
+        assert!(error["error"].as_str().unwrap().contains(want), "{error}");
+    }
+    // Without the token, nothing.
+    assert_eq!(daemon.status("/api/cameras/cam-0/snapshot.jpg"), Some(401));
+
+    // Two frames a second are analysed; a new picture comes at most every 2 s.
+    let mut taken: Vec<f64> = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(9) {
+        let (_, headers, _) = snapshot(&daemon, "cam-1");
+        let at: f64 = headers["x-snapshot-taken-at"].parse().unwrap();
+        if taken.last() != Some(&at) {
+            taken.push(at);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let gaps: Vec<f64> = taken.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.len() >= 2, "pictures taken at {taken:?}");
+    assert!(
+        gaps.iter().all(|g| (1.5..=4.0).contains(g)),
+        "gaps {gaps:?}"
+    );
+    assert_eq!(daemon.metric("cgbot_snapshots"), 3.0);
+    assert!(daemon.metric("cgbot_snapshot_bytes") < 8.0 * 1024.0 * 1024.0);
+
+    // cam-1 leaves the list: its picture goes with it.
+    write(camera_file(port, [0, 2], ""));
+    daemon.wait_for("the rotation", Duration::from_secs(30), |d| {
+        d.metric("cgbot_rotations_total") >= 1.0
+    });
+    let (status, _, _) = snapshot(&daemon, "cam-1");
+    assert_eq!(status, 404);
+    assert_eq!(daemon.metric("cgbot_snapshots"), 2.0);
+    assert_eq!(snapshot(&daemon, "cam-2").0, 200);
+    let (status, _) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", daemon.log());
+}
+
 #[test]
 fn sigterm_under_load_stops_within_the_deadline_and_loses_no_case() {
     let _serial = serial();

@@ -24,6 +24,8 @@ cgbot_frames_analysed_total{camera=\"cam-1\"} 42\n";
 struct FixedView {
     ready: Result<(), String>,
     cameras: Vec<CameraView>,
+    /// cam-1's latest picture.
+    snapshot: Option<Snapshot>,
 }
 
 impl DaemonView for FixedView {
@@ -35,6 +37,9 @@ impl DaemonView for FixedView {
     }
     fn cameras(&self) -> Vec<CameraView> {
         self.cameras.clone()
+    }
+    fn snapshot(&self, camera_id: &str) -> Option<Snapshot> {
+        self.snapshot.clone().filter(|_| camera_id == "cam-1")
     }
 }
 
@@ -67,6 +72,7 @@ fn fixed_view() -> FixedView {
             camera_view("cam-2", CameraState::Backoff),
             camera_view("cam-3", CameraState::Waiting),
         ],
+        snapshot: None,
     }
 }
 
@@ -251,6 +257,7 @@ fn probes_need_no_token_and_everything_else_does() {
         "/api/cameras",
         "/api/cases",
         "/api/cases/C1/evidence/first.jpg",
+        "/api/cameras/cam-1/snapshot.jpg",
         "/nowhere",
     ] {
         let missing = server.get_as(path, None);
@@ -360,6 +367,54 @@ fn cameras_are_listed_as_given_filtered_by_state_and_looked_up() {
     assert_eq!(one.json(), expected[2]);
     assert_eq!(
         server.get("/api/cameras/cam-9").error(),
+        (404, "no camera cam-9".to_string())
+    );
+    server.stop().unwrap();
+}
+
+#[test]
+fn a_cameras_snapshot_is_served_as_kept_and_404_until_there_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let jpeg = vec![0xff, 0xd8, 0xff, 0xe0, 1, 2, 3, 0xff, 0xd9];
+    let view = FixedView {
+        snapshot: Some(Snapshot {
+            jpeg: Arc::new(jpeg.clone()),
+            width: 1920,
+            height: 1080,
+            taken_at: BASE_TIME,
+            detections: vec![],
+        }),
+        ..fixed_view()
+    };
+    let server = Server::start(view, Some(TOKEN), dir.path().join("cases.db"));
+    let picture = server.get("/api/cameras/cam-1/snapshot.jpg");
+    assert_eq!(
+        (picture.status, picture.content_type.as_str()),
+        (200, "image/jpeg")
+    );
+    assert_eq!(picture.body, jpeg);
+    let stamped = server
+        .agent
+        .get(format!("{}/api/cameras/cam-1/snapshot.jpg", server.base))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap();
+    let header = |name: &str| {
+        stamped
+            .headers()
+            .get(name)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(header("x-snapshot-taken-at"), "1795000000.000");
+    assert_eq!(header("cache-control"), "no-store");
+    let (status, message) = server.get("/api/cameras/cam-2/snapshot.jpg").error();
+    assert_eq!(status, 404);
+    assert!(message.contains("cam-2 has no snapshot yet"), "{message}");
+    assert_eq!(
+        server.get("/api/cameras/cam-9/snapshot.jpg").error(),
         (404, "no camera cam-9".to_string())
     );
     server.stop().unwrap();

@@ -4,6 +4,8 @@
 //! ```toml
 //! cameras = "cameras/"            # camera file or directory, watched for rotation
 //! db = "cgbot.db"
+//! snapshot_every = "10s"          # each camera's latest picture for the console, at most this often
+//! snapshot_budget_mib = 64        # memory for those pictures; the oldest go beyond it
 //!
 //! [detector]
 //! model = "yolox_nano"            # catalogue name or ONNX path
@@ -67,6 +69,12 @@ pub struct RunConfig {
     /// Longest a graceful shutdown may take before the process exits anyway.
     #[serde(default = "default_shutdown", with = "crate::duration")]
     pub shutdown_deadline: Duration,
+    /// Shortest time between two snapshots (latest pictures) of a camera; 0: every frame.
+    #[serde(default = "default_snapshot_every", with = "crate::duration")]
+    pub snapshot_every: Duration,
+    /// Memory all cameras' snapshots may take, in MiB; 0 keeps none.
+    #[serde(default = "default_snapshot_budget_mib")]
+    pub snapshot_budget_mib: usize,
 }
 
 fn default_db() -> PathBuf {
@@ -75,6 +83,14 @@ fn default_db() -> PathBuf {
 
 fn default_shutdown() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_snapshot_every() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_snapshot_budget_mib() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -363,6 +379,8 @@ mod tests {
         assert_eq!(config.patrol.slots, 0);
         assert_eq!(config.rtsp.transport, Transport::Tcp);
         assert_eq!(config.shutdown_deadline, Duration::from_secs(10));
+        assert_eq!(config.snapshot_every, Duration::from_secs(10));
+        assert_eq!(config.snapshot_budget_mib, 64);
         let err = load("db = \"x.db\"\n").unwrap_err();
         assert!(err.contains("missing field `cameras`"), "{err}");
     }

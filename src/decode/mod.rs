@@ -4,9 +4,11 @@
 
 mod preprocess;
 mod sampling;
+mod thumbnail;
 
 pub use preprocess::{Letterbox, ModelInput, Preprocessor};
 pub use sampling::{KeyframePolicy, LiveSampler, Sampling, SamplingError};
+pub use thumbnail::thumbnail_size;
 
 use std::time::{Duration, Instant};
 

@@ -83,7 +83,7 @@ struct ScalerKey {
 }
 
 /// 8-bit planar YUV formats sampled directly, with their full-range flag.
-fn planar_yuv(format: Pixel) -> Option<bool> {
+pub(super) fn planar_yuv(format: Pixel) -> Option<bool> {
     match format {
         Pixel::YUV420P | Pixel::YUV422P | Pixel::YUV444P => Some(false),
         Pixel::YUVJ420P | Pixel::YUVJ422P | Pixel::YUVJ444P => Some(true),
@@ -284,7 +284,7 @@ impl Preprocessor {
 
 /// BT.601 YUV → RGB, what FFmpeg and OpenCV pipelines apply by default.
 #[inline]
-fn yuv_to_rgb(y: f32, u: f32, v: f32, full_range: bool) -> [f32; 3] {
+pub(super) fn yuv_to_rgb(y: f32, u: f32, v: f32, full_range: bool) -> [f32; 3] {
     let (u, v) = (u - 128.0, v - 128.0);
     if full_range {
         [

@@ -1,7 +1,7 @@
 //! The last stage, on one thread: each detected frame is filed (track → rules → cases →
 //! store) for its feed's camera, then handed to the command's [`Outlet`] — printing and
-//! annotating for `replay` and `detect`, nothing more for the daemon, whose figures the
-//! stage keeps itself.
+//! annotating for `replay` and `detect`, each camera's latest picture for the daemon
+//! ([`super::live::SnapshotOutlet`]), whose figures the stage keeps itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ pub trait Outlet: Send + 'static {
     fn filed(&mut self, _feed: &Feed, _stats: FilingStats) {}
 }
 
-/// The daemon's outlet: everything it shows is kept by the stages.
+/// Frames filed and nothing more.
 impl Outlet for () {
     fn analysed(&mut self, _frame: &Analysed<'_>) -> Result<(), OutletError> {
         Ok(())

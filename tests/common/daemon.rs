@@ -1,5 +1,6 @@
 //! Running `cgbot run` as a child process and asking its HTTP API.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -105,6 +106,28 @@ impl Daemon {
             Ok(mut r) => r.body_mut().read_to_string().unwrap(),
             Err(e) => panic!("GET {path}: {e}\n--- daemon log ---\n{}", self.log()),
         }
+    }
+
+    /// GET with the bearer token, whatever the status: status, headers (lower-case names)
+    /// and body bytes.
+    pub fn get_raw(&self, path: &str) -> (u16, BTreeMap<String, String>, Vec<u8>) {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        let mut response = agent
+            .get(format!("{}{path}", self.api))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n--- daemon log ---\n{}", self.log()));
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = response.body_mut().read_to_vec().unwrap();
+        (response.status().as_u16(), headers, body)
     }
 
     pub fn cameras(&self) -> Vec<Value> {

@@ -1,8 +1,10 @@
 //! Helpers shared by the end-to-end tests: where the shared samples and generated test
-//! models are, running the `cgbot` binary, asking `ffprobe`/`ffmpeg` for ground truth, and
-//! an RTSP server we did not write (GStreamer's) to play against.
+//! models are, running the `cgbot` binary, asking `ffprobe`/`ffmpeg` for ground truth, an
+//! RTSP server we did not write (GStreamer's) to play against, and a real headless
+//! Chromium for web pages (`browser`).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod browser;
 pub mod daemon;
 
 use std::io::{BufRead, BufReader, Read};

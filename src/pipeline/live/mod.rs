@@ -4,10 +4,15 @@
 
 mod camera;
 mod delivery;
+mod snapshots;
 mod supervisor;
 mod view;
 
 pub use camera::{CameraState, LiveCamera};
+pub use snapshots::{
+    encode as encode_snapshot, Snapshot, SnapshotError, SnapshotOutlet, Snapshots,
+    SNAPSHOT_QUALITY, SNAPSHOT_WIDTH,
+};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -70,14 +75,17 @@ pub struct Registry {
     not_ready: RwLock<Option<String>>,
     /// Kept by the supervisor; read by the API for revisit figures.
     patrol: Mutex<Patrol>,
+    /// Every camera's latest picture; a camera's goes when it leaves the list.
+    snapshots: Arc<Snapshots>,
 }
 
 impl Registry {
-    fn new(patrol: PatrolConfig) -> Self {
+    fn new(patrol: PatrolConfig, snapshots: Arc<Snapshots>) -> Self {
         Self {
             cameras: RwLock::default(),
             not_ready: RwLock::default(),
             patrol: Mutex::new(Patrol::new(patrol)),
+            snapshots,
         }
     }
 
@@ -85,7 +93,10 @@ impl Registry {
         read(&self.cameras).values().cloned().collect()
     }
 
+    /// Publishes the camera list. Removed cameras have been stopped by now, so their
+    /// snapshots can go for good (see [`Snapshots`]).
     fn set(&self, cameras: BTreeMap<String, Arc<LiveCamera>>) {
+        self.snapshots.retain(|id| cameras.contains_key(id));
         *self.cameras.write().unwrap_or_else(|p| p.into_inner()) = cameras;
     }
 
@@ -158,7 +169,10 @@ pub fn run(
 
     keep_frame_buffers_out_of_the_heap();
     let metrics = Arc::new(Metrics::default());
-    let registry = Arc::new(Registry::new(config.patrol.clone()));
+    let snapshots = Arc::new(Snapshots::new(
+        config.snapshot_budget_mib.saturating_mul(1 << 20),
+    ));
+    let registry = Arc::new(Registry::new(config.patrol.clone(), snapshots.clone()));
     let decode_threads = match config.queues.decode_threads {
         0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
         n => n,
@@ -172,7 +186,7 @@ pub fn run(
         },
         detector,
         Some(FilingSetup { store, categories }),
-        (),
+        SnapshotOutlet::new(snapshots, config.snapshot_every),
         metrics.clone(),
     );
     let (delivery_stop, delivery_stop_rx) = bounded(1);

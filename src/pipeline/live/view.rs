@@ -1,10 +1,11 @@
-//! What the HTTP API sees of the running daemon: readiness, camera status and metrics.
+//! What the HTTP API sees of the running daemon: readiness, camera status, the cameras'
+//! latest pictures and metrics.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::camera::CameraState;
-use super::{read, Registry};
+use super::{read, Registry, Snapshot};
 use crate::api::{CameraView, DaemonView};
 use crate::metrics::Exposition;
 use crate::pipeline::{Metrics, QueueDepths};
@@ -57,6 +58,10 @@ impl DaemonView for LiveView {
                 }
             })
             .collect()
+    }
+
+    fn snapshot(&self, camera_id: &str) -> Option<Snapshot> {
+        self.registry.snapshots.get(camera_id)
     }
 
     fn metrics_text(&self) -> String {
@@ -172,6 +177,32 @@ impl DaemonView for LiveView {
             "cgbot_frame_latency_seconds",
             "From an access unit's arrival to its frame's cases being committed.",
             &m.latency,
+        );
+        let snapshots = &self.registry.snapshots;
+        out.gauge(
+            "cgbot_snapshots",
+            "Cameras whose latest picture is kept for the console.",
+            snapshots.len() as f64,
+        );
+        out.gauge(
+            "cgbot_snapshot_bytes",
+            "Memory the kept pictures are charged (the budget is snapshot_budget_mib).",
+            snapshots.bytes() as f64,
+        );
+        out.counter(
+            "cgbot_snapshots_evicted_total",
+            "Pictures dropped to stay within the snapshot budget.",
+            snapshots.evicted.get(),
+        );
+        out.counter(
+            "cgbot_snapshot_errors_total",
+            "Pictures that could not be made.",
+            snapshots.failures.get(),
+        );
+        out.histogram(
+            "cgbot_snapshot_seconds",
+            "Time to make one camera picture (scale down and encode).",
+            &snapshots.making,
         );
         let worst_revisit = self.registry.patrol().worst_revisit(Instant::now());
         out.gauge(
