@@ -1,5 +1,7 @@
 //! The daemon's HTTP API: probes, Prometheus metrics, the cameras' live status and latest
-//! pictures, and read access to the case store with its evidence images.
+//! pictures, the case store with its evidence images, and the operators' console
+//! ([`crate::console`]: its pages and write routes, described in full at
+//! `/api/openapi.json`).
 //!
 //! | route | answer |
 //! |---|---|
@@ -14,12 +16,13 @@
 //! | `GET /api/cases/{id}/evidence` | the case's evidence images and their URLs |
 //! | `GET /api/cases/{id}/evidence/{kind}.jpg` | one evidence image |
 //!
-//! With a token configured, every route but the probes needs `Authorization: Bearer
-//! <token>`. Errors are `{"error": "..."}` with the status code saying what kind.
+//! Every route but the probes, the sign-in page and the page assets needs `Authorization:
+//! Bearer <token>` or a console session (see [`crate::console::auth`]). Errors are
+//! `{"error": "..."}` with the status code saying what kind.
 //!
-//! The API only reads. Cases change through the pipeline and `cgbot cases set-status`;
-//! the API reads them through its own SQLite connection (WAL lets it read while the
-//! daemon writes). Camera stream URLs are shown exactly as the daemon hands them over in
+//! Cases change through the pipeline and through operator actions (the console's write
+//! routes, `cgbot cases set-status/confirm/reject`); the API reaches the store through
+//! its own SQLite connection (WAL lets it read while the daemon writes). Camera stream URLs are shown exactly as the daemon hands them over in
 //! [`CameraView`], so the daemon must redact RTSP credentials before they get here.
 
 use std::future::Future;
@@ -30,16 +33,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::UNIX_EPOCH;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::cases::{Case, HistoryEntry, Status};
+use crate::console::auth::Auth;
+use crate::console::{CameraBook, ConsoleConfig};
 pub use crate::pipeline::live::Snapshot;
 use crate::store::{CaseFilter, Store};
 
@@ -154,6 +158,30 @@ pub struct CameraView {
     pub since_visit_s: Option<f64>,
 }
 
+impl CameraView {
+    /// A configured camera this process does not watch (`cgbot console`).
+    pub fn unwatched(id: &str, name: &str) -> Self {
+        CameraView {
+            id: id.to_string(),
+            name: name.to_string(),
+            state: CameraState::Stopped,
+            stream: None,
+            priority: false,
+            last_frame_at: None,
+            sampled_fps: 0.0,
+            last_error: None,
+            reconnects: 0,
+            frames_received: 0,
+            frames_decoded: 0,
+            frames_analysed: 0,
+            frames_skipped: 0,
+            visits: 0,
+            revisit_interval_s: None,
+            since_visit_s: None,
+        }
+    }
+}
+
 pub struct ApiConfig {
     /// Where the daemon binds the listener it hands to [`serve`].
     pub listen: SocketAddr,
@@ -161,6 +189,8 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// The case database the daemon writes (evidence images in `<db>.evidence/`).
     pub db: PathBuf,
+    /// The operators' console: camera files, users, sessions, suppressions.
+    pub console: ConsoleConfig,
 }
 
 /// Most cases one `GET /api/cases` returns, and the default when no `limit` is given.
@@ -205,25 +235,38 @@ pub async fn serve(
     Ok(())
 }
 
+/// What every route handler gets: the daemon's view, the case store, who may sign in,
+/// the camera files and the console's settings.
 #[derive(Clone)]
-struct AppState {
-    view: Arc<dyn DaemonView>,
-    cases: Arc<CaseReader>,
+pub(crate) struct AppState {
+    pub(crate) view: Arc<dyn DaemonView>,
+    pub(crate) cases: Arc<CaseReader>,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) book: Arc<CameraBook>,
+    pub(crate) console: Arc<ConsoleConfig>,
 }
 
 fn router(config: ApiConfig, view: Arc<dyn DaemonView>) -> Router {
+    let console = config.console;
     let state = AppState {
         view,
         cases: Arc::new(CaseReader {
             db: config.db,
             store: Mutex::new(None),
         }),
+        auth: Arc::new(Auth::new(
+            config.token.as_deref(),
+            console.users.clone(),
+            console.session_ttl,
+        )),
+        book: Arc::new(CameraBook::new(console.cameras.clone())),
+        console: Arc::new(console),
     };
     let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .method_not_allowed_fallback(method_not_allowed);
-    let mut api = Router::new()
+    let api = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/cameras", get(cameras))
         .route("/api/cameras/{id}", get(camera))
@@ -232,44 +275,44 @@ fn router(config: ApiConfig, view: Arc<dyn DaemonView>) -> Router {
         .route("/api/cases/{id}", get(case))
         .route("/api/cases/{id}/evidence", get(evidence_list))
         .route("/api/cases/{id}/evidence/{name}", get(evidence_image))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
-    if let Some(token) = config.token {
-        // Unknown paths need the token too: without it nothing about the API is told.
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        api = api.layer(middleware::from_fn_with_state(
-            Arc::new(digest),
-            require_token,
-        ));
-    }
-    probes.merge(api).with_state(state)
+    // Unknown paths are behind the gate too: without a token nothing about the API is told.
+    probes
+        .merge(api)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::auth::gate,
+        ))
+        .with_state(state)
 }
 
 /// An error answer: `{"error": message}` with its status.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
     /// Logs the cause; the client learns only that it was our fault.
-    fn internal(what: &str, cause: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(what: &str, cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "HTTP API: {what}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -301,50 +344,8 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed: the API only reads (GET)",
+        "method not allowed on this route (see /api/openapi.json)",
     )
-}
-
-/// Compares SHA-256 digests, all 32 bytes whatever differs, so the time taken tells
-/// nothing about the token (not even its length).
-async fn require_token(
-    State(expected): State<Arc<[u8; 32]>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let (message, challenge) = match given {
-        Some(token) => {
-            let digest = Sha256::digest(token.as_bytes());
-            let diff = expected
-                .iter()
-                .zip(digest.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 {
-                return next.run(request).await;
-            }
-            (
-                "invalid bearer token",
-                r#"Bearer realm="cgbot", error="invalid_token""#,
-            )
-        }
-        None => (
-            "this route needs `Authorization: Bearer <token>` with the daemon's API token",
-            r#"Bearer realm="cgbot""#,
-        ),
-    };
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static(challenge),
-    );
-    response
 }
 
 async fn healthz() -> &'static str {
@@ -434,17 +435,17 @@ async fn camera_snapshot(
 /// The API's own read connection to the case store, opened on first use (the daemon
 /// creates the database) and kept: one connection keeps its prepared statements, and
 /// API traffic is light enough that requests taking turns on it cost nothing noticeable.
-struct CaseReader {
+pub(crate) struct CaseReader {
     db: PathBuf,
     store: Mutex<Option<Store>>,
 }
 
 impl CaseReader {
-    /// Runs `read` on a blocking thread: SQLite calls block (up to the store's busy
+    /// Runs `work` on a blocking thread: SQLite calls block (up to the store's busy
     /// timeout while the daemon checkpoints), and must not stall the async runtime.
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         self: &Arc<Self>,
-        read: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+        work: impl FnOnce(&mut Store) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
@@ -463,7 +464,7 @@ impl CaseReader {
                     slot.insert(store)
                 }
             };
-            read(store)
+            work(store)
         })
         .await
         .map_err(|e| ApiError::internal("reading the case store", e))?
@@ -482,7 +483,7 @@ struct CaseQuery {
     limit: Option<usize>,
 }
 
-fn parse_time(field: &str, text: &str) -> Result<f64, ApiError> {
+pub(crate) fn parse_time(field: &str, text: &str) -> Result<f64, ApiError> {
     if let Ok(secs) = text.parse::<f64>() {
         if secs.is_finite() {
             return Ok(secs);
@@ -529,7 +530,7 @@ async fn cases(
     };
     let cases = state
         .cases
-        .read(move |store| {
+        .run(move |store| {
             store
                 .cases(&filter)
                 .map_err(|e| ApiError::internal("listing cases", e))
@@ -551,6 +552,8 @@ struct EvidenceItem {
 struct CaseDetail {
     #[serde(flatten)]
     case: Case,
+    /// Past its deadline and still open.
+    overdue: bool,
     evidence: Vec<EvidenceItem>,
     history: Vec<HistoryEntry>,
 }
@@ -583,12 +586,13 @@ async fn case(
 ) -> Result<Json<CaseDetail>, ApiError> {
     let detail = state
         .cases
-        .read(move |store| {
+        .run(move |store| {
             let case = find_case(store, &id)?;
             let history = store
                 .history(&id)
                 .map_err(|e| ApiError::internal("reading case history", e))?;
             Ok(CaseDetail {
+                overdue: case.is_overdue(crate::console::now()),
                 evidence: evidence_of(store, &id)?,
                 history,
                 case,
@@ -604,7 +608,7 @@ async fn evidence_list(
 ) -> Result<Json<Vec<EvidenceItem>>, ApiError> {
     let items = state
         .cases
-        .read(move |store| {
+        .run(move |store| {
             find_case(store, &id)?;
             evidence_of(store, &id)
         })
@@ -639,7 +643,7 @@ async fn evidence_image(
         .to_string();
     let path = state
         .cases
-        .read(move |store| {
+        .run(move |store| {
             find_case(store, &id)?;
             let listed = store
                 .evidence(&id)

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod bench;
 pub mod cases;
 pub mod config;
+pub mod console;
 pub mod decode;
 pub mod detect;
 pub mod duration;

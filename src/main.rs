@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use cli::bench::BenchArgs;
 use cli::cameras::CamerasCommand;
 use cli::cases::{CasesCommand, OutboxCommand};
+use cli::console::ConsoleArgs;
 use cli::detect::DetectArgs;
 use cli::models::ModelsCommand;
 use cli::replay::ReplayArgs;
@@ -60,6 +61,8 @@ enum Command {
     Bench(Box<BenchArgs>),
     /// Watch the configured RTSP cameras and file cases: the daemon.
     Run(RunArgs),
+    /// The operators' web pages over a case database, without watching cameras.
+    Console(Box<ConsoleArgs>),
     /// Serve a clip as simulated RTSP street cameras, for tests, benchmarks and demos.
     Sim(SimArgs),
 }
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Run(args) => args.run(),
         Command::Bench(args) => args.run(),
         Command::Sim(args) => args.run(),
+        Command::Console(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

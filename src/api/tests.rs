@@ -131,6 +131,7 @@ impl Server {
             listen,
             token: token.map(String::from),
             db,
+            console: crate::console::ConsoleConfig::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = runtime.spawn(serve(listener, config, Arc::new(view), async {
@@ -638,6 +639,7 @@ fn reachable_addresses_need_a_token() {
                 listen: listener.local_addr().unwrap(),
                 token: None,
                 db: PathBuf::from("unused.db"),
+                console: crate::console::ConsoleConfig::default(),
             };
             serve(listener, config, Arc::new(fixed_view()), async {}).await
         })

@@ -19,7 +19,7 @@ mod verdict;
 
 pub use catalogue::{CatalogueError, Categories, Category};
 pub use changes::{Changes, Evidence, EvidenceKind, EvidenceRequest, HistoryEntry, NewEvent};
-pub use status::{Status, SETTABLE as SETTABLE_STATUSES};
+pub use status::{Status, ALL as ALL_STATUSES, SETTABLE as SETTABLE_STATUSES};
 pub use suppression::Suppression;
 pub use verdict::{OperatorAction, RejectReason, Verdict, VerdictKind};
 

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cameras;
 pub mod cases;
+pub mod console;
 pub mod detect;
 pub mod models;
 pub mod replay;

@@ -36,7 +36,7 @@ impl RunArgs {
 }
 
 /// Completes on the first SIGTERM or SIGINT.
-async fn stop_signal() {
+pub async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = match signal(SignalKind::terminate()) {
         Ok(s) => s,

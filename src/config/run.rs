@@ -28,6 +28,11 @@
 //! [api]
 //! listen = "127.0.0.1:8080"       # bearer token from $CGBOT_API_TOKEN or token_file
 //!
+//! [console]
+//! users = "users.toml"            # operators' passwords (cgbot console hash-password)
+//! session_ttl = "8h"              # a session ends after this long idle
+//! suppress_for = "7d"             # a rejected case's place files nothing this long
+//!
 //! [sinks]
 //! jsonl = "events.jsonl"
 //! webhook = "https://city.example/api/cases"   # token from $CGBOT_WEBHOOK_TOKEN
@@ -64,6 +69,8 @@ pub struct RunConfig {
     pub patrol: PatrolConfig,
     #[serde(default)]
     pub api: ApiSettings,
+    #[serde(default)]
+    pub console: ConsoleSettings,
     #[serde(default)]
     pub sinks: SinkSettings,
     /// Longest a graceful shutdown may take before the process exits anyway.
@@ -217,6 +224,28 @@ impl Default for ApiSettings {
     }
 }
 
+/// The operators' console served with the API (see [`crate::console`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Users who sign in with a password; the API token always signs in as admin.
+    pub users: Option<PathBuf>,
+    #[serde(with = "crate::duration")]
+    pub session_ttl: Duration,
+    #[serde(with = "crate::duration")]
+    pub suppress_for: Duration,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            users: None,
+            session_ttl: Duration::from_secs(8 * 3600),
+            suppress_for: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinkSettings {
@@ -262,6 +291,7 @@ impl RunConfig {
             config.catalogue.as_mut(),
             config.sinks.jsonl.as_mut(),
             config.api.token_file.as_mut(),
+            config.console.users.as_mut(),
         ]
         .into_iter()
         .flatten()

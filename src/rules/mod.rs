@@ -109,6 +109,16 @@ pub struct EventInfo {
     pub defaults: RuleFields,
 }
 
+impl EventRule {
+    /// Whether this rule watches a detection of `label` with `score` and `bbox` (source
+    /// pixels of a `width`×`height` frame), before companions, dwell and schedule count.
+    pub fn admits(&self, label: &str, score: f32, bbox: [f32; 4], width: u32, height: u32) -> bool {
+        self.labels.iter().any(|l| l == label)
+            && score >= self.min_confidence
+            && box_area_fraction(bbox, width, height) >= self.min_box_area
+    }
+}
+
 /// The known events: built-in defaults, optionally overridden.
 #[derive(Debug, Clone)]
 pub struct EventCatalogue {
@@ -207,6 +217,28 @@ pub struct ZoneRules {
     pub name: String,
     pub polygon: Polygon,
     pub rules: Vec<EventRule>,
+}
+
+impl ZoneRules {
+    /// The events of this zone a detection would count for now: its anchor point inside
+    /// the polygon and admitted by the event's rule. What the zone editor's preview shows.
+    pub fn events_for(
+        &self,
+        label: &str,
+        score: f32,
+        bbox: [f32; 4],
+        width: u32,
+        height: u32,
+    ) -> Vec<&str> {
+        if !self.polygon.contains(anchor_point(bbox, width, height)) {
+            return Vec::new();
+        }
+        self.rules
+            .iter()
+            .filter(|r| r.admits(label, score, bbox, width, height))
+            .map(|r| r.event.as_str())
+            .collect()
+    }
 }
 
 /// An object that satisfies a rule's static conditions in this sample (label, zone,
@@ -312,9 +344,7 @@ impl RuleEngine {
                     continue;
                 }
                 for (ri, rule) in zone.rules.iter().enumerate() {
-                    let qualifies = rule.labels.contains(&track.label)
-                        && track.score >= rule.min_confidence
-                        && box_area_fraction(track.bbox, w, h) >= rule.min_box_area
+                    let qualifies = rule.admits(&track.label, track.score, track.bbox, w, h)
                         && (rule.companions.is_empty()
                             || relevant.iter().any(|c| {
                                 rule.companions.contains(&c.label) && beside(track.bbox, c.bbox)

@@ -21,7 +21,7 @@ pub use crate::cases::{OperatorAction, RejectReason, Suppression};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::cases::{Case, CaseError, Changes, Evidence, HistoryEntry, Status};
 
@@ -195,6 +195,9 @@ pub struct CaseFilter {
     pub newest_first: bool,
     /// Skip this many (for paging, with `limit`).
     pub offset: Option<usize>,
+    /// Only cases reported and not yet finished: filed, dispatched, handled, verifying or
+    /// reopened (the operators' review queue).
+    pub reported_open: bool,
 }
 
 /// The current Unix time.
@@ -214,10 +217,11 @@ const CASE_FILTER: &str = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR camera
    AND (?3 IS NULL OR json_extract(data, '$.event') = ?3)
    AND (?4 IS NULL OR first_seen >= ?4) AND (?5 IS NULL OR first_seen < ?5)
    AND (?6 IS NULL OR ?6 = (status NOT IN ('closed', 'rejected')
-        AND COALESCE(json_extract(data, '$.deadline') < ?7, 0)))";
+        AND COALESCE(json_extract(data, '$.deadline') < ?7, 0)))
+   AND (?8 = 0 OR status IN ('filed', 'dispatched', 'handled', 'verifying', 'reopened'))";
 
 impl CaseFilter {
-    fn sql_params(&self) -> [Box<dyn rusqlite::ToSql>; 7] {
+    fn sql_params(&self) -> [Box<dyn rusqlite::ToSql>; 8] {
         let now = self.overdue.map(|_| self.now.unwrap_or_else(unix_now));
         [
             Box::new(self.status.map(Status::as_str)),
@@ -227,6 +231,7 @@ impl CaseFilter {
             Box::new(self.until),
             Box::new(self.overdue),
             Box::new(now),
+            Box::new(self.reported_open),
         ]
     }
 }
@@ -380,25 +385,49 @@ impl Store {
             "first_seen, id"
         };
         let sql = format!(
-            "SELECT id, data FROM cases WHERE {CASE_FILTER} ORDER BY {order} LIMIT ?8 OFFSET ?9"
+            "SELECT id, data FROM cases WHERE {CASE_FILTER} ORDER BY {order} LIMIT ?9 OFFSET ?10"
         );
-        let [p1, p2, p3, p4, p5, p6, p7] = filter.sql_params();
+        let [p1, p2, p3, p4, p5, p6, p7, p8] = filter.sql_params();
         // SQLite reads a negative limit as none.
         let limit = sql_count(filter.limit);
         let offset = sql_count(filter.offset).max(0);
-        self.query_cases(&sql, &[&p1, &p2, &p3, &p4, &p5, &p6, &p7, &limit, &offset])
+        self.query_cases(
+            &sql,
+            &[&p1, &p2, &p3, &p4, &p5, &p6, &p7, &p8, &limit, &offset],
+        )
     }
 
     /// How many cases `filter` matches, ignoring its `limit` and `offset` (for paging).
     pub fn count_cases(&self, filter: &CaseFilter) -> Result<u64, StoreError> {
         let sql = format!("SELECT COUNT(*) FROM cases WHERE {CASE_FILTER}");
-        let [p1, p2, p3, p4, p5, p6, p7] = filter.sql_params();
+        let [p1, p2, p3, p4, p5, p6, p7, p8] = filter.sql_params();
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.sql(e))?;
-        stmt.query_row(rusqlite::params![p1, p2, p3, p4, p5, p6, p7], |r| {
+        stmt.query_row(rusqlite::params![p1, p2, p3, p4, p5, p6, p7, p8], |r| {
             r.get::<_, i64>(0)
         })
         .map(|n| n as u64)
         .map_err(|e| self.sql(e))
+    }
+
+    /// The newest whole-frame evidence image of any case of `camera`: the picture the
+    /// console shows for a camera the daemon has no snapshot of.
+    pub fn latest_picture(&self, camera: &str) -> Result<Option<PathBuf>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT e.case_id, e.kind FROM evidence e JOIN cases c ON c.id = e.case_id
+                 WHERE c.camera_id = ?1 AND e.kind IN ('first', 'filed', 'reopened', 'after')
+                 ORDER BY e.ts DESC LIMIT 1",
+            )
+            .map_err(|e| self.sql(e))?;
+        let found = stmt
+            .query_row([camera], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        // Built from the case id and kind, never from a path stored in the database.
+        Ok(found.map(|(case, kind)| self.evidence_dir().join(case).join(format!("{kind}.jpg"))))
     }
 
     pub fn case(&self, id: &str) -> Result<Option<Case>, StoreError> {

@@ -24,6 +24,7 @@ use crossbeam_channel::bounded;
 use crate::api::{self, ApiConfig};
 use crate::cases::Categories;
 use crate::config::{PatrolConfig, RunConfig};
+use crate::console::{ConsoleConfig, Users};
 use crate::detect::Detector;
 use crate::models::Catalogue;
 use crate::patrol::Patrol;
@@ -51,6 +52,8 @@ pub enum DaemonError {
     Sink(#[from] crate::sinks::SinkError),
     #[error(transparent)]
     Catalogue(#[from] crate::cases::CatalogueError),
+    #[error(transparent)]
+    Users(#[from] crate::console::UsersError),
     #[error("API on {listen}: {reason}")]
     Api { listen: String, reason: String },
     #[error("cannot start the async runtime: {0}")]
@@ -152,6 +155,15 @@ pub fn run(
         });
     }
 
+    let console = ConsoleConfig {
+        cameras: Some(config.cameras.clone()),
+        users: match &config.console.users {
+            Some(path) => Users::load(path)?,
+            None => Users::default(),
+        },
+        session_ttl: config.console.session_ttl,
+        suppress_for: config.console.suppress_for,
+    };
     let api_error = |reason: String| DaemonError::Api {
         listen: config.api.listen.to_string(),
         reason,
@@ -228,6 +240,7 @@ pub fn run(
                 listen: config.api.listen,
                 token,
                 db: config.db.clone(),
+                console,
             },
             view,
             async {

@@ -1,0 +1,67 @@
+//! Times as operators read them: in the camera's local time, and local dates in forms.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Unix seconds now.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `2026-12-01 10:20:30` in the time zone `utc_offset` seconds east of UTC.
+pub fn local_time(unix: f64, utc_offset: i64) -> String {
+    let shifted = (unix + utc_offset as f64).max(0.0);
+    let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs_f64(shifted))
+        .to_string();
+    text.trim_end_matches('Z').replacen('T', " ", 1)
+}
+
+/// `+08:00` for 28,800 seconds.
+pub fn offset_label(utc_offset: i64) -> String {
+    let sign = if utc_offset < 0 { '-' } else { '+' };
+    let minutes = utc_offset.abs() / 60;
+    format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+/// The Unix time a local date (`YYYY-MM-DD`) starts at.
+pub fn parse_local_date(text: &str, utc_offset: i64) -> Result<f64, String> {
+    let at_midnight = format!("{}T00:00:00Z", text.trim());
+    let utc = humantime::parse_rfc3339(&at_midnight)
+        .map_err(|_| format!("`{text}` is not a date such as 2026-12-01"))?;
+    let secs = utc
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| format!("`{text}` is before 1970"))?
+        .as_secs_f64();
+    Ok(secs - utc_offset as f64)
+}
+
+/// The local date (`YYYY-MM-DD`) of a Unix time.
+pub fn local_date(unix: f64, utc_offset: i64) -> String {
+    local_time(unix, utc_offset)[..10].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CST: i64 = 8 * 3600;
+
+    #[test]
+    fn times_are_shown_in_the_cameras_zone() {
+        // 2026-12-01T02:00:00Z is 10:00 in Beijing.
+        assert_eq!(local_time(1_796_090_400.0, CST), "2026-12-01 10:00:00");
+        assert_eq!(offset_label(CST), "+08:00");
+        assert_eq!(offset_label(-(5 * 3600 + 1800)), "-05:30");
+    }
+
+    #[test]
+    fn a_local_date_starts_at_local_midnight() {
+        let start = parse_local_date("2026-12-01", CST).unwrap();
+        assert_eq!(local_time(start, CST), "2026-12-01 00:00:00");
+        assert_eq!(local_date(start + 86_399.0, CST), "2026-12-01");
+        assert!(parse_local_date("12/01/2026", CST)
+            .unwrap_err()
+            .contains("not a date"));
+    }
+}
