@@ -67,6 +67,18 @@ fn images_loaded(browser: &Browser, css: &str) -> bool {
     ) == json!(true)
 }
 
+/// The text of the element `css` on the page as it is now (asked in one script, so a page
+/// replaced by a form's answer never leaves a stale element behind).
+fn text_of(browser: &Browser, css: &str) -> Option<String> {
+    browser
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+            &[json!(css)],
+        )
+        .as_str()
+        .map(str::to_string)
+}
+
 fn wait_browser(
     browser: &Browser,
     what: &str,
@@ -172,11 +184,7 @@ fn an_operator_reviews_rejects_dispatches_and_draws_a_zone_in_chromium() {
         &browser,
         "the rejected status",
         Duration::from_secs(10),
-        |b| {
-            b.try_find("#case-status")
-                .and_then(|s| s.attr("data-status"))
-                == Some("rejected".into())
-        },
+        |b| text_of(b, "#case-status[data-status=rejected]").is_some(),
     );
     let detail = daemon.get(&format!("/api/cases/{rejected_id}"));
     assert_eq!(detail["status"], "rejected");
@@ -196,20 +204,18 @@ fn an_operator_reviews_rejects_dispatches_and_draws_a_zone_in_chromium() {
     // Confirm and dispatch the other; the running daemon keeps the operator's status.
     browser.goto(&page(&format!("/cases/{dispatched_id}")));
     browser.find("#confirm").click();
-    browser
-        .wait_for("#set-dispatched", Duration::from_secs(10))
-        .click();
+    wait_browser(&browser, "the verdict", Duration::from_secs(10), |b| {
+        text_of(b, "#case-verdict").is_some_and(|v| v.contains("已确认"))
+    });
+    browser.find("#set-dispatched").click();
     wait_browser(
         &browser,
         "the dispatched status",
         Duration::from_secs(10),
-        |b| {
-            b.try_find("#case-status")
-                .and_then(|s| s.attr("data-status"))
-                == Some("dispatched".into())
-        },
+        |b| text_of(b, "#case-status[data-status=dispatched]").is_some(),
     );
     assert!(browser.find("#case-verdict").text().contains("已确认"));
+    shot(&browser, "case-dispatched");
 
     // The zone editor: a camera from this quarter's rotation, with no zones yet.
     browser.goto(&page("/cameras"));
@@ -237,6 +243,28 @@ fn an_operator_reviews_rejects_dispatches_and_draws_a_zone_in_chromium() {
     assert_eq!(std::fs::read_to_string(&cameras).unwrap(), before);
     click_picture(&browser, 0.99, 0.80);
     click_picture(&browser, 0.78, 0.80);
+    // Drag the last vertex a little further out, as an operator refines a corner.
+    let overlay = browser.find("#overlay");
+    let size = overlay.rect();
+    browser.drag(
+        &overlay,
+        (size.width * 0.78, size.height * 0.80),
+        (size.width * 0.76, size.height * 0.82),
+    );
+    let points = text_of(&browser, "#overlay polygon.current")
+        .map(|_| {
+            browser.execute(
+                "return document.querySelector('#overlay polygon.current').getAttribute('points');",
+                &[],
+            )
+        })
+        .unwrap();
+    let last: Vec<f64> = points
+        .as_str()
+        .and_then(|p| p.split(' ').next_back())
+        .map(|p| p.split(',').map(|v| v.parse().unwrap()).collect())
+        .unwrap();
+    assert!(last[0] < 0.77 && last[1] > 0.81, "dragged: {points}");
     let dwell = browser
         .find_all(".zone-item input[type=text]")
         .into_iter()
@@ -272,7 +300,8 @@ fn an_operator_reviews_rejects_dispatches_and_draws_a_zone_in_chromium() {
         .as_str()
         .unwrap()
         .to_string();
-    let zones = daemon.get("/api/cameras/cam-2/zones")["zones"].clone();
+    let mut zones = daemon.get("/api/cameras/cam-2/zones")["zones"].clone();
+    zones[0]["name"] = json!("另一位操作员改的名字");
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

@@ -296,7 +296,7 @@ fn pages_need_a_session_writes_need_its_csrf_token_and_names_are_text() {
     // Every file route refuses to leave its directory.
     for path in [
         format!("/api/cases/{id}/evidence/..%2F..%2Fcases.db"),
-        format!("/api/cases/..%2F..%2Fetc/evidence/passwd.jpg"),
+        "/api/cases/..%2F..%2Fetc/evidence/passwd.jpg".into(),
         "/assets/..%2Fmod.rs".into(),
         "/assets/../console/mod.rs".into(),
         "/cameras/..%2F..%2Fetc%2Fpasswd/picture.jpg".into(),

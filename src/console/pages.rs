@@ -904,7 +904,10 @@ async fn camera_page(
             })
             .collect()
     };
-    let active_count = suppressions.len();
+    let active_count = suppressions
+        .iter()
+        .filter(|s| s.get_attr("active").is_ok_and(|a| a.is_true()))
+        .count();
     let row = camera_rows(lang, &[view], &cameras, &[(id.clone(), active_count)])
         .pop()
         .expect("one view in, one row out");

@@ -49,7 +49,9 @@
     });
     if (current >= 0 && data.editable) {
       zones[current].polygon.forEach((p, vi) => {
-        const c = el("circle", { cx: p[0], cy: p[1], r: 0.012, class: "vertex", "data-index": vi }, svg);
+        // The picture is wider than tall: round handles need a smaller vertical radius.
+        const aspect = svg.clientWidth / Math.max(1, svg.clientHeight);
+        const c = el("ellipse", { cx: p[0], cy: p[1], rx: 0.009, ry: 0.009 * aspect, class: "vertex", "data-index": vi }, svg);
         c.addEventListener("pointerdown", (e) => { dragging = vi; svg.setPointerCapture(e.pointerId); e.stopPropagation(); e.preventDefault(); });
         c.addEventListener("dblclick", (e) => { zones[current].polygon.splice(vi, 1); e.stopPropagation(); render(); });
       });
@@ -73,7 +75,7 @@
 
   if (data.editable) {
     svg.addEventListener("click", (e) => {
-      if (current < 0 || e.target.tagName === "circle") return;
+      if (current < 0 || e.target.tagName === "ellipse") return;
       insertVertex(zones[current].polygon, point(e));
       render();
     });
