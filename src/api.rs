@@ -11,7 +11,7 @@
 //! | `GET /api/cameras?state=` | every camera's [`CameraView`], optionally of one state |
 //! | `GET /api/cameras/{id}` | one camera |
 //! | `GET /api/cameras/{id}/snapshot.jpg` | the camera's latest analysed frame, 480 px wide, nothing drawn on it (`404` until it has one); `X-Snapshot-Taken-At` gives the frame's Unix time |
-//! | `GET /api/cases?status=&camera=&event=&since=&until=&limit=` | cases, oldest first |
+//! | `GET /api/cases?status=&camera=&event=&since=&until=&limit=` | cases, oldest first, each with `overdue` |
 //! | `GET /api/cases/{id}` | one case with its evidence and history |
 //! | `GET /api/cases/{id}/evidence` | the case's evidence images and their URLs |
 //! | `GET /api/cases/{id}/evidence/{kind}.jpg` | one evidence image |
@@ -471,6 +471,18 @@ impl CaseReader {
     }
 }
 
+impl CaseReader {
+    /// The cases `filter` matches.
+    pub(crate) async fn list(self: &Arc<Self>, filter: CaseFilter) -> Result<Vec<Case>, ApiError> {
+        self.run(move |store| {
+            store
+                .cases(&filter)
+                .map_err(|e| ApiError::internal("listing cases", e))
+        })
+        .await
+    }
+}
+
 /// `since`/`until` take Unix seconds or an RFC 3339 UTC time.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -500,10 +512,19 @@ pub(crate) fn parse_time(field: &str, text: &str) -> Result<f64, ApiError> {
         })
 }
 
+/// A case as listed: with whether it is overdue now.
+#[derive(Serialize)]
+struct CaseItem {
+    #[serde(flatten)]
+    case: Case,
+    /// Past its deadline and still open.
+    overdue: bool,
+}
+
 async fn cases(
     State(state): State<AppState>,
     query: Result<Query<CaseQuery>, QueryRejection>,
-) -> Result<Json<Vec<Case>>, ApiError> {
+) -> Result<Json<Vec<CaseItem>>, ApiError> {
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(MAX_CASES);
     if limit > MAX_CASES {
@@ -528,15 +549,17 @@ async fn cases(
         limit: Some(limit),
         ..CaseFilter::default()
     };
-    let cases = state
-        .cases
-        .run(move |store| {
-            store
-                .cases(&filter)
-                .map_err(|e| ApiError::internal("listing cases", e))
-        })
-        .await?;
-    Ok(Json(cases))
+    let cases = state.cases.list(filter).await?;
+    let now = crate::console::now();
+    Ok(Json(
+        cases
+            .into_iter()
+            .map(|case| CaseItem {
+                overdue: case.is_overdue(now),
+                case,
+            })
+            .collect(),
+    ))
 }
 
 /// An evidence image as the API shows it: where to fetch it, not where it lies on disk.

@@ -259,7 +259,7 @@ fn probes_need_no_token_and_everything_else_does() {
         "/api/cases",
         "/api/cases/C1/evidence/first.jpg",
         "/api/cameras/cam-1/snapshot.jpg",
-        "/nowhere",
+        "/api/nowhere",
     ] {
         let missing = server.get_as(path, None);
         assert_eq!(missing.error().0, 401, "{path}");

@@ -5,7 +5,7 @@
 //! cameras = "cameras/"            # camera file or directory, watched for rotation
 //! db = "cgbot.db"
 //! snapshot_every = "10s"          # each camera's latest picture for the console, at most this often
-//! snapshot_budget_mib = 64        # memory for those pictures; the oldest go beyond it
+//! snapshot_budget_mib = 128       # memory for those pictures; the oldest go beyond it
 //!
 //! [detector]
 //! model = "yolox_nano"            # catalogue name or ONNX path
@@ -97,7 +97,7 @@ fn default_snapshot_every() -> Duration {
 }
 
 fn default_snapshot_budget_mib() -> usize {
-    64
+    128
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -410,7 +410,7 @@ mod tests {
         assert_eq!(config.rtsp.transport, Transport::Tcp);
         assert_eq!(config.shutdown_deadline, Duration::from_secs(10));
         assert_eq!(config.snapshot_every, Duration::from_secs(10));
-        assert_eq!(config.snapshot_budget_mib, 64);
+        assert_eq!(config.snapshot_budget_mib, 128);
         let err = load("db = \"x.db\"\n").unwrap_err();
         assert!(err.contains("missing field `cameras`"), "{err}");
     }

@@ -2,10 +2,11 @@
 //! its zone editor, the statistics, and the Excel export. Rendered on the server; forms
 //! post back here and redirect (post/redirect/get), with the outcome in the query.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -78,14 +79,53 @@ fn render(name: &str, context: Value) -> Response {
 }
 
 fn lang_of(headers: &HeaderMap) -> Lang {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == LANG_COOKIE)
-        .map_or(Lang::Zh, |(_, value)| Lang::parse(value))
+    auth::cookie(headers, LANG_COOKIE).map_or(Lang::Zh, |value| Lang::parse(&value))
+}
+
+/// Who looks at a page, in which language, from where, with the camera files as they are:
+/// what every page handler starts from.
+struct Viewer {
+    principal: Principal,
+    lang: Lang,
+    here: String,
+    cameras: Arc<Loaded>,
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        // The gate puts the principal there for every route that is not public.
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "sign in first").into_response()
+            })?;
+        Ok(Viewer {
+            principal,
+            lang: lang_of(&parts.headers),
+            here: parts
+                .uri
+                .path_and_query()
+                .map_or("/".into(), |p| p.to_string()),
+            cameras: state.book.load(),
+        })
+    }
+}
+
+impl Viewer {
+    fn frame(&self, nav: &'static str, flash: Flash) -> Frame<'_> {
+        Frame {
+            principal: &self.principal,
+            lang: self.lang,
+            nav,
+            here: self.here.clone(),
+            camera_file_error: self.cameras.error.clone(),
+            flash,
+        }
+    }
 }
 
 /// What every page shows around its content.
@@ -150,10 +190,6 @@ fn with_flash(path: &str, key: &str, message: &str) -> String {
         percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC)
     ));
     format!("{path_only}?{}", parts.join("&"))
-}
-
-fn here(uri: &axum::http::Uri) -> String {
-    uri.path_and_query().map_or("/".into(), |p| p.to_string())
 }
 
 // ---------------------------------------------------------------- sign-in
@@ -439,13 +475,10 @@ fn centre_offset(cameras: &Loaded) -> i64 {
 
 async fn queue(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
+    viewer: Viewer,
     Query(query): Query<QueueQuery>,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&headers);
-    let cameras = state.book.load();
+    let (lang, cameras) = (viewer.lang, viewer.cameras.clone());
     let offset = centre_offset(&cameras);
     let (since, until) =
         period(&query.since, &query.until, offset).map_err(ApiError::bad_request)?;
@@ -514,14 +547,7 @@ async fn queue(
     };
     let prev_page = (page > 1).then(|| page_link(page - 1));
     let next_page = (page < pages).then(|| page_link(page + 1));
-    let frame = Frame {
-        principal: &principal,
-        lang,
-        nav: "cases",
-        here: here(&uri),
-        camera_file_error: cameras.error.clone(),
-        flash: query.flash,
-    };
+    let frame = viewer.frame("cases", query.flash);
     Ok(render(
         "queue.html",
         frame.context(context! {
@@ -544,14 +570,11 @@ async fn queue(
 
 async fn case_page(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
+    viewer: Viewer,
     Path(id): Path<String>,
     Query(flash): Query<Flash>,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&headers);
-    let cameras = state.book.load();
+    let (lang, cameras) = (viewer.lang, viewer.cameras.clone());
     let lookup = id.clone();
     let (case, evidence, history) = state
         .cases
@@ -598,14 +621,7 @@ async fn case_page(
         .filter(|s| s.settable_externally() && case.status.can_become(**s))
         .map(|s| context! { id => s.as_str(), name => status_name(lang, *s) })
         .collect();
-    let frame = Frame {
-        principal: &principal,
-        lang,
-        nav: "cases",
-        here: here(&uri),
-        camera_file_error: None,
-        flash,
-    };
+    let frame = viewer.frame("cases", flash);
     Ok(render(
         "case.html",
         frame.context(context! {
@@ -802,13 +818,10 @@ async fn active_suppressions(
 
 async fn cameras_page(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
+    viewer: Viewer,
     Query(query): Query<CamerasQuery>,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&headers);
-    let cameras = state.book.load();
+    let (lang, cameras) = (viewer.lang, viewer.cameras.clone());
     let mut counts: Vec<(String, usize)> = Vec::new();
     for s in active_suppressions(&state, None).await? {
         match counts.iter_mut().find(|(id, _)| *id == s.camera_id) {
@@ -841,14 +854,7 @@ async fn cameras_page(
         .iter()
         .map(|s| context! { id => s.as_str(), name => lang.text(&format!("state_{}", s.as_str())) })
         .collect();
-    let frame = Frame {
-        principal: &principal,
-        lang,
-        nav: "cameras",
-        here: here(&uri),
-        camera_file_error: cameras.error.clone(),
-        flash: query.flash,
-    };
+    let frame = viewer.frame("cameras", query.flash);
     Ok(render(
         "cameras.html",
         frame.context(context! {
@@ -862,14 +868,11 @@ async fn cameras_page(
 
 async fn camera_page(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
+    viewer: Viewer,
     Path(id): Path<String>,
     Query(flash): Query<Flash>,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&headers);
-    let cameras = state.book.load();
+    let (lang, cameras) = (viewer.lang, viewer.cameras.clone());
     let views = camera_views(&state, &cameras);
     let view = views
         .iter()
@@ -911,14 +914,14 @@ async fn camera_page(
     let row = camera_rows(lang, &[view], &cameras, &[(id.clone(), active_count)])
         .pop()
         .expect("one view in, one row out");
-    let editor = writes::editor_data(&state, &principal, &id, lang);
+    let editor = writes::editor_data(&state, &viewer.principal, &id, lang);
     let editable = editor
         .get("editable")
         .and_then(|e| e.as_bool())
         .unwrap_or(false);
     let editor_unavailable = if state.book.path().is_none() {
         lang.text("editor_offline").to_string()
-    } else if principal.role != Role::Admin {
+    } else if viewer.principal.role != Role::Admin {
         lang.text("editor_admin_only").to_string()
     } else {
         editor
@@ -932,14 +935,7 @@ async fn camera_page(
         Some("evidence") => lang.text("picture_evidence"),
         _ => lang.text("picture_none"),
     };
-    let frame = Frame {
-        principal: &principal,
-        lang,
-        nav: "cameras",
-        here: here(&uri),
-        camera_file_error: cameras.error.clone(),
-        flash,
-    };
+    let frame = viewer.frame("cameras", flash);
     Ok(render(
         "camera.html",
         frame.context(context! {
@@ -1028,13 +1024,10 @@ fn chosen_period(
 
 async fn stats_page(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
+    viewer: Viewer,
     Query(query): Query<PeriodQuery>,
 ) -> Result<Response, ApiError> {
-    let lang = lang_of(&headers);
-    let cameras = state.book.load();
+    let (lang, cameras) = (viewer.lang, viewer.cameras.clone());
     let offset = centre_offset(&cameras);
     let (since_text, until_text, since, until) = chosen_period(&query, offset)?;
     let now = now();
@@ -1073,14 +1066,7 @@ async fn stats_page(
         (lang.text("rejected"), stats.rejected),
     ]);
     let days_svg = charts::days(&stats.by_day);
-    let frame = Frame {
-        principal: &principal,
-        lang,
-        nav: "stats",
-        here: here(&uri),
-        camera_file_error: cameras.error.clone(),
-        flash: Flash::default(),
-    };
+    let frame = viewer.frame("stats", Flash::default());
     Ok(render(
         "stats.html",
         frame.context(context! {
@@ -1108,14 +1094,7 @@ async fn export_xlsx(
         until,
         ..CaseFilter::default()
     };
-    let cases = state
-        .cases
-        .run(move |store| {
-            store
-                .cases(&filter)
-                .map_err(|e| ApiError::internal("listing cases", e))
-        })
-        .await?;
+    let cases = state.cases.list(filter).await?;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
