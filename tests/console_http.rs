@@ -34,6 +34,11 @@ impl Drop for Console {
 /// A van case filed by replaying the street clip, then `cgbot console` over its database
 /// with sessions that end after `ttl`.
 fn console(ttl: &str) -> (Console, String) {
+    console_with(ttl, None)
+}
+
+/// The same, with a users file.
+fn console_with(ttl: &str, users: Option<&Path>) -> (Console, String) {
     let dir = tempfile::tempdir().unwrap();
     let cameras = dir.path().join("cameras");
     std::fs::create_dir(&cameras).unwrap();
@@ -63,15 +68,16 @@ fn console(ttl: &str) -> (Console, String) {
         db.to_str().unwrap(),
     ]));
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_cgbot"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cgbot"));
+    command
         .args(["console", "--db", db.to_str().unwrap(), "--cameras"])
         .arg(&cameras)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--session-ttl",
-            ttl,
-        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--session-ttl", ttl]);
+    if let Some(users) = users {
+        command.arg("--users").arg(users);
+    }
+    let child = command
         .env("CGBOT_API_TOKEN", TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -159,15 +165,16 @@ fn bearer(console: &Console, path: &str) -> (u16, String) {
 
 /// Signs in with the token; returns the session cookie and the page's CSRF token.
 fn sign_in(console: &Console) -> (String, String) {
+    sign_in_with(console, &format!("token={TOKEN}&next=%2Fcases"))
+}
+
+fn sign_in_with(console: &Console, form_body: &str) -> (String, String) {
     let (status, _, head) = request(
         console,
         "POST",
         "/login",
         None,
-        Some((
-            "application/x-www-form-urlencoded",
-            format!("token={TOKEN}&next=%2Fcases"),
-        )),
+        Some(("application/x-www-form-urlencoded", form_body.to_string())),
     );
     assert_eq!(status, 303, "{head}");
     let set_cookie = head
@@ -461,4 +468,85 @@ fn unzip(file: &Path, member: &str) -> String {
         .output()
         .expect("unzip (installed by scripts/setup.sh)");
     String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn an_operator_from_the_users_file_reviews_but_may_not_edit_zones() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cgbot"))
+            .args(["console", "--hash-password"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"zhang-mima-2026\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        format!("[[user]]\nname = \"zhang\"\nrole = \"operator\"\npassword = \"{hash}\"\n"),
+    )
+    .unwrap();
+    let (console, id) = console_with("1h", Some(&users));
+    // A wrong password is refused like a wrong token.
+    let (status, _, _) = request(
+        &console,
+        "POST",
+        "/login",
+        None,
+        form("user=zhang&password=wrong&next=%2Fcases".into()),
+    );
+    assert_eq!(status, 401);
+    let (cookie, csrf) = sign_in_with(
+        &console,
+        "user=zhang&password=zhang-mima-2026&next=%2Fcases",
+    );
+    let (_, page, _) = request(&console, "GET", "/cases", Some(&cookie), None);
+    assert!(page.contains("zhang (操作员)"), "{page}");
+    // An operator gives verdicts, recorded under their name...
+    let (status, _, _) = request(
+        &console,
+        "POST",
+        &format!("/cases/{id}/action"),
+        Some(&cookie),
+        form(format!("action=confirm&csrf={csrf}")),
+    );
+    assert_eq!(status, 303);
+    let detail: Value =
+        serde_json::from_str(&bearer(&console, &format!("/api/cases/{id}")).1).unwrap();
+    assert_eq!(detail["verdict"]["by"], "zhang", "{detail}");
+    // ...but zones are the admins' (the page says so, the API refuses).
+    let (_, camera_page, _) = request(
+        &console,
+        "GET",
+        &format!("/cameras/{CAMERA}"),
+        Some(&cookie),
+        None,
+    );
+    assert!(
+        camera_page.contains("只有管理员可以编辑区域"),
+        "{camera_page}"
+    );
+    let body = json!({"version": "x", "zones": []}).to_string();
+    let (status, body, _) = request_with(
+        &console,
+        "PUT",
+        &format!("/api/cameras/{CAMERA}/zones"),
+        Some(&cookie),
+        Some(("application/json", body)),
+        &[("X-CSRF-Token", &csrf)],
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("admin"), "{body}");
 }

@@ -88,7 +88,9 @@ pub fn days(counts: &[DayCount]) -> String {
     );
     let label_every = (by_day.len() / 10).max(1);
     for (i, (day, parts)) in by_day.iter().enumerate() {
-        let x = left + i as f64 * slot + slot * 0.15;
+        // Bars no wider than 48 px, centred in their day's slot.
+        let bar = (slot * 0.7).min(48.0);
+        let x = left + i as f64 * slot + (slot - bar) / 2.0;
         let mut top = plot + 8.0;
         for (code, n) in parts {
             let h = plot * (*n as f64) / max;
@@ -96,7 +98,7 @@ pub fn days(counts: &[DayCount]) -> String {
             let _ = write!(
                 svg,
                 r#"<rect x="{x:.1}" y="{top:.1}" width="{w:.1}" height="{h:.1}" fill="{fill}"><title>{day} {code}: {n}</title></rect>"#,
-                w = slot * 0.7,
+                w = bar,
                 fill = colour(code),
             );
         }
