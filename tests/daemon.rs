@@ -417,6 +417,51 @@ fn sigterm_under_load_stops_within_the_deadline_and_loses_no_case() {
     assert!(filed.values().all(|&n| n == 1), "{filed:?}");
 }
 
+/// A webhook endpoint that accepts connections and never answers.
+fn hung_webhook() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+#[test]
+fn a_hung_webhook_never_delays_the_jsonl_sink_beside_it() {
+    let _serial = serial();
+    let port = free_port();
+    let _sim = start_sim("street-static-h264.mp4", 2, port, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // cam-1 files about 10 s after cam-0, while the webhook hangs on cam-0's event.
+    let cameras = format!(
+        "{}\n[[camera]]\nid = \"cam-1\"\nmain_stream = \"rtsp://127.0.0.1:{port}/cam/1\"\n{}",
+        camera_file(port, 0..1, &van_zone("3s")),
+        van_zone("13s")
+    );
+    std::fs::write(dir.path().join("cams.toml"), cameras).unwrap();
+    // The listener's backlog takes the connections; nothing ever reads or answers.
+    let (_hung, url) = hung_webhook();
+    let settings = format!(
+        "shutdown_deadline = \"3s\"\n[sampling]\ninterval = \"1s\"\n\
+         [sinks]\njsonl = \"events.jsonl\"\nwebhook = \"{url}\"\nwebhook_timeout = \"120s\"\nevery = \"1s\"\n"
+    );
+    let mut daemon = Daemon::start(dir.path(), "cams.toml", &settings);
+    daemon.wait_for("both cases filed", Duration::from_secs(90), |d| {
+        d.metric("cgbot_cases_filed_total") >= 2.0
+    });
+    let filed_at = std::time::Instant::now();
+    // The webhook has been hanging on cam-0's event since long before cam-1 filed; the
+    // JSONL sink delivers on its own within a couple of its 1 s rounds.
+    daemon.wait_for(
+        "both filings in the JSONL file",
+        Duration::from_secs(10),
+        |d| {
+            let events = std::fs::read_to_string(d.dir.join("events.jsonl")).unwrap_or_default();
+            events.matches("\"case.filed\"").count() >= 2
+        },
+    );
+    assert!(filed_at.elapsed() < Duration::from_secs(10));
+    daemon.terminate(Duration::from_secs(20));
+}
+
 /// The street clip looped: the van parked for the first `present` seconds, then gone
 /// (erased) until `length`.
 fn van_leaves_after(dir: &std::path::Path, present: u32, length: u32) -> std::path::PathBuf {

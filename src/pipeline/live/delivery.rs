@@ -1,5 +1,6 @@
-//! Outbox delivery while the daemon runs: its own thread, so a slow or dead endpoint
-//! never holds up filing.
+//! Outbox delivery while the daemon runs: a thread per sink, so a slow or dead endpoint
+//! never holds up filing, nor another sink (a hung webhook must not delay the JSONL audit
+//! trail beside it). Each sink keeps its own cursor in the outbox.
 
 use std::time::{Duration, Instant};
 
@@ -9,35 +10,30 @@ use crate::backoff::Backoff;
 use crate::sinks::{self, Sink};
 use crate::store::Store;
 
-/// Delivers the outbox to every sink every `every`, until `stop` says so; then one last
-/// round until `final_deadline`. Undelivered events stay in the outbox for the next run.
+/// Delivers the outbox to `sink` every `every`, until `stop` says so; then one last round
+/// until its deadline. Undelivered events stay in the outbox for the next run.
 pub(super) fn delivery_worker(
     mut store: Store,
-    mut sinks: Vec<Box<dyn Sink>>,
+    mut sink: Box<dyn Sink>,
     every: Duration,
     stop: Receiver<Instant>,
 ) {
-    let mut backoffs: Vec<Backoff> = sinks
-        .iter()
-        .map(|_| Backoff::new(Duration::from_millis(200), Duration::from_secs(30)))
-        .collect();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         let (until, last) = match stop.recv_timeout(every) {
             Err(RecvTimeoutError::Timeout) => (Instant::now() + every, false),
             Ok(deadline) => (deadline, true),
             Err(RecvTimeoutError::Disconnected) => (Instant::now(), true),
         };
-        for (sink, backoff) in sinks.iter_mut().zip(&mut backoffs) {
-            match sinks::deliver(&mut store, sink.as_mut(), until, backoff) {
-                Ok(report) if report.pending > 0 => tracing::warn!(
-                    sink = sink.name(),
-                    pending = report.pending,
-                    error = report.last_error.as_deref().unwrap_or(""),
-                    "case events wait in the outbox"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::error!(sink = sink.name(), error = %e, "outbox unreadable"),
-            }
+        match sinks::deliver(&mut store, sink.as_mut(), until, &mut backoff) {
+            Ok(report) if report.pending > 0 => tracing::warn!(
+                sink = sink.name(),
+                pending = report.pending,
+                error = report.last_error.as_deref().unwrap_or(""),
+                "case events wait in the outbox"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(sink = sink.name(), error = %e, "outbox unreadable"),
         }
         if last {
             return;

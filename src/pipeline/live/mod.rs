@@ -201,16 +201,16 @@ pub fn run(
         SnapshotOutlet::new(snapshots, config.snapshot_every),
         metrics.clone(),
     );
-    let (delivery_stop, delivery_stop_rx) = bounded(1);
-    let delivery = if sinks.is_empty() {
-        None
-    } else {
+    let mut deliveries = Vec::new();
+    for sink in sinks {
+        let (stop, stop_rx) = bounded(1);
         let store = Store::open(&config.db)?;
         let every = config.sinks.every;
-        Some(spawn("delivery", move || {
-            delivery::delivery_worker(store, sinks, every, delivery_stop_rx)
-        }))
-    };
+        let handle = spawn("delivery", move || {
+            delivery::delivery_worker(store, sink, every, stop_rx)
+        });
+        deliveries.push((stop, handle));
+    }
 
     let ctx = Arc::new(LiveContext {
         rtsp_options: RtspOptions {
@@ -265,8 +265,10 @@ pub fn run(
         Ok(Ok(_)) => {}
     }
     // Every case is committed now: the last delivery round takes them all.
-    let _ = delivery_stop.send(final_deadline);
-    if let Some(handle) = delivery {
+    for (stop, _) in &deliveries {
+        let _ = stop.send(final_deadline);
+    }
+    for (_, handle) in deliveries {
         if join_until(handle, Some(final_deadline)).is_none() {
             pending.push("outbox delivery still busy".into());
         }
