@@ -49,7 +49,7 @@ pub use zones::{
 mod fuzz_tests;
 mod run;
 
-pub use run::{PatrolConfig, RunConfig, StreamChoice};
+pub use run::{PatrolConfig, RetentionSettings, RunConfig, StreamChoice};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -33,6 +33,12 @@
 //! session_ttl = "8h"              # a session ends after this long idle
 //! suppress_for = "7d"             # a rejected case's place files nothing this long
 //!
+//! [retention]                     # 0: keep for good
+//! outbox = "30d"                  # delivered case events
+//! evidence = "0s"                 # images of cases closed/rejected this long ago
+//! cases = "0s"                    # such cases themselves, with their history
+//! every = "1h"
+//!
 //! [sinks]
 //! jsonl = "events.jsonl"
 //! webhook = "https://city.example/api/cases"   # token from $CGBOT_WEBHOOK_TOKEN
@@ -71,6 +77,8 @@ pub struct RunConfig {
     pub api: ApiSettings,
     #[serde(default)]
     pub console: ConsoleSettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
     #[serde(default)]
     pub sinks: SinkSettings,
     /// Longest a graceful shutdown may take before the process exits anyway.
@@ -224,6 +232,46 @@ impl Default for ApiSettings {
     }
 }
 
+/// What the store lets go of, and how often it looks (see [`crate::store::Retention`]).
+/// A zero duration keeps that kind of record for good.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Outbox events every sink acknowledged, after this long.
+    #[serde(with = "crate::duration")]
+    pub outbox: Duration,
+    /// Evidence images of cases closed or rejected this long ago.
+    #[serde(with = "crate::duration")]
+    pub evidence: Duration,
+    /// Cases (with history and evidence) closed or rejected this long ago.
+    #[serde(with = "crate::duration")]
+    pub cases: Duration,
+    #[serde(with = "crate::duration")]
+    pub every: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            outbox: Duration::from_secs(30 * 86_400),
+            evidence: Duration::ZERO,
+            cases: Duration::ZERO,
+            every: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetentionSettings {
+    pub fn retention(&self) -> crate::store::Retention {
+        let keep = |d: Duration| (!d.is_zero()).then_some(d);
+        crate::store::Retention {
+            outbox: keep(self.outbox),
+            evidence: keep(self.evidence),
+            cases: keep(self.cases),
+        }
+    }
+}
+
 /// The operators' console served with the API (see [`crate::console`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -316,6 +364,12 @@ impl RunConfig {
         if self.queues.per_camera == 0 {
             return Err(("queues.per_camera", "must be at least 1".into()));
         }
+        if self.retention.every < Duration::from_secs(1) {
+            return Err((
+                "retention.every",
+                "must be at least 1s (each round reads the database)".into(),
+            ));
+        }
         if self.patrol.slots > 0 && self.patrol.samples == 0 {
             return Err(("patrol.samples", "a visit needs at least one sample".into()));
         }
@@ -402,6 +456,20 @@ mod tests {
     }
 
     #[test]
+    fn retention_takes_durations_and_zero_keeps() {
+        let config = load(
+            "cameras = \"c\"\n[retention]\noutbox = \"0s\"\nevidence = \"365d\"\ncases = \"3y\"\n",
+        )
+        .unwrap();
+        let retention = config.retention.retention();
+        assert_eq!(retention.outbox, None);
+        assert_eq!(retention.evidence, Some(Duration::from_secs(365 * 86_400)));
+        assert!(retention.cases.is_some());
+        let err = load("cameras = \"c\"\n[retention]\nevery = \"10ms\"\n").unwrap_err();
+        assert!(err.contains("retention.every"), "{err}");
+    }
+
+    #[test]
     fn defaults_fill_everything_but_the_camera_list() {
         let config = load("cameras = \"cams\"\n").unwrap();
         assert!(config.cameras.ends_with("cams") && config.cameras.is_absolute());
@@ -411,6 +479,10 @@ mod tests {
         assert_eq!(config.shutdown_deadline, Duration::from_secs(10));
         assert_eq!(config.snapshot_every, Duration::from_secs(10));
         assert_eq!(config.snapshot_budget_mib, 128);
+        // Delivered events go after 30 days; evidence and cases stay unless asked.
+        let retention = config.retention.retention();
+        assert_eq!(retention.outbox, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!((retention.evidence, retention.cases), (None, None));
         let err = load("db = \"x.db\"\n").unwrap_err();
         assert!(err.contains("missing field `cameras`"), "{err}");
     }

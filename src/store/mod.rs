@@ -11,9 +11,11 @@
 //! stale in-memory copy.
 
 mod operator;
+mod retention;
 mod stats;
 
 pub use operator::AuditEntry;
+pub use retention::{Pruned, Retention};
 pub use stats::{DayCount, EventPrecision, Stats};
 
 pub use crate::cases::{OperatorAction, RejectReason, Suppression};

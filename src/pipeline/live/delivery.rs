@@ -1,14 +1,20 @@
-//! Outbox delivery while the daemon runs: a thread per sink, so a slow or dead endpoint
-//! never holds up filing, nor another sink (a hung webhook must not delay the JSONL audit
-//! trail beside it). Each sink keeps its own cursor in the outbox.
+//! The store's upkeep while the daemon runs, off the filing thread. Outbox delivery: a
+//! thread per sink, so a slow or dead endpoint never holds up filing, nor another sink (a
+//! hung webhook must not delay the JSONL audit trail beside it); each sink keeps its own
+//! cursor in the outbox. Retention: what the store may let go of, pruned in small steps.
 
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backoff::Backoff;
+use crate::config::RetentionSettings;
 use crate::sinks::{self, Sink};
 use crate::store::Store;
+
+/// Records of each kind removed in one transaction: short enough that filing, which
+/// waits for the database meanwhile, hardly notices.
+const PRUNE_BATCH: usize = 500;
 
 /// Delivers the outbox to `sink` every `every`, until `stop` says so; then one last round
 /// until its deadline. Undelivered events stay in the outbox for the next run.
@@ -37,6 +43,52 @@ pub(super) fn delivery_worker(
         }
         if last {
             return;
+        }
+    }
+}
+
+/// Prunes what `settings` lets go every `settings.every` (the first round at start), until
+/// `stop` is dropped or sends.
+pub(super) fn retention_worker(
+    mut store: Store,
+    settings: RetentionSettings,
+    sinks: Vec<String>,
+    stop: Receiver<Instant>,
+) {
+    let retention = settings.retention();
+    if retention == crate::store::Retention::default() {
+        return;
+    }
+    loop {
+        let mut total = crate::store::Pruned::default();
+        loop {
+            match store.prune(&retention, &sinks, crate::store::unix_now(), PRUNE_BATCH) {
+                Ok(step) if step.is_empty() => break,
+                Ok(step) => {
+                    total.outbox_events += step.outbox_events;
+                    total.evidence_of += step.evidence_of;
+                    total.cases += step.cases;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "retention: pruning failed; retried next round");
+                    break;
+                }
+            }
+            if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
+                return;
+            }
+        }
+        if !total.is_empty() {
+            tracing::info!(
+                outbox_events = total.outbox_events,
+                evidence_of_cases = total.evidence_of,
+                cases = total.cases,
+                "retention: pruned"
+            );
+        }
+        match stop.recv_timeout(settings.every) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
         }
     }
 }

@@ -201,6 +201,15 @@ pub fn run(
         SnapshotOutlet::new(snapshots, config.snapshot_every),
         metrics.clone(),
     );
+    let sink_names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
+    let (retention_stop, retention_stop_rx) = bounded::<Instant>(1);
+    let retention = {
+        let store = Store::open(&config.db)?;
+        let settings = config.retention.clone();
+        spawn("retention", move || {
+            delivery::retention_worker(store, settings, sink_names, retention_stop_rx)
+        })
+    };
     let mut deliveries = Vec::new();
     for sink in sinks {
         let (stop, stop_rx) = bounded(1);
@@ -265,6 +274,10 @@ pub fn run(
         Ok(Ok(_)) => {}
     }
     // Every case is committed now: the last delivery round takes them all.
+    drop(retention_stop);
+    if join_until(retention, Some(final_deadline)).is_none() {
+        pending.push("retention still busy".into());
+    }
     for (stop, _) in &deliveries {
         let _ = stop.send(final_deadline);
     }
