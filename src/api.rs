@@ -30,9 +30,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
 
 use axum::extract::rejection::QueryRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::middleware;
@@ -277,7 +280,12 @@ fn router(config: ApiConfig, view: Arc<dyn DaemonView>) -> Router {
         .route("/api/cases/{id}/evidence/{name}", get(evidence_image))
         .merge(crate::console::routes())
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            bounded,
+        ));
     // Unknown paths are behind the gate too: without a token nothing about the API is told.
     probes
         .merge(api)
@@ -286,6 +294,54 @@ fn router(config: ApiConfig, view: Arc<dyn DaemonView>) -> Router {
             crate::console::auth::gate,
         ))
         .with_state(state)
+}
+
+/// Requests the API works on at once beyond the probes; more are refused at once (503)
+/// rather than queued, so a burst of requests cannot take the daemon's threads.
+const MAX_IN_FLIGHT: usize = 64;
+/// Longest a request may take before it is answered 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest path and query.
+const MAX_URI: usize = 4096;
+/// Largest request body: forms and zone edits are small.
+const MAX_BODY: usize = 1 << 20;
+
+/// Keeps every request within the bounds above.
+async fn bounded(
+    State(in_flight): State<Arc<Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the path and query are {uri} bytes; at most {MAX_URI}"),
+        )
+        .into_response();
+    }
+    let Ok(_permit) = in_flight.try_acquire() else {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_IN_FLIGHT} requests are being answered; retry in a moment"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the request took longer than {REQUEST_TIMEOUT:?}"),
+        )
+        .into_response(),
+    }
 }
 
 /// An error answer: `{"error": message}` with its status.

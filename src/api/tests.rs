@@ -300,6 +300,30 @@ fn probes_need_no_token_and_everything_else_does() {
 }
 
 #[test]
+fn oversized_requests_are_refused_with_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(fixed_view(), Some(TOKEN), dir.path().join("cases.db"));
+    let long = format!("/api/cases?camera={}", "x".repeat(MAX_URI));
+    let refused = server.get(&long);
+    assert_eq!(refused.error().0, 414);
+    let body = format!(
+        "{{\"version\": \"v\", \"zones\": [], \"pad\": \"{}\"}}",
+        "x".repeat(MAX_BODY)
+    );
+    let put = server
+        .agent
+        .put(format!("{}/api/cameras/cam-1/zones", server.base))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .header("Content-Type", "application/json")
+        .send(body)
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 413);
+    // The probes stay outside the API's bounds and answer.
+    assert_eq!(server.get_as("/healthz", None).status, 200);
+    server.stop().unwrap();
+}
+
+#[test]
 fn readyz_says_why_the_daemon_is_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let view = FixedView {
