@@ -9,8 +9,9 @@
 //! [[camera]]
 //! id = "cam-0001"
 //! name = "人民路东口"
-//! main_stream = "rtsp://user:pass@10.1.2.3/main"
-//! sub_stream = "rtsp://user:pass@10.1.2.3/sub"
+//! main_stream = "rtsp://10.1.2.3/main"
+//! sub_stream = "rtsp://10.1.2.3/sub"
+//! credentials = "district-7"      # user and password from the secrets file (see `secrets`)
 //! location = { longitude = 120.15, latitude = 30.28, address = "人民路 12 号", grid = "330102001001" }
 //! tracker = { max_missed = 3 }    # samples an object may go undetected and keep its track
 //! priority = true                 # watched continuously even when the daemon patrols
