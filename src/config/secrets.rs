@@ -65,14 +65,23 @@ impl Secrets {
     }
 }
 
-/// One named credential of a secrets file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One named credential of a secrets file; its `Debug` hides the password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credential {
     /// None: the user name of the stream URL is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     pub password: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
 }
 
 /// A secrets file: named credentials.
@@ -342,6 +351,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let file = read_secrets_file(&path).unwrap();
         assert_eq!(file.credentials["a"], cred(Some("u"), "p"));
+        assert!(!format!("{file:?}").contains("\"p\""), "{file:?}");
         let err = read_secrets_file(&dir.path().join("none.toml")).unwrap_err();
         assert!(err.contains("none.toml"), "{err}");
     }
