@@ -476,3 +476,112 @@ fn an_imported_camera_has_no_zones_and_files_nothing() {
         "{text}"
     );
 }
+
+/// `cameras import --secrets`: the passwords of the point list go to a private secrets
+/// file, the camera file names them and holds none; `cameras diff` with the secrets file
+/// still sees a changed password, and never prints it.
+#[test]
+fn import_moves_passwords_to_a_secrets_file_and_diff_still_sees_them_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("points.csv");
+    let list = |password: &str| {
+        format!(
+            "id,name,main_stream,sub_stream\n\
+             cam-1,East gate,rtsp://admin:{password}@10.0.0.1/main,rtsp://admin:{password}@10.0.0.1/sub\n\
+             cam-2,West gate,rtsp://10.0.0.2/main,\n"
+        )
+    };
+    std::fs::write(&csv, list("Hunter%402")).unwrap();
+    let (cams, secrets) = (
+        dir.path().join("cams.toml"),
+        dir.path().join("secrets.toml"),
+    );
+    let out = cgbot(&[
+        "cameras",
+        "import",
+        &path_arg(&csv),
+        "-o",
+        &path_arg(&cams),
+        "--secrets",
+        &path_arg(&secrets),
+    ]);
+    let err = stderr(&out);
+    ok(out);
+    assert!(err.contains("credentials of 1 camera moved to"), "{err}");
+    let text = std::fs::read_to_string(&cams).unwrap();
+    assert!(
+        !text.contains("Hunter") && !text.contains("admin"),
+        "{text}"
+    );
+    assert!(text.contains("credentials = \"cam-1\""), "{text}");
+    let secret_text = std::fs::read_to_string(&secrets).unwrap();
+    assert!(
+        secret_text.contains("password = \"Hunter@2\""),
+        "{secret_text}"
+    );
+    let mode = std::fs::metadata(&secrets).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A rotation changes the password only: the camera file stays as it is, the secrets
+    // file (merged into) gets the new password.
+    let old = dir.path().join("old.toml");
+    std::fs::copy(&cams, &old).unwrap();
+    std::fs::write(&csv, list("n3w-pass")).unwrap();
+    ok(cgbot(&[
+        "cameras",
+        "import",
+        &path_arg(&csv),
+        "-o",
+        &path_arg(&cams),
+        "--secrets",
+        &path_arg(&secrets),
+    ]));
+    assert_eq!(std::fs::read_to_string(&cams).unwrap(), text);
+    let secret_text = std::fs::read_to_string(&secrets).unwrap();
+    assert!(secret_text.contains("password = \"n3w-pass\"") && !secret_text.contains("Hunter"));
+
+    // Two lists naming different credentials of one secrets file: the change shows,
+    // the passwords do not.
+    std::fs::write(
+        &secrets,
+        format!(
+            "{secret_text}\n[credentials.cam-1-old]\nuser = \"admin\"\npassword = \"Hunter@2\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &old,
+        text.replace("credentials = \"cam-1\"", "credentials = \"cam-1-old\""),
+    )
+    .unwrap();
+    let diff = |secrets: &Path| {
+        cgbot(&[
+            "cameras",
+            "diff",
+            &path_arg(&old),
+            &path_arg(&cams),
+            "--secrets",
+            &path_arg(secrets),
+        ])
+    };
+    let changed = ok(diff(&secrets));
+    assert!(
+        changed.contains("main_stream (credentials changed)")
+            && changed.contains("sub_stream (credentials changed)"),
+        "{changed}"
+    );
+    assert!(
+        !changed.contains("n3w") && !changed.contains("Hunter"),
+        "{changed}"
+    );
+
+    // A secrets file others may read is refused, naming it and the camera's field.
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = fails(diff(&secrets));
+    assert!(
+        err.contains("old.toml: camera[0] `cam-1`.credentials: secrets file")
+            && err.contains("chmod 600"),
+        "{err}"
+    );
+}

@@ -714,3 +714,177 @@ fn the_shipped_example_cameras_file_their_cases() {
         assert_eq!(cases[0]["category"]["code"], code, "{config}");
     }
 }
+
+/// What a Standard Webhooks receiver checks: the signature of `{id}.{timestamp}.{body}`
+/// under the shared key, and a timestamp within five minutes.
+fn signature_holds(
+    key: &[u8],
+    headers: &std::collections::HashMap<String, String>,
+    body: &[u8],
+) -> bool {
+    use base64::Engine;
+    use hmac::Mac;
+    let (Some(id), Some(timestamp), Some(signature)) = (
+        headers.get("webhook-id"),
+        headers.get("webhook-timestamp"),
+        headers.get("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if timestamp
+        .parse::<u64>()
+        .map_or(true, |t| now.abs_diff(t) > 300)
+    {
+        return false;
+    }
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    signature
+        .split(' ')
+        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
+}
+
+/// Reads one request: lower-cased headers and the body.
+fn read_http_request(
+    reader: &mut BufReader<std::net::TcpStream>,
+) -> (std::collections::HashMap<String, String>, Vec<u8>) {
+    let mut headers = std::collections::HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.trim_end().split_once(':') {
+            headers.insert(name.to_ascii_lowercase(), value.trim().to_string());
+        }
+    }
+    let length = headers
+        .get("content-length")
+        .map_or(0, |l| l.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (headers, body)
+}
+
+#[test]
+fn signed_webhook_deliveries_verify_and_a_tampered_body_is_rejected() {
+    use base64::Engine;
+    let scene = Scene::new();
+    let camera = scene.camera("30s", "10s");
+    scene.replay(
+        sample("street-static-h264.mp4").to_str().unwrap(),
+        &camera,
+        &[],
+    );
+    let key = b"a 32-byte key for signing hooks!".to_vec();
+    let secret_file = scene.path("webhook.secret");
+    std::fs::write(
+        &secret_file,
+        format!(
+            "whsec_{}\n",
+            base64::engine::general_purpose::STANDARD.encode(&key)
+        ),
+    )
+    .unwrap();
+
+    // The receiver: 204 for a request whose signature holds, 401 for any other.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (headers, body) = read_http_request(&mut reader);
+            let valid = signature_holds(&key, &headers, &body);
+            let status = if valid {
+                "204 No Content"
+            } else {
+                "401 Unauthorized"
+            };
+            // Recorded before the answer, so that whoever got the answer finds it.
+            log.lock().unwrap().push((headers, body, valid));
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let url = format!("http://{addr}/cases");
+    let out = cgbot(&[
+        "outbox",
+        "deliver",
+        "--db",
+        &scene.db(),
+        "--webhook",
+        &url,
+        "--webhook-secret-file",
+        secret_file.to_str().unwrap(),
+        "--deliver-for",
+        "10s",
+    ]);
+    let stderr_text = stderr(&out);
+    assert!(out.status.success(), "{stderr_text}");
+    assert!(
+        stderr_text.contains("case events delivered"),
+        "{stderr_text}"
+    );
+    assert!(
+        !stderr_text.contains("still in the outbox"),
+        "{stderr_text}"
+    );
+    let deliveries = received.lock().unwrap().clone();
+    assert!(
+        deliveries.iter().all(|(_, _, valid)| *valid),
+        "{deliveries:?}"
+    );
+    let (headers, body, _) = deliveries[0].clone();
+    assert!(headers["webhook-id"].starts_with("msg_"), "{headers:?}");
+    let events: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(events["events"][0]["kind"], "case.filed");
+
+    // The same headers on a changed body: refused.
+    let tampered = String::from_utf8(body)
+        .unwrap()
+        .replace("illegal_parking", "exposed_litter");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut request = format!(
+        "POST /cases HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        tampered.len()
+    );
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        request += &format!("{name}: {}\r\n", headers[name]);
+    }
+    request += "\r\n";
+    request += &tampered;
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer:?}");
+    assert!(!received.lock().unwrap().last().unwrap().2);
+
+    // A secret that is not whsec_<base64> is refused, naming the file and not the secret.
+    std::fs::write(&secret_file, "whsec_not base64!").unwrap();
+    let err = fails(cgbot(&[
+        "outbox",
+        "deliver",
+        "--db",
+        &scene.db(),
+        "--webhook",
+        &url,
+        "--webhook-secret-file",
+        secret_file.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("webhook.secret") && !err.contains("not base64!"),
+        "{err}"
+    );
+}

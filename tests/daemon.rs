@@ -651,3 +651,74 @@ fn bad_daemon_configuration_is_refused_with_the_reason() {
     let err = common::fails(out);
     assert!(err.contains("0.0.0.0:0") && err.contains("token"), "{err}");
 }
+
+/// A camera file that names its credentials (`credentials = "…"`, resolved from run.toml's
+/// `secrets`) connects to `cgbot sim --user --password`; a wrong credential is refused,
+/// and no password reaches the API or the log.
+#[test]
+fn cameras_connect_with_credentials_from_the_secrets_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = serial();
+    let port = free_port();
+    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_cgbot"))
+        .args(["sim", "--cameras", "2", "--port", &port.to_string()])
+        .args(["--user", "operator", "--password", "p@ss: w/rd"])
+        .arg("--clip")
+        .arg(sample("street-static-h264.mp4"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start cgbot sim");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the simulator never listened"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        "[credentials.sim]\nuser = \"operator\"\npassword = \"p@ss: w/rd\"\n\
+         [credentials.stale]\nuser = \"operator\"\npassword = \"last-quarter\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cams = format!(
+        "[defaults]\ncredentials = \"sim\"\n\
+         [[camera]]\nid = \"cam-0\"\nmain_stream = \"rtsp://127.0.0.1:{port}/cam/0\"\n\
+         [[camera]]\nid = \"cam-1\"\nmain_stream = \"rtsp://127.0.0.1:{port}/cam/1\"\n\
+         credentials = \"stale\"\n"
+    );
+    assert!(!cams.contains("p@ss"));
+    std::fs::write(dir.path().join("cams.toml"), cams).unwrap();
+    let mut daemon = Daemon::start(
+        dir.path(),
+        "cams.toml",
+        "secrets = \"secrets.toml\"\n[sampling]\ninterval = \"1s\"\n",
+    );
+    daemon.wait_for(
+        "cam-0 to stream, cam-1 to be refused",
+        Duration::from_secs(60),
+        |d| {
+            let cameras = by_id(&d.cameras());
+            count(&cameras["cam-0"], "frames_analysed") >= 1
+                && cameras["cam-1"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("authentication failed"))
+        },
+    );
+    let cameras = daemon.get_text("/api/cameras");
+    let (status, _) = daemon.terminate(Duration::from_secs(30));
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert!(status.success(), "{}", daemon.log());
+    for text in [cameras, daemon.log()] {
+        assert!(
+            !text.contains("p@ss") && !text.contains("p%40ss") && !text.contains("last-quarter"),
+            "{text}"
+        );
+    }
+}

@@ -22,6 +22,10 @@ pub enum CamerasCommand {
         new: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Secrets file of the credentials the camera files name (`credentials = "…"`), so
+        /// that a changed credential shows; default: $CGBOT_SECRETS.
+        #[arg(long, value_name = "FILE")]
+        secrets: Option<PathBuf>,
     },
     /// Make a camera file of a city's camera point list (CSV, UTF-8), or merge the list
     /// into the camera file in use. New cameras have no zones until zones are drawn.
@@ -43,23 +47,36 @@ pub enum CamerasCommand {
         /// Write the good rows and list the bad ones, instead of failing.
         #[arg(long)]
         skip_invalid: bool,
+        /// Move the user names and passwords of the list's stream URLs into this secrets
+        /// file (merged into it if it exists; a new one is made mode 0600), as
+        /// `[credentials.<camera id>]`; the camera file gets `credentials = "<camera id>"`
+        /// and no password.
+        #[arg(long, value_name = "OUT.toml")]
+        secrets: Option<PathBuf>,
     },
 }
 
 impl CamerasCommand {
     pub fn run(&self) -> Result<()> {
         match self {
-            CamerasCommand::Diff { old, new, json } => diff(old, new, *json),
+            CamerasCommand::Diff {
+                old,
+                new,
+                json,
+                secrets,
+            } => diff(old, new, *json, secrets.as_deref()),
             CamerasCommand::Import {
                 csv,
                 output,
                 replace,
                 default_zone,
                 skip_invalid,
+                secrets,
             } => import(
                 csv,
                 output.as_deref(),
                 *replace,
+                secrets.as_deref(),
                 &ImportOptions {
                     default_zone: default_zone.clone(),
                     skip_invalid: *skip_invalid,
@@ -69,10 +86,11 @@ impl CamerasCommand {
     }
 }
 
-fn diff(old_path: &Path, new_path: &Path, json: bool) -> Result<()> {
+fn diff(old_path: &Path, new_path: &Path, json: bool, secrets: Option<&Path>) -> Result<()> {
     let events = EventCatalogue::builtin();
-    let old = config::load_cameras(old_path, &events)?;
-    let new = config::load_cameras(new_path, &events)?;
+    let secrets = config::Secrets::file_or_env(secrets);
+    let old = config::load_cameras_with(old_path, &events, &secrets)?;
+    let new = config::load_cameras_with(new_path, &events, &secrets)?;
     let diff = config::diff_cameras(&old, &new);
     if json {
         println!("{}", serde_json::to_string_pretty(&diff)?);
@@ -149,8 +167,14 @@ fn by_id(cameras: &[Camera]) -> HashMap<&str, &Camera> {
     cameras.iter().map(|c| (c.info.id.as_str(), c)).collect()
 }
 
-fn import(csv: &Path, output: Option<&Path>, replace: bool, options: &ImportOptions) -> Result<()> {
-    let imported =
+fn import(
+    csv: &Path,
+    output: Option<&Path>,
+    replace: bool,
+    secrets: Option<&Path>,
+    options: &ImportOptions,
+) -> Result<()> {
+    let mut imported =
         config::import_csv(csv, &EventCatalogue::builtin(), options).map_err(|e| match e {
             ImportError::BadRows { .. } => {
                 anyhow!("{e}\n(--skip-invalid writes the good rows and lists the bad ones)")
@@ -173,6 +197,18 @@ fn import(csv: &Path, output: Option<&Path>, replace: bool, options: &ImportOpti
             imported.rules.join(", ")
         )
     };
+    if let Some(secrets_path) = secrets {
+        let mut found = config::SecretsFile::default();
+        let moved = imported.move_credentials(&mut found)?;
+        // The secrets first: a camera file never names credentials that are nowhere.
+        config::write_secrets(secrets_path, &found)?;
+        eprintln!(
+            "{}: credentials of {moved} camera{} moved to {}",
+            csv.display(),
+            plural(moved),
+            secrets_path.display()
+        );
+    }
     let merged = match output {
         Some(path) => config::write_import(path, &imported, replace)?,
         None => {
@@ -207,7 +243,9 @@ fn import(csv: &Path, output: Option<&Path>, replace: bool, options: &ImportOpti
     if let Some(path) = output.filter(|_| was_merged) {
         // A kept camera's hand-drawn zone that the loader refuses (drawn before outlines that
         // cross themselves were refused, say) is kept as it was: tell, don't hide it.
-        if let Err(e) = config::load_cameras(path, &EventCatalogue::builtin()) {
+        if let Err(e) =
+            config::load_cameras_with(path, &EventCatalogue::builtin(), &config::Secrets::Skip)
+        {
             eprintln!("warning: the merged camera file does not load: {e}");
         }
     }

@@ -214,6 +214,10 @@ pub struct SinkArgs {
     /// Bearer token for the webhook.
     #[arg(long, env = "CGBOT_WEBHOOK_TOKEN", hide_env_values = true)]
     pub webhook_token: Option<String>,
+    /// Sign deliveries (Standard Webhooks) with the `whsec_<base64>` secret in this file;
+    /// else with `$CGBOT_WEBHOOK_SECRET` when it is set.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// Longest wait for the webhook to answer one batch.
     #[arg(long, default_value = "10s", value_parser = cgbot::duration::parse)]
     pub webhook_timeout: Duration,
@@ -229,11 +233,11 @@ impl SinkArgs {
             sinks.push(Box::new(JsonlSink::open(path)?));
         }
         if let Some(url) = &self.webhook {
-            sinks.push(Box::new(WebhookSink::new(
-                url,
-                self.webhook_token.clone(),
-                self.webhook_timeout,
-            )?));
+            sinks.push(Box::new(
+                WebhookSink::new(url, self.webhook_token.clone(), self.webhook_timeout)?.signed(
+                    cgbot::config::webhook_signer(self.webhook_secret_file.as_deref())?,
+                ),
+            ));
         }
         Ok(sinks)
     }

@@ -104,7 +104,9 @@ fn replay_camera(args: &FilingArgs) -> Result<Option<config::Camera>> {
     let Some(path) = &args.camera else {
         return Ok(None);
     };
-    let cameras = config::load_cameras(path, &EventCatalogue::builtin())?;
+    // A replay reads a recording: the camera's zones count, its credentials do not.
+    let cameras =
+        config::load_cameras_with(path, &EventCatalogue::builtin(), &config::Secrets::Skip)?;
     let camera = match &args.camera_id {
         Some(id) => cameras
             .into_iter()

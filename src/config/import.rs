@@ -141,9 +141,80 @@ pub struct Imported {
     /// gives the same field.
     pub ignored_columns: Vec<String>,
     points: Vec<Point>,
+    /// The point list it was made of.
+    source: PathBuf,
     /// The fields the list has a column for, in [`Field::ALL`] order: a field it has no
     /// column for is left as the camera file has it when merging.
     given: [bool; Field::ALL.len()],
+}
+
+impl Imported {
+    /// Moves the user names and passwords of the cameras' stream URLs into `secrets`, as
+    /// `[credentials.<camera id>]`, and has each such camera reference its entry
+    /// (`credentials = "<camera id>"`) instead: the camera file then holds no password.
+    /// Cameras whose URLs carry no password are left as they are. Returns how many
+    /// cameras' credentials moved; fails for a camera whose main and sub streams carry
+    /// different credentials.
+    pub fn move_credentials(
+        &mut self,
+        secrets: &mut super::SecretsFile,
+    ) -> Result<usize, ImportError> {
+        let mut moved = 0;
+        for point in &mut self.points {
+            let (main, main_info) = super::secrets::split_userinfo(&point.main_stream);
+            let sub = point
+                .sub_stream
+                .as_deref()
+                .map(super::secrets::split_userinfo);
+            let has_password = |info: &Option<(String, Option<String>)>| {
+                info.as_ref().is_some_and(|i| i.1.is_some())
+            };
+            let sub_info = sub.as_ref().and_then(|(_, info)| info.clone());
+            if !has_password(&main_info) && !has_password(&sub_info) {
+                continue;
+            }
+            if sub.is_some() && main_info != sub_info {
+                return Err(ImportError::File {
+                    path: self.source.clone(),
+                    reason: format!(
+                        "camera `{}`: main and sub streams carry different credentials; \
+                         one camera has one credential in a secrets file",
+                        point.id
+                    ),
+                });
+            }
+            let (user, password) = main_info.or(sub_info).expect("a password");
+            secrets.credentials.insert(
+                point.id.clone(),
+                super::Credential {
+                    user: Some(user),
+                    password: password.unwrap_or_default(),
+                },
+            );
+            point.main_stream = main;
+            point.sub_stream = sub.map(|(url, _)| url);
+            point.credentials = Some(point.id.clone());
+            moved += 1;
+        }
+        self.toml = camera_file(&self.source, &self.points, &self.rules);
+        Ok(moved)
+    }
+}
+
+/// Writes `secrets` to `path`, merged into the secrets file there (entries of the same
+/// name replaced); a new file is made readable by its owner alone (0600).
+pub fn write_secrets(path: &Path, secrets: &super::SecretsFile) -> Result<(), ImportError> {
+    let error = |reason: String| ImportError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = if path.exists() {
+        super::read_secrets_file(path).map_err(error)?
+    } else {
+        super::SecretsFile::default()
+    };
+    file.credentials.extend(secrets.credentials.clone());
+    super::secrets::write_secrets_file(path, &file).map_err(error)
 }
 
 /// What merging a point list into a camera file did.
@@ -170,6 +241,8 @@ struct Point {
     address: Option<String>,
     grid: Option<String>,
     priority: bool,
+    /// The name of its credentials in a secrets file, once moved out of its stream URLs.
+    credentials: Option<String>,
 }
 
 /// The fields a point list may give, in camera-file order.
@@ -408,6 +481,7 @@ fn import_bytes(
     let given = Field::ALL.map(|field| columns.column(field).is_some());
     Ok(Imported {
         toml: camera_file(path, &points, &rules),
+        source: path.to_path_buf(),
         cameras: good.len(),
         rules,
         skipped: bad,
@@ -667,6 +741,7 @@ impl Row<'_> {
             address: self.address.map(String::from),
             grid: self.grid.map(String::from),
             priority: self.priority,
+            credentials: None,
         }
     }
 }
@@ -732,6 +807,9 @@ fn new_camera(point: &Point, zone: Option<&Table>) -> Table {
     table.insert("main_stream", toml_edit::value(point.main_stream.as_str()));
     if let Some(sub) = &point.sub_stream {
         table.insert("sub_stream", toml_edit::value(sub.as_str()));
+    }
+    if let Some(credentials) = &point.credentials {
+        table.insert("credentials", toml_edit::value(credentials.as_str()));
     }
     let mut location = InlineTable::new();
     if let Some((lon, lat)) = point.coordinates {
@@ -872,6 +950,11 @@ fn update_camera(table: &mut Table, point: &Point, given: &[bool; Field::ALL.len
     }
     if has(Field::SubStream) {
         set(table, "sub_stream", text(&point.sub_stream));
+    }
+    // Credentials moved to a secrets file; a camera file's own reference stays otherwise.
+    if let Some(credentials) = &point.credentials {
+        set(table, "credentials", Some(credentials.as_str().into()));
+        set(table, "password_env", None);
     }
     if has(Field::Longitude) || has(Field::Address) || has(Field::Grid) {
         if table.get("location").is_none() {
@@ -1562,5 +1645,88 @@ main_stream = "rtsp://u:p@10.0.0.3/main"
         fn damaged_point_list(csv in damaged_text(CHINESE), skip_invalid in any::<bool>()) {
             check_import(csv.as_bytes(), skip_invalid)?;
         }
+    }
+
+    #[test]
+    fn credentials_move_to_a_secrets_file_and_back_into_the_streams() {
+        let csv = "id,main_stream,sub_stream\n\
+                   cam-1,rtsp://admin:p%40ss@10.0.0.1/main,rtsp://admin:p%40ss@10.0.0.1/sub\n\
+                   cam-2,rtsp://10.0.0.2/main,\n\
+                   cam-3,rtsp://viewer@10.0.0.3/main,\n";
+        let mut imported = import_all(csv).unwrap();
+        let mut secrets = crate::config::SecretsFile::default();
+        assert_eq!(imported.move_credentials(&mut secrets).unwrap(), 1);
+        assert!(!imported.toml.contains("p%40ss") && !imported.toml.contains("admin"));
+        assert!(
+            imported.toml.contains("credentials = \"cam-1\""),
+            "{}",
+            imported.toml
+        );
+        assert_eq!(
+            secrets.credentials["cam-1"],
+            crate::config::Credential {
+                user: Some("admin".into()),
+                password: "p@ss".into()
+            }
+        );
+        assert_eq!(secrets.credentials.len(), 1);
+
+        // Written out and loaded back: the same URLs as in the list.
+        let dir = tempfile::tempdir().unwrap();
+        let (cams, secrets_path) = (dir.path().join("cams.toml"), dir.path().join("s.toml"));
+        write_import(&cams, &imported, false).unwrap();
+        write_secrets(&secrets_path, &secrets).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secrets_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let loaded = crate::config::load_cameras_with(
+            &cams,
+            &EventCatalogue::builtin(),
+            &crate::config::Secrets::Resolve(Some(secrets_path.clone())),
+        )
+        .unwrap();
+        assert_eq!(
+            loaded[0].main_stream.as_deref(),
+            Some("rtsp://admin:p%40ss@10.0.0.1/main")
+        );
+        assert_eq!(
+            loaded[0].sub_stream.as_deref(),
+            Some("rtsp://admin:p%40ss@10.0.0.1/sub")
+        );
+        assert_eq!(
+            loaded[2].main_stream.as_deref(),
+            Some("rtsp://viewer@10.0.0.3/main")
+        );
+
+        // A second import merges into both files: a changed password, the reference kept.
+        let csv2 = csv.replace("p%40ss", "n3w");
+        let mut again = import_all(&csv2).unwrap();
+        let mut more = crate::config::SecretsFile::default();
+        again.move_credentials(&mut more).unwrap();
+        write_import(&cams, &again, false).unwrap();
+        write_secrets(&secrets_path, &more).unwrap();
+        let text = std::fs::read_to_string(&cams).unwrap();
+        assert!(
+            !text.contains("n3w") && text.contains("credentials = \"cam-1\""),
+            "{text}"
+        );
+        let file = crate::config::read_secrets_file(&secrets_path).unwrap();
+        assert_eq!(file.credentials["cam-1"].password, "n3w");
+
+        // Main and sub streams with different credentials cannot share one reference.
+        let odd = "id,main_stream,sub_stream\ncam-1,rtsp://a:1@h/main,rtsp://b:2@h/sub\n";
+        let err = import_all(odd)
+            .unwrap()
+            .move_credentials(&mut crate::config::SecretsFile::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`cam-1`: main and sub streams carry different"),
+            "{err}"
+        );
+        assert!(!err.contains(":1@"), "{err}");
     }
 }

@@ -9,8 +9,9 @@
 //! [[camera]]
 //! id = "cam-0001"
 //! name = "人民路东口"
-//! main_stream = "rtsp://user:pass@10.1.2.3/main"
-//! sub_stream = "rtsp://user:pass@10.1.2.3/sub"
+//! main_stream = "rtsp://10.1.2.3/main"
+//! sub_stream = "rtsp://10.1.2.3/sub"
+//! credentials = "district-7"      # user and password from the secrets file (see `secrets`)
 //! location = { longitude = 120.15, latitude = 30.28, address = "人民路 12 号", grid = "330102001001" }
 //! tracker = { max_missed = 3 }    # samples an object may go undetected and keep its track
 //! priority = true                 # watched continuously even when the daemon patrols
@@ -33,12 +34,13 @@
 mod diff;
 mod file;
 mod import;
+mod secrets;
 mod zones;
 
 pub use diff::{diff_cameras, CameraDiff, ChangedCamera};
 pub use import::{
-    import_csv, list_bad_rows, merge_import, write_import, BadCell, BadRow, ImportError,
-    ImportOptions, Imported, Merged,
+    import_csv, list_bad_rows, merge_import, write_import, write_secrets, BadCell, BadRow,
+    ImportError, ImportOptions, Imported, Merged,
 };
 
 pub use zones::{
@@ -49,7 +51,8 @@ pub use zones::{
 mod fuzz_tests;
 mod run;
 
-pub use run::{PatrolConfig, RetentionSettings, RunConfig, StreamChoice};
+pub use run::{webhook_signer, PatrolConfig, RetentionSettings, RunConfig, StreamChoice};
+pub use secrets::{read_secrets_file, Credential, Secrets, SecretsFile, SECRETS_ENV};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -77,6 +80,9 @@ struct Defaults {
     model: Option<String>,
     utc_offset: Option<String>,
     tracker: Option<TrackerFields>,
+    /// Credentials of every camera in the file that names none of its own.
+    credentials: Option<String>,
+    password_env: Option<String>,
 }
 
 /// Tracker settings a camera may tune (see [`TrackerConfig`] for their meaning).
@@ -137,6 +143,10 @@ struct RawCamera {
     model: Option<String>,
     utc_offset: Option<String>,
     tracker: Option<TrackerFields>,
+    /// The name of the stream credentials in the secrets file.
+    credentials: Option<String>,
+    /// The environment variable holding the stream password.
+    password_env: Option<String>,
     #[serde(default)]
     priority: bool,
     /// None: the camera is connected and shown, but files nothing until zones are drawn.
@@ -206,8 +216,18 @@ impl Camera {
     }
 }
 
-/// Loads a camera file, or every `*.toml` in a directory (sorted by name).
+/// Loads a camera file, or every `*.toml` in a directory (sorted by name); credentials
+/// come from the secrets file of `$CGBOT_SECRETS` and the environment.
 pub fn load_cameras(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, ConfigError> {
+    load_cameras_with(path, events, &Secrets::from_env())
+}
+
+/// Loads cameras as [`load_cameras`] does, with credentials from `secrets`.
+pub fn load_cameras_with(
+    path: &Path,
+    events: &EventCatalogue,
+    secrets: &Secrets,
+) -> Result<Vec<Camera>, ConfigError> {
     let files = file::camera_files(path).map_err(|e| ConfigError::Read {
         path: e.path,
         reason: e.reason,
@@ -215,7 +235,7 @@ pub fn load_cameras(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>,
     let mut cameras: Vec<Camera> = Vec::new();
     let mut ids = HashSet::new();
     for file in files {
-        for camera in load_file(&file, events)? {
+        for camera in load_file(&file, events, secrets)? {
             if !ids.insert(camera.info.id.clone()) {
                 return Err(ConfigError::Invalid {
                     path: file,
@@ -229,17 +249,30 @@ pub fn load_cameras(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>,
     Ok(cameras)
 }
 
-fn load_file(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, ConfigError> {
+fn load_file(
+    path: &Path,
+    events: &EventCatalogue,
+    secrets: &Secrets,
+) -> Result<Vec<Camera>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    load_text(path, &text, events)
+    load_text_with(path, &text, events, secrets)
 }
 
-/// The cameras of a camera file's text; `path` names the file in errors and becomes each
-/// camera's source.
+/// The cameras of a camera file's text, credential references checked but not resolved;
+/// `path` names the file in errors and becomes each camera's source.
 fn load_text(path: &Path, text: &str, events: &EventCatalogue) -> Result<Vec<Camera>, ConfigError> {
+    load_text_with(path, text, events, &Secrets::Skip)
+}
+
+fn load_text_with(
+    path: &Path,
+    text: &str,
+    events: &EventCatalogue,
+    secrets: &Secrets,
+) -> Result<Vec<Camera>, ConfigError> {
     // toml's message carries the line and column.
     let file: CameraFile = toml::from_str(text).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
@@ -250,8 +283,13 @@ fn load_text(path: &Path, text: &str, events: &EventCatalogue) -> Result<Vec<Cam
         field,
         reason,
     };
+    let default_ref = secrets::CredentialRef {
+        credentials: file.defaults.credentials.clone(),
+        password_env: file.defaults.password_env.clone(),
+    };
+    let mut resolver = secrets::Resolver::new(secrets);
     let mut cameras = Vec::new();
-    for (ci, raw) in file.camera.into_iter().enumerate() {
+    for (ci, mut raw) in file.camera.into_iter().enumerate() {
         let at = format!("camera[{ci}] `{}`", raw.id);
         if raw.id.trim().is_empty() || raw.id.contains(char::is_whitespace) {
             return Err(invalid(
@@ -279,6 +317,41 @@ fn load_text(path: &Path, text: &str, events: &EventCatalogue) -> Result<Vec<Cam
         }
         let zones = zones::check_zones(&raw.zone, events)
             .map_err(|(field, reason)| invalid(format!("{at}.{field}"), reason))?;
+        let own_ref = secrets::CredentialRef {
+            credentials: raw.credentials.take(),
+            password_env: raw.password_env.take(),
+        };
+        let reference = secrets::CredentialRef::pick(&own_ref, &default_ref).map_err(
+            |(is_default, reason)| {
+                invalid(
+                    if is_default {
+                        "defaults".into()
+                    } else {
+                        at.clone()
+                    },
+                    reason,
+                )
+            },
+        )?;
+        if let Some(reference) = reference {
+            let from = if std::ptr::eq(reference, &own_ref) {
+                at.clone()
+            } else {
+                "defaults".into()
+            };
+            resolver
+                .apply(
+                    reference,
+                    [
+                        ("main_stream", &mut raw.main_stream),
+                        ("sub_stream", &mut raw.sub_stream),
+                    ],
+                )
+                .map_err(|(field, reason)| match field.as_str() {
+                    "credentials" | "password_env" => invalid(format!("{from}.{field}"), reason),
+                    _ => invalid(format!("{at}.{field}"), reason),
+                })?;
+        }
         cameras.push(Camera {
             info: CameraInfo {
                 name: raw.name.unwrap_or_else(|| raw.id.clone()),
@@ -415,5 +488,141 @@ rules = [{ event = "illegal_parking", min_dwell = "30s", active = ["07:00-20:00"
         assert!(load(&twice)
             .unwrap_err()
             .contains("id is used by another camera"));
+    }
+
+    /// `text` as cams.toml beside a secrets file of `secrets` (mode 0600), loaded with it.
+    fn load_with_secrets(text: &str, secrets: &str) -> Result<Vec<Camera>, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cams.toml");
+        std::fs::write(&path, text).unwrap();
+        let secrets_path = dir.path().join("secrets.toml");
+        std::fs::write(&secrets_path, secrets).unwrap();
+        std::fs::set_permissions(&secrets_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        load_cameras_with(
+            &path,
+            &EventCatalogue::builtin(),
+            &Secrets::Resolve(Some(secrets_path)),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    const SECRETS: &str = "[credentials.district-7]\nuser = \"admin\"\npassword = \"p@ss word\"\n\
+                           [credentials.other]\npassword = \"x\"\n";
+
+    #[test]
+    fn credentials_named_by_a_camera_or_the_defaults_go_into_its_streams() {
+        let text = "[defaults]\ncredentials = \"district-7\"\n\
+                    [[camera]]\nid = \"a\"\nmain_stream = \"rtsp://10.0.0.1/main\"\n\
+                    sub_stream = \"rtsp://10.0.0.1:554/sub\"\n\
+                    [[camera]]\nid = \"b\"\nmain_stream = \"rtsp://viewer@10.0.0.2/main\"\n\
+                    credentials = \"other\"\n\
+                    [[camera]]\nid = \"c\"\nmain_stream = \"rtsp://ops@10.0.0.3/main\"\n\
+                    password_env = \"CGBOT_TEST_CAM_C_PASSWORD\"\n";
+        std::env::set_var("CGBOT_TEST_CAM_C_PASSWORD", "c/pass");
+        let cams = load_with_secrets(text, SECRETS).unwrap();
+        assert_eq!(
+            cams[0].main_stream.as_deref(),
+            Some("rtsp://admin:p%40ss%20word@10.0.0.1/main")
+        );
+        assert_eq!(
+            cams[0].sub_stream.as_deref(),
+            Some("rtsp://admin:p%40ss%20word@10.0.0.1:554/sub")
+        );
+        // No user in the credential: the URL's stays.
+        assert_eq!(
+            cams[1].main_stream.as_deref(),
+            Some("rtsp://viewer:x@10.0.0.2/main")
+        );
+        assert_eq!(
+            cams[2].main_stream.as_deref(),
+            Some("rtsp://ops:c%2Fpass@10.0.0.3/main")
+        );
+
+        // Skipped (console, zone edits): the references are read, nothing is put in.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cams.toml");
+        std::fs::write(&path, text).unwrap();
+        let cams = load_cameras_with(&path, &EventCatalogue::builtin(), &Secrets::Skip).unwrap();
+        assert_eq!(cams[0].main_stream.as_deref(), Some("rtsp://10.0.0.1/main"));
+    }
+
+    #[test]
+    fn credential_errors_name_file_field_and_reason() {
+        let cam = |extra: &str| {
+            format!("[[camera]]\nid = \"a\"\nmain_stream = \"rtsp://10.0.0.1/main\"\n{extra}")
+        };
+        let err = load_with_secrets(&cam("credentials = \"nope\"\n"), SECRETS).unwrap_err();
+        assert!(
+            err.contains("cams.toml: camera[0] `a`.credentials: unknown credential `nope`")
+                && err.contains("secrets.toml"),
+            "{err}"
+        );
+        let err = load_with_secrets(
+            "[defaults]\ncredentials = \"nope\"\n[[camera]]\nid = \"a\"\n",
+            SECRETS,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("cams.toml: defaults.credentials: unknown credential"),
+            "{err}"
+        );
+        let err = load_with_secrets(
+            &cam("credentials = \"other\"\npassword_env = \"X\"\n"),
+            SECRETS,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("camera[0] `a`: give `credentials` or `password_env`"),
+            "{err}"
+        );
+        let err = load_with_secrets(
+            "[[camera]]\nid = \"a\"\nmain_stream = \"rtsp://u:old@h/m\"\ncredentials = \"other\"\n",
+            SECRETS,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("`a`.main_stream: the URL carries a password"),
+            "{err}"
+        );
+        // Neither the credential's nor the URL's user.
+        let err = load_with_secrets(&cam("credentials = \"other\"\n"), SECRETS).unwrap_err();
+        assert!(err.contains("`a`.main_stream: no user name"), "{err}");
+        let err = load_with_secrets(&cam("password_env = \"CGBOT_TEST_UNSET_VAR\"\n"), SECRETS)
+            .unwrap_err();
+        assert!(
+            err.contains("`a`.password_env: environment variable `CGBOT_TEST_UNSET_VAR`"),
+            "{err}"
+        );
+        let err = load_with_secrets(
+            &cam("credentials = \"other\"\n"),
+            "[credentials.other]\nuser = 1\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("`a`.credentials: secrets file") && err.contains("secrets.toml"),
+            "{err}"
+        );
+
+        // A missing secrets file, and none given.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cams.toml");
+        std::fs::write(&path, cam("credentials = \"other\"\n")).unwrap();
+        let missing = dir.path().join("missing.toml");
+        let err = load_cameras_with(
+            &path,
+            &EventCatalogue::builtin(),
+            &Secrets::Resolve(Some(missing)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`a`.credentials: secrets file") && err.contains("missing.toml"),
+            "{err}"
+        );
+        let err = load_cameras_with(&path, &EventCatalogue::builtin(), &Secrets::Resolve(None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`other` needs a secrets file"), "{err}");
     }
 }

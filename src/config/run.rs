@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! cameras = "cameras/"            # camera file or directory, watched for rotation
+//! secrets = "secrets.toml"        # camera credentials named by the camera files (else $CGBOT_SECRETS)
 //! db = "cgbot.db"
 //! snapshot_every = "10s"          # each camera's latest picture for the console, at most this often
 //! snapshot_budget_mib = 128       # memory for those pictures; the oldest go beyond it
@@ -42,6 +43,7 @@
 //! [sinks]
 //! jsonl = "events.jsonl"
 //! webhook = "https://city.example/api/cases"   # token from $CGBOT_WEBHOOK_TOKEN
+//! webhook_secret_file = "webhook.secret"        # whsec_… signing key (else $CGBOT_WEBHOOK_SECRET)
 //! ```
 
 use std::net::SocketAddr;
@@ -59,6 +61,8 @@ use crate::source::Transport;
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     pub cameras: PathBuf,
+    /// Secrets file of the camera credentials the camera files name (else `$CGBOT_SECRETS`).
+    pub secrets: Option<PathBuf>,
     #[serde(default = "default_db")]
     pub db: PathBuf,
     /// Case category table replacing the built-in one.
@@ -300,6 +304,9 @@ pub struct SinkSettings {
     pub jsonl: Option<PathBuf>,
     /// Webhook URL; its bearer token comes from `$CGBOT_WEBHOOK_TOKEN`.
     pub webhook: Option<String>,
+    /// File holding the webhook signing secret, `whsec_<base64>` (else
+    /// `$CGBOT_WEBHOOK_SECRET`); deliveries are signed when one is given.
+    pub webhook_secret_file: Option<PathBuf>,
     #[serde(with = "crate::duration")]
     pub webhook_timeout: Duration,
     /// How often the outbox is delivered.
@@ -312,6 +319,7 @@ impl Default for SinkSettings {
         Self {
             jsonl: None,
             webhook: None,
+            webhook_secret_file: None,
             webhook_timeout: Duration::from_secs(10),
             every: Duration::from_secs(2),
         }
@@ -340,6 +348,8 @@ impl RunConfig {
             config.sinks.jsonl.as_mut(),
             config.api.token_file.as_mut(),
             config.console.users.as_mut(),
+            config.secrets.as_mut(),
+            config.sinks.webhook_secret_file.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -400,6 +410,17 @@ impl RunConfig {
         })
     }
 
+    /// Where the camera files' credentials come from: `secrets`, else `$CGBOT_SECRETS`.
+    pub fn camera_secrets(&self) -> super::Secrets {
+        super::Secrets::file_or_env(self.secrets.as_deref())
+    }
+
+    /// The webhook signer of `sinks.webhook_secret_file`, else of `$CGBOT_WEBHOOK_SECRET`
+    /// (`whsec_<base64>`); none: deliveries are not signed.
+    pub fn webhook_signer(&self) -> Result<Option<crate::sinks::WebhookSigner>, ConfigError> {
+        webhook_signer(self.sinks.webhook_secret_file.as_deref())
+    }
+
     /// The API's bearer token, if one is configured.
     pub fn api_token(&self) -> Result<Option<String>, ConfigError> {
         match &self.api.token_file {
@@ -414,6 +435,32 @@ impl RunConfig {
                 .filter(|t| !t.is_empty())),
         }
     }
+}
+
+/// The webhook signer of the secret in `file` (`whsec_<base64>`), else of
+/// `$CGBOT_WEBHOOK_SECRET`; none when neither is given. Errors name the file or variable.
+pub fn webhook_signer(
+    file: Option<&Path>,
+) -> Result<Option<crate::sinks::WebhookSigner>, ConfigError> {
+    let (secret, source) = match file {
+        Some(path) => (
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.to_path_buf(),
+                reason: format!("webhook secret: {e}"),
+            })?,
+            path.to_path_buf(),
+        ),
+        None => match std::env::var("CGBOT_WEBHOOK_SECRET") {
+            Ok(secret) if !secret.is_empty() => (secret, PathBuf::from("$CGBOT_WEBHOOK_SECRET")),
+            _ => return Ok(None),
+        },
+    };
+    crate::sinks::WebhookSigner::from_secret(&secret)
+        .map(Some)
+        .map_err(|reason| ConfigError::Read {
+            path: source,
+            reason,
+        })
 }
 
 /// Patrol (轮巡): cameras taking turns in a fixed number of slots (see [`crate::patrol`]).
@@ -500,5 +547,21 @@ mod tests {
         assert!(err.contains("patrol.samples"), "{err}");
         let err = load("cameras = \"c\"\n[rtsp]\ntransprot = \"udp\"\n").unwrap_err();
         assert!(err.contains("transprot"), "{err}");
+    }
+
+    #[test]
+    fn secrets_paths_are_relative_to_the_file() {
+        let config = load(
+            "cameras = \"c\"\nsecrets = \"secrets.toml\"\n\
+             [sinks]\nwebhook = \"http://h/x\"\nwebhook_secret_file = \"hook.secret\"\n",
+        )
+        .unwrap();
+        assert!(config.secrets.as_ref().unwrap().is_absolute());
+        assert!(config.camera_secrets() == crate::config::Secrets::Resolve(config.secrets.clone()));
+        let err = config.webhook_signer().unwrap_err().to_string();
+        assert!(
+            err.contains("hook.secret") && err.contains("webhook secret"),
+            "{err}"
+        );
     }
 }

@@ -801,4 +801,23 @@ main_stream = "rtsp://u:p@10.0.0.3/main"
         );
         assert!(typo.is_err());
     }
+
+    /// The zone editor rewrites a camera file that names its credentials without needing
+    /// the secrets, and keeps the reference: it never writes a password into the file.
+    #[test]
+    fn zone_edits_keep_credential_references_and_write_no_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cams.toml");
+        let text = "[defaults]\npassword_env = \"CGBOT_TEST_ZONES_UNSET\"\n\n[[camera]]\n\
+                    id = \"cam-1\"\nmain_stream = \"rtsp://admin@10.0.0.1/main\"\n\
+                    credentials = \"district-7\"\n";
+        std::fs::write(&path, text).unwrap();
+        let before = camera_zones(&path, "cam-1").unwrap();
+        let zones = [square("kerb", 0.1, "illegal_parking")];
+        save_zones(&path, "cam-1", &zones, &before.version, &events()).unwrap();
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.starts_with(text), "{after}");
+        assert!(after.contains("id = \"kerb\""), "{after}");
+        assert!(!after.contains("admin:"), "{after}");
+    }
 }

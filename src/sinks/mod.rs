@@ -10,7 +10,7 @@ mod webhook;
 
 pub use delivery::{deliver, Delivery};
 pub use jsonl::JsonlSink;
-pub use webhook::WebhookSink;
+pub use webhook::{webhook_id, WebhookSigner, WebhookSink};
 
 use std::time::Duration;
 

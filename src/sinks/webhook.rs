@@ -1,12 +1,66 @@
 use super::{Sink, SinkError};
 use crate::redact::redact_url;
 use crate::store::OutboxEvent;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Signs deliveries in the Standard Webhooks scheme (<https://www.standardwebhooks.com/>):
+/// `webhook-signature: v1,<base64 of HMAC-SHA256("{id}.{timestamp}.{body}")>` with the key
+/// of a `whsec_<base64>` secret.
+#[derive(Clone)]
+pub struct WebhookSigner {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for WebhookSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSigner(***)")
+    }
+}
+
+impl WebhookSigner {
+    /// The signer of a `whsec_<base64>` secret (the prefix may be left off).
+    pub fn from_secret(secret: &str) -> Result<Self, String> {
+        let encoded = secret.trim();
+        let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| format!("the webhook secret is not whsec_<base64>: {e}"))?;
+        if key.is_empty() {
+            return Err("the webhook secret is empty".into());
+        }
+        Ok(WebhookSigner { key })
+    }
+
+    /// The `webhook-signature` value of a message.
+    pub fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(format!("{id}.{timestamp}.").as_bytes());
+        mac.update(body);
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        )
+    }
+}
+
+/// The `webhook-id` of a batch: the same for every retry of it (a hash of its
+/// `Idempotency-Key`), so that receivers can deduplicate.
+pub fn webhook_id(batch_key: &str) -> String {
+    let digest = Sha256::digest(batch_key.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
 
 /// POSTs each batch as `{"events": [OutboxEvent, …]}` with `Content-Type: application/json`,
 /// `Authorization: Bearer …` when a token is set, and `Idempotency-Key: <first key>..<last
-/// key>`. Any 2xx acknowledges the whole batch.
+/// key>`. Any 2xx acknowledges the whole batch. With a signer ([`WebhookSink::signed`])
+/// each request also carries `webhook-id` (stable across retries of the batch),
+/// `webhook-timestamp` (Unix seconds of the attempt) and `webhook-signature`.
 ///
 /// Delivery is at least once: when an acknowledgement is lost (timeout, crash) the batch
 /// comes again, possibly cut differently. The batch header only names the batch;
@@ -15,6 +69,7 @@ pub struct WebhookSink {
     name: String,
     url: String,
     bearer_token: Option<String>,
+    signer: Option<WebhookSigner>,
     timeout: Duration,
     agent: ureq::Agent,
 }
@@ -57,9 +112,16 @@ impl WebhookSink {
             name,
             url: url.to_string(),
             bearer_token,
+            signer: None,
             timeout,
             agent,
         })
+    }
+
+    /// The sink, signing every delivery with `signer` (none: unsigned).
+    pub fn signed(mut self, signer: Option<WebhookSigner>) -> Self {
+        self.signer = signer;
+        self
     }
 
     fn request_error(&self, error: ureq::Error) -> SinkError {
@@ -98,8 +160,18 @@ impl Sink for WebhookSink {
         let mut request = self
             .agent
             .post(&self.url)
-            .header("Content-Type", "application/json")
-            .header("Idempotency-Key", batch_key);
+            .header("Content-Type", "application/json");
+        if let Some(signer) = &self.signer {
+            let id = webhook_id(&batch_key);
+            let timestamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            request = request
+                .header("webhook-signature", signer.sign(&id, timestamp, &body))
+                .header("webhook-id", id)
+                .header("webhook-timestamp", timestamp.to_string());
+        }
+        let mut request = request.header("Idempotency-Key", batch_key);
         if let Some(token) = &self.bearer_token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
@@ -319,5 +391,179 @@ mod tests {
             "{err}"
         );
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    /// The example of the Standard Webhooks specification, and one computed with Python's
+    /// `hmac` (`base64.b64encode(hmac.new(key, b"msg_1.1700000000." + body,
+    /// hashlib.sha256).digest())`).
+    #[test]
+    fn signatures_match_independently_computed_vectors() {
+        let signer = WebhookSigner::from_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            signer.sign(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        let signer =
+            WebhookSigner::from_secret("whsec_Y2dib3QgdGVzdCBrZXkgMDEyMzQ1Njc4OQ==\n").unwrap();
+        assert_eq!(
+            signer.sign("msg_1", 1700000000, br#"{"events":[]}"#),
+            "v1,8hTxKy0VI9X40S8LoMkZ9SGZCxNkTKmKN1mhf18bB/g="
+        );
+        // The prefix may be left off; anything not base64 is refused without echoing it.
+        assert!(WebhookSigner::from_secret("Y2dib3QgdGVzdCBrZXkgMDEyMzQ1Njc4OQ==").is_ok());
+        let err = WebhookSigner::from_secret("whsec_not base64!").unwrap_err();
+        assert!(!err.contains("not base64!"), "{err}");
+        assert!(WebhookSigner::from_secret("whsec_").is_err());
+        assert_eq!(format!("{signer:?}"), "WebhookSigner(***)");
+        // Stable per batch, different between batches, ASCII.
+        assert_eq!(webhook_id("a..b"), webhook_id("a..b"));
+        assert_ne!(webhook_id("a..b"), webhook_id("a..c"));
+        assert!(webhook_id("案-1..案-2").is_ascii());
+    }
+
+    /// What a receiver does with a signed request (Standard Webhooks): recompute the
+    /// signature of id, timestamp and body with the shared key; refuse stale timestamps.
+    fn verify(key: &[u8], headers: &HashMap<String, String>, body: &[u8]) -> bool {
+        let (Some(id), Some(timestamp), Some(signatures)) = (
+            headers.get("webhook-id"),
+            headers.get("webhook-timestamp"),
+            headers.get("webhook-signature"),
+        ) else {
+            return false;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let Ok(sent) = timestamp.parse::<u64>() else {
+            return false;
+        };
+        if now.abs_diff(sent) > 300 {
+            return false;
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(format!("{id}.{timestamp}.").as_bytes());
+        mac.update(body);
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        signatures
+            .split(' ')
+            .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
+    }
+
+    #[test]
+    fn a_receiver_verifies_signed_batches_and_rejects_a_tampered_body() {
+        let key = b"cgbot test key 0123456789".to_vec();
+        let secret = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(&key)
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // First request: verified, then answered 503 (so the batch comes again); the
+        // others: 204 when the signature holds, 401 when not.
+        let server = thread::spawn(move || {
+            let mut seen = Vec::new();
+            for n in 0..3 {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let (headers, body) = read_request(&mut reader);
+                let valid = verify(&key, &headers, &body);
+                let status = match (n, valid) {
+                    (_, false) => "401 Unauthorized",
+                    (0, true) => "503 Busy",
+                    (_, true) => "204 No Content",
+                };
+                reader
+                    .into_inner()
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .unwrap();
+                seen.push((headers, body, valid));
+            }
+            seen
+        });
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let signer = WebhookSigner::from_secret(&secret).unwrap();
+        let mut sink = WebhookSink::new(&url, None, Duration::from_secs(5))
+            .unwrap()
+            .signed(Some(signer));
+        let batch = [event(1), event(2)];
+        let err = sink.deliver(&batch).unwrap_err();
+        assert!(
+            matches!(err, SinkError::Status { status: 503, .. }),
+            "{err}"
+        );
+        sink.deliver(&batch).unwrap();
+
+        // A forger with the headers of a real delivery and a changed body.
+        let (headers, body) = {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let original = sink_request_headers(&batch, &secret);
+            let tampered = String::from_utf8(original.1.clone())
+                .unwrap()
+                .replace("illegal_parking", "exposed_litter");
+            let mut request = format!(
+                "POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+                tampered.len()
+            );
+            for (name, value) in &original.0 {
+                request.push_str(&format!("{name}: {value}\r\n"));
+            }
+            request.push_str("\r\n");
+            request.push_str(&tampered);
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut answer = String::new();
+            BufReader::new(stream).read_line(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 401"), "{answer:?}");
+            original
+        };
+        let seen = server.join().unwrap();
+        assert!(seen[0].2 && seen[1].2, "both deliveries verify");
+        assert!(!seen[2].2, "the tampered body does not");
+        // The same batch keeps its webhook-id across the retry; the forger reused it too.
+        assert_eq!(seen[0].0["webhook-id"], seen[1].0["webhook-id"]);
+        assert_eq!(seen[0].0["webhook-id"], headers[0].1);
+        assert_eq!(seen[0].1, body, "the body is what the sink signs");
+        assert_eq!(
+            seen[0].0["webhook-id"],
+            webhook_id("case-1:filed:1..case-2:filed:1")
+        );
+    }
+
+    /// The signing headers and body a sink sends for `batch`, made the sink's way.
+    fn sink_request_headers(
+        batch: &[OutboxEvent],
+        secret: &str,
+    ) -> (Vec<(&'static str, String)>, Vec<u8>) {
+        let body = serde_json::to_vec(&WebhookBody { events: batch }).unwrap();
+        let id = webhook_id(&format!(
+            "{}..{}",
+            batch[0].idempotency_key,
+            batch[batch.len() - 1].idempotency_key
+        ));
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let signature = WebhookSigner::from_secret(secret)
+            .unwrap()
+            .sign(&id, timestamp, &body);
+        (
+            vec![
+                ("webhook-id", id),
+                ("webhook-timestamp", timestamp.to_string()),
+                ("webhook-signature", signature),
+            ],
+            body,
+        )
     }
 }

@@ -131,7 +131,8 @@ pub fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunReport, DaemonError> {
     let events = EventCatalogue::builtin();
-    let cameras = crate::config::load_cameras(&config.cameras, &events)?;
+    let cameras =
+        crate::config::load_cameras_with(&config.cameras, &events, &config.camera_secrets())?;
     let categories = match &config.catalogue {
         Some(path) => Categories::load(path)?,
         None => Categories::builtin(),
@@ -321,11 +322,10 @@ fn build_sinks(config: &RunConfig) -> Result<Vec<Box<dyn Sink>>, DaemonError> {
     }
     if let Some(url) = &config.sinks.webhook {
         let token = std::env::var("CGBOT_WEBHOOK_TOKEN").ok();
-        sinks.push(Box::new(WebhookSink::new(
-            url,
-            token,
-            config.sinks.webhook_timeout,
-        )?));
+        sinks.push(Box::new(
+            WebhookSink::new(url, token, config.sinks.webhook_timeout)?
+                .signed(config.webhook_signer()?),
+        ));
     }
     Ok(sinks)
 }

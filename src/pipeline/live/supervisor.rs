@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::camera::{self, CameraState, LiveCamera, Visit};
 use super::{LiveContext, Registry};
-use crate::config::{diff_cameras, load_cameras, Camera};
+use crate::config::{diff_cameras, load_cameras_with, Camera};
 use crate::metrics::HistogramSnapshot;
 use crate::patrol::VisitLength;
 use crate::rules::EventCatalogue;
@@ -267,9 +267,11 @@ impl Supervisor {
     /// restart. A list that fails to load leaves everything as it was.
     async fn rotate(&mut self) {
         let path = self.ctx.config.cameras.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || load_cameras(&path, &EventCatalogue::builtin()))
-                .await;
+        let secrets = self.ctx.config.camera_secrets();
+        let loaded = tokio::task::spawn_blocking(move || {
+            load_cameras_with(&path, &EventCatalogue::builtin(), &secrets)
+        })
+        .await;
         let cameras = match loaded {
             Ok(Ok(cameras)) => cameras,
             Ok(Err(e)) => {
