@@ -51,18 +51,29 @@ fn cameras_check_lists_every_error_of_two_files_and_exits_78() {
     std::fs::remove_file(dir.path().join("west.toml")).unwrap();
     let out = cgbot(&["cameras", "check", &path_arg(dir.path())]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("1 camera, 0 zones: OK"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("1 camera, 0 zones: OK"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 fn run_with_a_bad_config_exits_78_and_other_failures_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "cameras = \"cams.toml\"\n[sinks]\nevery = \"1ns\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "cameras = \"cams.toml\"\n[sinks]\nevery = \"1ns\"\n",
+    )
+    .unwrap();
     let out = cgbot(&["run", "--config", &path_arg(&config)]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(EX_CONFIG), "{err}");
-    assert!(err.contains("bad.toml: sinks.every: 1ns is too short"), "{err}");
+    assert!(
+        err.contains("bad.toml: sinks.every: 1ns is too short"),
+        "{err}"
+    );
 
     // A valid run config naming a broken camera file: a configuration error too.
     std::fs::write(&config, "cameras = \"cams.toml\"\n").unwrap();
@@ -74,7 +85,10 @@ fn run_with_a_bad_config_exits_78_and_other_failures_exit_1() {
     let out = cgbot(&["run", "--config", &path_arg(&config)]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(EX_CONFIG), "{err}");
-    assert!(err.contains("cams.toml: camera[0] `c1`.main_stream"), "{err}");
+    assert!(
+        err.contains("cams.toml: camera[0] `c1`.main_stream"),
+        "{err}"
+    );
 
     // Not a configuration error: a clip that does not exist.
     let out = cgbot(&["replay", &path_arg(&dir.path().join("missing.mp4"))]);
@@ -85,8 +99,18 @@ fn run_with_a_bad_config_exits_78_and_other_failures_exit_1() {
 fn log_format_json_writes_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("run.toml");
-    std::fs::write(&config, "cameras = \"cams.toml\"\n[rtsp]\nframe_timeout = \"0s\"\n").unwrap();
-    let out = cgbot(&["--log-format", "json", "run", "--config", &path_arg(&config)]);
+    std::fs::write(
+        &config,
+        "cameras = \"cams.toml\"\n[rtsp]\nframe_timeout = \"0s\"\n",
+    )
+    .unwrap();
+    let out = cgbot(&[
+        "--log-format",
+        "json",
+        "run",
+        "--config",
+        &path_arg(&config),
+    ]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(EX_CONFIG), "{err}");
     let lines: Vec<&str> = err.lines().collect();
@@ -96,6 +120,9 @@ fn log_format_json_writes_json_lines() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert_eq!(value["level"], "ERROR", "{line}");
         let error = value["fields"]["error"].as_str().unwrap();
-        assert!(error.contains("run.toml: rtsp.frame_timeout: 0s is too short"), "{line}");
+        assert!(
+            error.contains("run.toml: rtsp.frame_timeout: 0s is too short"),
+            "{line}"
+        );
     }
 }

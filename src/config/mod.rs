@@ -620,7 +620,7 @@ rules = [{ event = "illegal_parking", min_dwell = "30s", active = ["07:00-20:00"
         let err = load(&with("rtsp:///path")).unwrap_err();
         assert!(err.contains("main_stream"), "{err}");
         assert!(load(&with("rtsps://u:p@cam.example:322/Streaming/Channels/101")).is_ok());
-        let sub = format!("{GOOD}").replace("name = ", "sub_stream = \"file.mp4\"\nname = ");
+        let sub = GOOD.replace("name = ", "sub_stream = \"file.mp4\"\nname = ");
         assert!(load(&sub).unwrap_err().contains("`cam-1`.sub_stream"));
     }
 
