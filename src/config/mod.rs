@@ -108,7 +108,7 @@ fn clip_to(value: &str, max: usize) -> String {
 }
 
 /// Every line of `text` clipped to [`LINE_MAX`] characters.
-fn clip_lines(text: &str) -> String {
+pub(crate) fn clip_lines(text: &str) -> String {
     text.split('\n')
         .map(|line| clip_to(line, LINE_MAX))
         .collect::<Vec<_>>()
