@@ -159,12 +159,13 @@ fn check_stream_url(url: &str) -> Result<(), String> {
 }
 
 /// Checks a model setting against the model catalogue: a catalogue name must be known. A
-/// path to an ONNX file (`*.onnx`, or anything with a `/`) is checked when it is opened.
+/// path to an ONNX file (`*.onnx`, anything with a `/`, or an existing file, as
+/// [`crate::models::Catalogue::resolve`] reads it) is checked when it is opened.
 pub(crate) fn check_model_name(
     model: &str,
     catalogue: &mut Option<Option<crate::models::Catalogue>>,
 ) -> Result<(), String> {
-    if model.ends_with(".onnx") || model.contains('/') {
+    if model.ends_with(".onnx") || model.contains('/') || Path::new(model).is_file() {
         return Ok(());
     }
     // A catalogue that does not load is reported when the model is resolved.
