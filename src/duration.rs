@@ -34,7 +34,8 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         humantime::parse_duration(trimmed)
     };
     parsed.map_err(|e| DurationError {
-        text: text.to_string(),
+        // Quoted clipped: a huge value must not flood the message.
+        text: crate::config::clip(text),
         reason: e.to_string(),
     })
 }

@@ -27,9 +27,24 @@ struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Log format on stderr: `text` for people, `json` for one JSON object a line (journald,
+    /// log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The exit status of a configuration error (`EX_CONFIG` of sysexits.h): systemd's
+/// `RestartPreventExitStatus=78` stops restarting a daemon that cannot start until its
+/// configuration is fixed.
+const EX_CONFIG: u8 = 78;
 
 #[derive(Subcommand)]
 enum Command {
@@ -72,14 +87,18 @@ fn main() -> ExitCode {
     // The daemon reports its progress at info level; one-shot commands only warn.
     let base = usize::from(matches!(cli.command, Command::Run(_)));
     let default_level = ["warn", "info", "debug"][(usize::from(cli.verbose) + base).min(2)];
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
+    let log_format = cli.log_format;
     let result = match cli.command {
         Command::Detect(args) => args.run(),
         Command::Replay(args) => args.run(),
@@ -95,8 +114,33 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if log_format == LogFormat::Json {
+                // One JSON line like the logs, for whatever collects them.
+                tracing::error!(error = format!("{e:#}"), "exiting");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            if is_config_error(&e) {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Whether `e` comes from a configuration file that cannot be used (run config, camera
+/// files, users file, case catalogue): restarting will not help until it is fixed.
+fn is_config_error(e: &anyhow::Error) -> bool {
+    use cgbot::pipeline::live::DaemonError;
+    e.chain().any(|cause| {
+        cause.is::<cgbot::config::ConfigError>()
+            || cause.is::<cli::cameras::CheckFailed>()
+            || cause.is::<cgbot::cases::CatalogueError>()
+            || cause.is::<cgbot::console::UsersError>()
+            || matches!(
+                cause.downcast_ref::<DaemonError>(),
+                Some(DaemonError::Config(_) | DaemonError::Catalogue(_) | DaemonError::Users(_))
+            )
+    })
 }

@@ -194,7 +194,7 @@ fn diff_names_what_changed_and_never_prints_credentials() {
     assert_eq!(same["unchanged"], 4);
     assert_eq!(same["changed"], serde_json::json!([]));
 
-    let err = fails(cgbot(&["cameras", "diff", &path_arg(&old), "missing.toml"]));
+    let err = fails_config(cgbot(&["cameras", "diff", &path_arg(&old), "missing.toml"]));
     assert!(err.contains("missing.toml"), "{err}");
 }
 

@@ -680,7 +680,7 @@ fn a_malformed_camera_file_names_file_and_field() {
     let path = scene.path("broken.toml");
     std::fs::write(&path, "[[camera]]\nid = \"cam-1\"\n[[camera.zone]]\nid = \"z\"\npolygon = [[0.1, 0.1], [0.2, 0.1]]\nrules = [{ event = \"illegal_parking\" }]\n").unwrap();
     let clip = sample("street-static-h264.mp4");
-    let err = fails(cgbot(&[
+    let err = fails_config(cgbot(&[
         "replay",
         clip.to_str().unwrap(),
         "--camera",

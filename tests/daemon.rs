@@ -620,7 +620,7 @@ fn an_operators_status_survives_the_running_daemon_and_the_case_closes_from_it()
 fn bad_daemon_configuration_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.toml");
-    let err = common::fails(cgbot(&["run", "--config", missing.to_str().unwrap()]));
+    let err = common::fails_config(cgbot(&["run", "--config", missing.to_str().unwrap()]));
     assert!(err.contains("missing.toml"), "{err}");
 
     std::fs::write(
@@ -634,7 +634,7 @@ fn bad_daemon_configuration_is_refused_with_the_reason() {
         "cameras = \"cams.toml\"\n[patrol]\nslots = 2\nsamples = 0\n",
     )
     .unwrap();
-    let err = common::fails(cgbot(&["run", "--config", run.to_str().unwrap()]));
+    let err = common::fails_config(cgbot(&["run", "--config", run.to_str().unwrap()]));
     assert!(err.contains("run.toml: patrol.samples"), "{err}");
 
     // An API open to the network needs a token.

@@ -51,18 +51,18 @@ pub struct Categories {
 /// A catalogue that cannot be used; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogueError {
-    #[error("{file}: {reason}")]
+    #[error("{}: {}", file.display(), crate::config::clip_lines(reason))]
     Read { file: PathBuf, reason: String },
-    #[error("{file}: {reason}")]
+    #[error("{}: {}", file.display(), crate::config::clip_lines(reason))]
     Syntax { file: PathBuf, reason: String },
-    #[error("{file}: category[{index}] ({code}) time_limit: {reason}")]
+    #[error("{}: category[{index}] ({}) time_limit: {}", file.display(), crate::config::clip(code), crate::config::clip_lines(reason))]
     TimeLimit {
         file: PathBuf,
         index: usize,
         code: String,
         reason: String,
     },
-    #[error("{file}: category code {code} appears twice")]
+    #[error("{}: category code {} appears twice", file.display(), crate::config::clip(code))]
     DuplicateCode { file: PathBuf, code: String },
 }
 
@@ -72,9 +72,12 @@ impl Categories {
     }
 
     pub fn load(path: &Path) -> Result<Self, CatalogueError> {
-        let text = std::fs::read_to_string(path).map_err(|e| CatalogueError::Read {
+        let text = crate::config::read_text(path).map_err(|e| CatalogueError::Read {
             file: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: match e {
+                crate::config::ConfigError::Read { reason, .. } => reason,
+                e => e.to_string(),
+            },
         })?;
         Self::parse(&text, path)
     }
@@ -165,5 +168,22 @@ mod tests {
             err.to_string().starts_with("/nonexistent/city.toml: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_binary_file_or_a_huge_value_is_named_briefly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("city.toml");
+        std::fs::write(&path, b"[[category]]\ncode = \"\xb3\xc7\"\n").unwrap();
+        let err = Categories::load(&path).unwrap_err().to_string();
+        assert!(err.contains("city.toml: not UTF-8 text"), "{err}");
+        let huge = format!(
+            "[[category]]\ncode = \"A1\"\nmajor = \"x\"\nname = \"y\"\ntime_limit = \"{}\"\n",
+            "9".repeat(100_000)
+        );
+        let err = Categories::parse(&huge, Path::new("city.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 1000 && err.contains("time_limit"), "{err}");
     }
 }

@@ -14,6 +14,13 @@ use cgbot::rules::EventCatalogue;
 
 #[derive(Subcommand)]
 pub enum CamerasCommand {
+    /// Check camera files without running anything: every error of every file and camera
+    /// is listed, not only the first. Exit status 78 when any is found.
+    Check {
+        /// A camera file, or a directory of them (`*.toml`).
+        #[arg(value_name = "FILE|DIR")]
+        path: PathBuf,
+    },
     /// What NEW changes against OLD: the cameras a rotation starts, stops and restarts.
     Diff {
         /// The camera file or directory in use.
@@ -59,6 +66,7 @@ pub enum CamerasCommand {
 impl CamerasCommand {
     pub fn run(&self) -> Result<()> {
         match self {
+            CamerasCommand::Check { path } => check(path),
             CamerasCommand::Diff {
                 old,
                 new,
@@ -84,6 +92,41 @@ impl CamerasCommand {
             ),
         }
     }
+}
+
+fn check(path: &Path) -> Result<()> {
+    match config::check_cameras(path, &EventCatalogue::builtin()) {
+        Ok(cameras) => {
+            let zones: usize = cameras.iter().map(|c| c.zones.len()).sum();
+            println!(
+                "{}: {} camera{}, {} zone{}: OK",
+                path.display(),
+                cameras.len(),
+                if cameras.len() == 1 { "" } else { "s" },
+                zones,
+                if zones == 1 { "" } else { "s" },
+            );
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            Err(CheckFailed {
+                path: path.to_path_buf(),
+                errors: errors.len(),
+            }
+            .into())
+        }
+    }
+}
+
+/// `cameras check` found errors (listed as found): a configuration error.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {errors} error{} (listed above)", path.display(), if *errors == 1 { "" } else { "s" })]
+pub struct CheckFailed {
+    path: PathBuf,
+    errors: usize,
 }
 
 fn diff(old_path: &Path, new_path: &Path, json: bool, secrets: Option<&Path>) -> Result<()> {

@@ -62,16 +62,128 @@ use serde::{Deserialize, Serialize};
 use crate::rules::{parse_utc_offset, EventCatalogue, ZoneRules};
 use crate::track::TrackerConfig;
 
+/// A configuration file that cannot be used: it names the file, and the field at fault
+/// with the reason. Values quoted from the file are shown clipped (see [`clip`]), so that a
+/// huge or binary value never floods the message.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {reason}")]
+    #[error("{}: {}", path.display(), clip_lines(reason))]
     Read { path: PathBuf, reason: String },
-    #[error("{path}: {field}: {reason}")]
+    #[error("{}: {}: {}", path.display(), clip_lines(field), clip_lines(reason))]
     Invalid {
         path: PathBuf,
         field: String,
         reason: String,
     },
+}
+
+/// The most characters of a value from a file that an error message quotes.
+const ECHO_MAX: usize = 80;
+
+/// The most characters of one line of an error message: a safeguard for reasons worded
+/// elsewhere (TOML's message quotes the line at fault, however long it is).
+const LINE_MAX: usize = 240;
+
+/// `value` as an error message quotes it: control characters escaped, and at most
+/// [`ECHO_MAX`] characters, then `…`.
+pub fn clip(value: &str) -> String {
+    clip_to(value, ECHO_MAX)
+}
+
+fn clip_to(value: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for c in value.chars() {
+        // An escaped control character counts as the characters it takes.
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        shown += piece.chars().count();
+        if shown > max {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// Every line of `text` clipped to [`LINE_MAX`] characters.
+pub(crate) fn clip_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|line| clip_to(line, LINE_MAX))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads a configuration file as UTF-8 text; a file that is not says so, and where.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let read = |reason: String| ConfigError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| read(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        read(format!(
+            "not UTF-8 text (invalid byte at line {line}, column {column}); \
+             configuration files are UTF-8: convert it (e.g. `iconv -f GBK -t UTF-8`)"
+        ))
+    })
+}
+
+/// A stream URL as the RTSP source needs it: `rtsp://` or `rtsps://` with a host.
+/// The reason quotes the URL without its credentials.
+fn check_stream_url(url: &str) -> Result<(), String> {
+    let shown = || clip(&crate::redact::redact_url(url));
+    match url::Url::parse(url) {
+        Ok(parsed) if !matches!(parsed.scheme(), "rtsp" | "rtsps") => Err(format!(
+            "`{}` is not an rtsp:// or rtsps:// URL (scheme `{}`)",
+            shown(),
+            clip(parsed.scheme())
+        )),
+        Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
+            Err(format!("`{}` names no host", shown()))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "`{}` is not an rtsp:// or rtsps:// URL ({e})",
+            shown()
+        )),
+    }
+}
+
+/// Checks a model setting against the model catalogue: a catalogue name must be known. A
+/// path to an ONNX file (`*.onnx`, anything with a `/`, or an existing file, as
+/// [`crate::models::Catalogue::resolve`] reads it) is checked when it is opened.
+pub(crate) fn check_model_name(
+    model: &str,
+    catalogue: &mut Option<Option<crate::models::Catalogue>>,
+) -> Result<(), String> {
+    if model.ends_with(".onnx") || model.contains('/') || Path::new(model).is_file() {
+        return Ok(());
+    }
+    // A catalogue that does not load is reported when the model is resolved.
+    let Some(catalogue) = catalogue.get_or_insert_with(|| crate::models::Catalogue::load().ok())
+    else {
+        return Ok(());
+    };
+    match catalogue.get(model) {
+        Ok(_) => Ok(()),
+        Err(crate::models::ModelError::Unknown { known, .. }) => Err(format!(
+            "unknown model `{}`; known models: {known} (or a path to an .onnx file)",
+            clip(model)
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,7 +329,8 @@ impl Camera {
 }
 
 /// Loads a camera file, or every `*.toml` in a directory (sorted by name); credentials
-/// come from the secrets file of `$CGBOT_SECRETS` and the environment.
+/// come from the secrets file of `$CGBOT_SECRETS` and the environment. The first error
+/// found stops it (see [`check_cameras`] for all of them).
 pub fn load_cameras(path: &Path, events: &EventCatalogue) -> Result<Vec<Camera>, ConfigError> {
     load_cameras_with(path, events, &Secrets::from_env())
 }
@@ -228,60 +341,119 @@ pub fn load_cameras_with(
     events: &EventCatalogue,
     secrets: &Secrets,
 ) -> Result<Vec<Camera>, ConfigError> {
-    let files = file::camera_files(path).map_err(|e| ConfigError::Read {
-        path: e.path,
-        reason: e.reason,
+    check_cameras_with(path, events, secrets).map_err(|errors| {
+        errors
+            .into_iter()
+            .next()
+            .expect("a failed check has an error")
+    })
+}
+
+/// Loads the camera files `path` names as [`load_cameras`] does, but goes on past an
+/// error: every error of every file and every camera, in file order. A file TOML cannot
+/// read is one error; a camera with several faults has one error for each.
+pub fn check_cameras(
+    path: &Path,
+    events: &EventCatalogue,
+) -> Result<Vec<Camera>, Vec<ConfigError>> {
+    check_cameras_with(path, events, &Secrets::from_env())
+}
+
+/// [`check_cameras`] with credentials from `secrets`.
+pub fn check_cameras_with(
+    path: &Path,
+    events: &EventCatalogue,
+    secrets: &Secrets,
+) -> Result<Vec<Camera>, Vec<ConfigError>> {
+    let files = file::camera_files(path).map_err(|e| {
+        vec![ConfigError::Read {
+            path: e.path,
+            reason: e.reason,
+        }]
     })?;
+    let mut errors = Vec::new();
     let mut cameras: Vec<Camera> = Vec::new();
     let mut ids = HashSet::new();
     for file in files {
-        for camera in load_file(&file, events, secrets)? {
+        let text = match read_text(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        for camera in load_text_all(&file, &text, events, secrets, &mut errors) {
             if !ids.insert(camera.info.id.clone()) {
-                return Err(ConfigError::Invalid {
-                    path: file,
-                    field: format!("camera `{}`", camera.info.id),
+                errors.push(ConfigError::Invalid {
+                    path: file.clone(),
+                    field: format!("camera `{}`", clip(&camera.info.id)),
                     reason: "id is used by another camera".into(),
                 });
+                continue;
             }
             cameras.push(camera);
         }
     }
-    Ok(cameras)
-}
-
-fn load_file(
-    path: &Path,
-    events: &EventCatalogue,
-    secrets: &Secrets,
-) -> Result<Vec<Camera>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    load_text_with(path, &text, events, secrets)
+    if errors.is_empty() {
+        Ok(cameras)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The cameras of a camera file's text, credential references checked but not resolved;
-/// `path` names the file in errors and becomes each camera's source.
+/// `path` names the file in errors and becomes each camera's source. The first error
+/// found is returned.
 fn load_text(path: &Path, text: &str, events: &EventCatalogue) -> Result<Vec<Camera>, ConfigError> {
-    load_text_with(path, text, events, &Secrets::Skip)
+    let mut errors = Vec::new();
+    let cameras = load_text_all(path, text, events, &Secrets::Skip, &mut errors);
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(cameras),
+    }
 }
 
-fn load_text_with(
+/// The valid cameras of a camera file's text, credentials from `secrets`; every error
+/// found goes to `errors`.
+fn load_text_all(
     path: &Path,
     text: &str,
     events: &EventCatalogue,
     secrets: &Secrets,
-) -> Result<Vec<Camera>, ConfigError> {
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Camera> {
     // toml's message carries the line and column.
-    let file: CameraFile = toml::from_str(text).map_err(|e| ConfigError::Read {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let file: CameraFile = match toml::from_str(text) {
+        Ok(file) => file,
+        Err(e) => {
+            errors.push(ConfigError::Read {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+            return Vec::new();
+        }
+    };
     let invalid = |field: String, reason: String| ConfigError::Invalid {
         path: path.to_path_buf(),
         field,
         reason,
+    };
+    if file.camera.is_empty() {
+        errors.push(invalid(
+            "camera".into(),
+            "the file defines no [[camera]]".into(),
+        ));
+    }
+    let mut catalogue = None;
+    let defaults_model_ok = match &file.defaults.model {
+        Some(model) => match check_model_name(model, &mut catalogue) {
+            Ok(()) => true,
+            Err(reason) => {
+                errors.push(invalid("defaults.model".into(), reason));
+                false
+            }
+        },
+        None => true,
     };
     let default_ref = secrets::CredentialRef {
         credentials: file.defaults.credentials.clone(),
@@ -290,67 +462,90 @@ fn load_text_with(
     let mut resolver = secrets::Resolver::new(secrets);
     let mut cameras = Vec::new();
     for (ci, mut raw) in file.camera.into_iter().enumerate() {
-        let at = format!("camera[{ci}] `{}`", raw.id);
+        let at = format!("camera[{ci}] `{}`", clip(&raw.id));
         if raw.id.trim().is_empty() || raw.id.contains(char::is_whitespace) {
-            return Err(invalid(
+            errors.push(invalid(
                 format!("camera[{ci}].id"),
                 "must be a non-empty word".into(),
             ));
+            continue;
         }
+        let before = errors.len();
         let offset_text = raw.utc_offset.or(file.defaults.utc_offset.clone());
         let utc_offset = parse_utc_offset(offset_text.as_deref().unwrap_or(DEFAULT_UTC_OFFSET))
-            .map_err(|e| invalid(format!("{at}.utc_offset"), e))?;
+            .map_err(|e| errors.push(invalid(format!("{at}.utc_offset"), e)));
         let tracker = file
             .defaults
             .tracker
             .clone()
             .unwrap_or_default()
             .resolve(raw.tracker.as_ref())
-            .map_err(|e| invalid(format!("{at}.tracker"), e))?;
+            .map_err(|e| errors.push(invalid(format!("{at}.tracker"), e)));
         if let (Some(lon), Some(lat)) = (raw.location.longitude, raw.location.latitude) {
             if !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
-                return Err(invalid(
+                errors.push(invalid(
                     format!("{at}.location"),
                     format!("({lon}, {lat}) is not a longitude/latitude"),
                 ));
             }
         }
+        for (field, url) in [
+            ("main_stream", &raw.main_stream),
+            ("sub_stream", &raw.sub_stream),
+        ] {
+            if let Some(Err(reason)) = url.as_deref().map(check_stream_url) {
+                errors.push(invalid(format!("{at}.{field}"), reason));
+            }
+        }
+        if let Some(model) = &raw.model {
+            if let Err(reason) = check_model_name(model, &mut catalogue) {
+                errors.push(invalid(format!("{at}.model"), reason));
+            }
+        }
         let zones = zones::check_zones(&raw.zone, events)
-            .map_err(|(field, reason)| invalid(format!("{at}.{field}"), reason))?;
+            .map_err(|(field, reason)| errors.push(invalid(format!("{at}.{field}"), reason)));
         let own_ref = secrets::CredentialRef {
             credentials: raw.credentials.take(),
             password_env: raw.password_env.take(),
         };
-        let reference = secrets::CredentialRef::pick(&own_ref, &default_ref).map_err(
-            |(is_default, reason)| {
-                invalid(
-                    if is_default {
-                        "defaults".into()
-                    } else {
-                        at.clone()
-                    },
-                    reason,
-                )
-            },
-        )?;
-        if let Some(reference) = reference {
-            let from = if std::ptr::eq(reference, &own_ref) {
-                at.clone()
-            } else {
-                "defaults".into()
-            };
-            resolver
-                .apply(
+        match secrets::CredentialRef::pick(&own_ref, &default_ref) {
+            Err((is_default, reason)) => errors.push(invalid(
+                if is_default {
+                    "defaults".into()
+                } else {
+                    at.clone()
+                },
+                reason,
+            )),
+            Ok(Some(reference)) => {
+                let from = if std::ptr::eq(reference, &own_ref) {
+                    at.clone()
+                } else {
+                    "defaults".into()
+                };
+                let applied = resolver.apply(
                     reference,
                     [
                         ("main_stream", &mut raw.main_stream),
                         ("sub_stream", &mut raw.sub_stream),
                     ],
-                )
-                .map_err(|(field, reason)| match field.as_str() {
-                    "credentials" | "password_env" => invalid(format!("{from}.{field}"), reason),
-                    _ => invalid(format!("{at}.{field}"), reason),
-                })?;
+                );
+                if let Err((field, reason)) = applied {
+                    errors.push(match field.as_str() {
+                        "credentials" | "password_env" => {
+                            invalid(format!("{from}.{field}"), reason)
+                        }
+                        _ => invalid(format!("{at}.{field}"), reason),
+                    });
+                }
+            }
+            Ok(None) => {}
+        }
+        let (Ok(utc_offset), Ok(tracker), Ok(zones)) = (utc_offset, tracker, zones) else {
+            continue;
+        };
+        if errors.len() > before || !defaults_model_ok {
+            continue;
         }
         cameras.push(Camera {
             info: CameraInfo {
@@ -368,13 +563,7 @@ fn load_text_with(
             source: path.to_path_buf(),
         });
     }
-    if cameras.is_empty() {
-        return Err(invalid(
-            "camera".into(),
-            "the file defines no [[camera]]".into(),
-        ));
-    }
-    Ok(cameras)
+    cameras
 }
 
 #[cfg(test)]
@@ -624,5 +813,130 @@ rules = [{ event = "illegal_parking", min_dwell = "30s", active = ["07:00-20:00"
             .unwrap_err()
             .to_string();
         assert!(err.contains("`other` needs a secrets file"), "{err}");
+    }
+
+    #[test]
+    fn stream_urls_must_be_rtsp_with_a_host() {
+        let with = |url: &str| GOOD.replace("rtsp://u:p@127.0.0.1/main", url);
+        let err = load(&with("str")).unwrap_err();
+        assert!(
+            err.contains("cams.toml: camera[0] `cam-1`.main_stream: `str` is not an rtsp://"),
+            "{err}"
+        );
+        let err = load(&with("http://user:secret@host/x")).unwrap_err();
+        assert!(
+            err.contains("scheme `http`") && !err.contains("secret"),
+            "{err}"
+        );
+        let err = load(&with("rtsp:///path")).unwrap_err();
+        assert!(err.contains("main_stream"), "{err}");
+        assert!(load(&with("rtsps://u:p@cam.example:322/Streaming/Channels/101")).is_ok());
+        let sub = GOOD.replace("name = ", "sub_stream = \"file.mp4\"\nname = ");
+        assert!(load(&sub).unwrap_err().contains("`cam-1`.sub_stream"));
+    }
+
+    #[test]
+    fn unknown_models_name_the_field() {
+        let err = load(&GOOD.replace("\"yolox_nano\"", "\"yolo_nope\"")).unwrap_err();
+        assert!(
+            err.contains("cams.toml: defaults.model: unknown model `yolo_nope`"),
+            "{err}"
+        );
+        let own = GOOD.replace("name = ", "model = \"nope\"\nname = ");
+        let err = load(&own).unwrap_err();
+        assert!(
+            err.contains("camera[0] `cam-1`.model: unknown model `nope`"),
+            "{err}"
+        );
+        // A path is checked when the model is opened.
+        assert!(load(&GOOD.replace("\"yolox_nano\"", "\"models/mine.onnx\"")).is_ok());
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_says_so() {
+        let mut bytes = GOOD.as_bytes().to_vec();
+        bytes.splice(0..0, b"# \xc8\xcb\xc3\xf1\n".iter().copied());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cams.toml");
+        std::fs::write(&path, bytes).unwrap();
+        let err = load_cameras(&path, &EventCatalogue::builtin())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: not UTF-8 text (invalid byte at line 1, column 3)",
+                path.display()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn huge_values_are_not_echoed_whole() {
+        let nul = format!("[[camera]]\nid = \"{}\"\n", "\0".repeat(100_000));
+        let err = load(&nul).unwrap_err();
+        assert!(
+            err.len() < 1000 && err.contains("cams.toml") && err.contains('…'),
+            "{err}"
+        );
+        assert!(!err.contains('\0'));
+        let long_id = format!(
+            "[[camera]]\nid = \"{}\"\nutc_offset = \"{}\"\n",
+            "x".repeat(100_000),
+            "9".repeat(100_000)
+        );
+        let err = load(&long_id).unwrap_err();
+        assert!(err.len() < 1000 && err.contains('…'), "{err}");
+        let dwell = GOOD.replace("\"30s\"", &format!("\"{}\"", "9".repeat(100_000)));
+        let err = load(&dwell).unwrap_err();
+        assert!(err.len() < 1000 && err.contains("min_dwell"), "{err}");
+        assert_eq!(clip(&"é".repeat(100)).chars().count(), ECHO_MAX + 1);
+        assert_eq!(clip("a\0b"), "a\\u{0}b");
+    }
+
+    #[test]
+    fn a_check_lists_every_error_of_every_file_and_camera() {
+        let dir = tempfile::tempdir().unwrap();
+        let second = GOOD.replace("cam-1", "cam-2");
+        let bad_one = format!(
+            "{}\n[[camera]]\nid = \"cam-3\"\nmain_stream = \"str\"\nutc_offset = \"+99:00\"\n",
+            GOOD.replace("exposed_litter", "jaywalking")
+        );
+        std::fs::write(dir.path().join("a.toml"), bad_one).unwrap();
+        std::fs::write(dir.path().join("b.toml"), "[[camera]\n").unwrap();
+        std::fs::write(dir.path().join("c.toml"), second).unwrap();
+        let errors: Vec<String> = check_cameras(dir.path(), &EventCatalogue::builtin())
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(
+            errors[0].contains("a.toml: camera[0] `cam-1`.zone[0]"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].contains("a.toml: camera[1] `cam-3`.utc_offset"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[2].contains("a.toml: camera[1] `cam-3`.main_stream"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[3].contains("b.toml: TOML parse error"),
+            "{errors:#?}"
+        );
+        // The loader stops at the first of them.
+        let first = load_cameras(dir.path(), &EventCatalogue::builtin()).unwrap_err();
+        assert_eq!(first.to_string(), errors[0]);
+        // Ids are unique across files, and checked past other errors.
+        std::fs::write(dir.path().join("d.toml"), GOOD.replace("cam-1", "cam-2")).unwrap();
+        let errors = check_cameras(dir.path(), &EventCatalogue::builtin()).unwrap_err();
+        assert!(errors
+            .last()
+            .unwrap()
+            .to_string()
+            .contains("d.toml: camera `cam-2`: id is used by another camera"));
     }
 }

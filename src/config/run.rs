@@ -333,7 +333,7 @@ impl RunConfig {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+        let text = super::read_text(path)?;
         let mut config: RunConfig = toml::from_str(&text).map_err(|e| read(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rebase = |p: &mut PathBuf| {
@@ -368,6 +368,10 @@ impl RunConfig {
 
     fn check(&self) -> Result<(), (&'static str, String)> {
         self.detector_options()?;
+        if let Some(model) = &self.detector.model {
+            super::check_model_name(model, &mut None).map_err(|e| ("detector.model", e))?;
+        }
+        self.check_durations()?;
         if self.sampling.interval.is_zero() {
             return Err(("sampling.interval", "must be positive".into()));
         }
@@ -389,6 +393,119 @@ impl RunConfig {
                 "rtsp.backoff_initial",
                 "must be positive and at most rtsp.backoff_max".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// Durations in their sensible ranges: a zero timeout would fail every connection, and
+    /// a huge one overflows the clock arithmetic (a year is the most any may be).
+    fn check_durations(&self) -> Result<(), (&'static str, String)> {
+        const SECOND: Duration = Duration::from_secs(1);
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        let ms = Duration::from_millis;
+        // (field, value, least, why the least)
+        let limits: [(&'static str, Duration, Duration, &str); 14] = [
+            (
+                "sampling.interval",
+                self.sampling.interval,
+                ms(1),
+                "a camera needs time between samples",
+            ),
+            (
+                "detector.max_wait",
+                self.detector.max_wait,
+                Duration::ZERO,
+                "",
+            ),
+            (
+                "rtsp.connect_timeout",
+                self.rtsp.connect_timeout,
+                ms(100),
+                "no camera connects faster; 0 would fail every connection",
+            ),
+            (
+                "rtsp.frame_timeout",
+                self.rtsp.frame_timeout,
+                ms(100),
+                "0 would call every stream stalled",
+            ),
+            (
+                "rtsp.backoff_initial",
+                self.rtsp.backoff_initial,
+                ms(1),
+                "reconnecting at once hammers a camera that refuses",
+            ),
+            (
+                "rtsp.backoff_max",
+                self.rtsp.backoff_max,
+                ms(1),
+                "reconnecting at once hammers a camera that refuses",
+            ),
+            (
+                "patrol.visit_timeout",
+                self.patrol.visit_timeout,
+                ms(100),
+                "a visit must have time to connect and sample",
+            ),
+            (
+                "patrol.revisit",
+                self.patrol.revisit,
+                SECOND,
+                "0 asks every camera to be watched at once",
+            ),
+            (
+                "console.session_ttl",
+                self.console.session_ttl,
+                SECOND,
+                "a session would end as it starts",
+            ),
+            (
+                "console.suppress_for",
+                self.console.suppress_for,
+                Duration::ZERO,
+                "",
+            ),
+            (
+                "sinks.webhook_timeout",
+                self.sinks.webhook_timeout,
+                ms(100),
+                "0 would fail every delivery",
+            ),
+            (
+                "sinks.every",
+                self.sinks.every,
+                ms(100),
+                "delivering the outbox more often only burns a core polling it",
+            ),
+            (
+                "shutdown_deadline",
+                self.shutdown_deadline,
+                ms(100),
+                "0 leaves no time to flush cases and the outbox",
+            ),
+            ("snapshot_every", self.snapshot_every, Duration::ZERO, ""),
+        ];
+        let shown = |d: Duration| humantime::format_duration(d).to_string();
+        for (field, value, least, why) in limits {
+            if value < least {
+                return Err((
+                    field,
+                    format!(
+                        "{} is too short: it must be at least {} ({why})",
+                        shown(value),
+                        shown(least)
+                    ),
+                ));
+            }
+            if value > YEAR {
+                return Err((
+                    field,
+                    format!(
+                        "{} is too long: at most a year (365d) is allowed",
+                        shown(value)
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -561,6 +678,72 @@ mod tests {
         let err = config.webhook_signer().unwrap_err().to_string();
         assert!(
             err.contains("hook.secret") && err.contains("webhook secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_and_absurd_durations_are_refused() {
+        for (section, key, value, says) in [
+            ("sinks", "every", "1ns", "at least 100ms"),
+            ("sinks", "webhook_timeout", "0s", "at least"),
+            ("rtsp", "connect_timeout", "0s", "at least 100ms"),
+            ("rtsp", "frame_timeout", "0s", "at least 100ms"),
+            ("rtsp", "backoff_max", "0s", "at least"),
+            ("patrol", "revisit", "0s", "at least 1s"),
+            ("patrol", "visit_timeout", "0s", "at least 100ms"),
+            ("console", "session_ttl", "0s", "at least 1s"),
+            ("sampling", "interval", "0s", "at least"),
+            ("rtsp", "connect_timeout", "100000000h", "at most a year"),
+            ("detector", "max_wait", "9999999999h", "at most a year"),
+        ] {
+            let err = load(&format!(
+                "cameras = \"c\"\n[{section}]\n{key} = \"{value}\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.contains(&format!("run.toml: {section}.{key}: ")) && err.contains(says),
+                "{err}"
+            );
+        }
+        let err = load("cameras = \"c\"\nshutdown_deadline = \"0s\"\n").unwrap_err();
+        assert!(
+            err.contains("run.toml: shutdown_deadline: 0s is too short"),
+            "{err}"
+        );
+        // Zero where it means something is fine.
+        load(
+            "cameras = \"c\"\nsnapshot_every = \"0s\"\n[detector]\nmax_wait = \"0s\"\n\
+              [console]\nsuppress_for = \"0s\"\n[sinks]\nevery = \"100ms\"\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn an_unknown_model_a_binary_file_and_a_huge_value_name_the_file() {
+        let err = load("cameras = \"c\"\n[detector]\nmodel = \"yolo_nope\"\n").unwrap_err();
+        assert!(
+            err.contains("run.toml: detector.model: unknown model `yolo_nope`"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, b"cameras = \"\xff\"\n").unwrap();
+        let err = RunConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("run.toml: not UTF-8 text"), "{err}");
+        let huge = format!(
+            "cameras = \"c\"\n[sinks]\nevery = \"{}\"\n",
+            "\0".repeat(100_000)
+        );
+        let err = load(&huge).unwrap_err();
+        assert!(err.len() < 1000 && err.contains("run.toml"), "{err}");
+        let huge = format!(
+            "cameras = \"c\"\n[sinks]\nevery = \"{}\"\n",
+            "7".repeat(100_000)
+        );
+        let err = load(&huge).unwrap_err();
+        assert!(
+            err.len() < 1000 && err.contains("run.toml") && err.contains('…'),
             "{err}"
         );
     }

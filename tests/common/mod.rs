@@ -91,11 +91,21 @@ pub fn ok(out: Output) -> String {
 
 /// Asserts a clean failure (exit 1, an `error:` line, no panic) and returns stderr.
 pub fn fails(out: Output) -> String {
+    fails_with(out, 1)
+}
+
+/// Asserts a clean failure for a configuration error (exit 78, EX_CONFIG, so that systemd
+/// stops restarting) and returns stderr.
+pub fn fails_config(out: Output) -> String {
+    fails_with(out, 78)
+}
+
+fn fails_with(out: Output, code: i32) -> String {
     let err = stderr(&out);
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "expected exit 1, got {:?}: {err}",
+        Some(code),
+        "expected exit {code}, got {:?}: {err}",
         out.status
     );
     assert!(err.contains("error:"), "{err}");
