@@ -578,7 +578,7 @@ fn import_moves_passwords_to_a_secrets_file_and_diff_still_sees_them_change() {
 
     // A secrets file others may read is refused, naming it and the camera's field.
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = fails(diff(&secrets));
+    let err = fails_config(diff(&secrets));
     assert!(
         err.contains("old.toml: camera[0] `cam-1`.credentials: secrets file")
             && err.contains("chmod 600"),

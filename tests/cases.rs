@@ -873,7 +873,7 @@ fn signed_webhook_deliveries_verify_and_a_tampered_body_is_rejected() {
 
     // A secret that is not whsec_<base64> is refused, naming the file and not the secret.
     std::fs::write(&secret_file, "whsec_not base64!").unwrap();
-    let err = fails(cgbot(&[
+    let err = fails_config(cgbot(&[
         "outbox",
         "deliver",
         "--db",
