@@ -577,6 +577,15 @@ struct CaseItem {
     overdue: bool,
 }
 
+impl CaseItem {
+    fn at(case: Case, now: f64) -> Self {
+        CaseItem {
+            overdue: case.is_overdue(now),
+            case,
+        }
+    }
+}
+
 async fn cases(
     State(state): State<AppState>,
     query: Result<Query<CaseQuery>, QueryRejection>,
@@ -606,14 +615,11 @@ async fn cases(
         ..CaseFilter::default()
     };
     let cases = state.cases.list(filter).await?;
-    let now = crate::console::now();
+    let now = crate::clock::unix_now();
     Ok(Json(
         cases
             .into_iter()
-            .map(|case| CaseItem {
-                overdue: case.is_overdue(now),
-                case,
-            })
+            .map(|case| CaseItem::at(case, now))
             .collect(),
     ))
 }
@@ -630,9 +636,7 @@ struct EvidenceItem {
 #[derive(Serialize)]
 struct CaseDetail {
     #[serde(flatten)]
-    case: Case,
-    /// Past its deadline and still open.
-    overdue: bool,
+    case: CaseItem,
     evidence: Vec<EvidenceItem>,
     history: Vec<HistoryEntry>,
 }
@@ -671,10 +675,9 @@ async fn case(
                 .history(&id)
                 .map_err(|e| ApiError::internal("reading case history", e))?;
             Ok(CaseDetail {
-                overdue: case.is_overdue(crate::console::now()),
                 evidence: evidence_of(store, &id)?,
                 history,
-                case,
+                case: CaseItem::at(case, crate::clock::unix_now()),
             })
         })
         .await?;

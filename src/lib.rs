@@ -7,6 +7,7 @@ pub mod api;
 pub mod backoff;
 pub mod bench;
 pub mod cases;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod decode;

@@ -391,6 +391,22 @@ fn an_operator_reviews_rejects_dispatches_and_draws_a_zone_in_chromium() {
     browser.wait_for("#funnel", Duration::from_secs(10));
     assert!(browser.find("header nav").text().contains("Review"));
     shot(&browser, "stats-en");
+    // Every other page in English too, for the screenshots.
+    for (path, name, ready) in [
+        ("/cases?status=all".to_string(), "queue-en", "#queue"),
+        (
+            format!("/cases/{dispatched_id}"),
+            "case-en",
+            "#verdict-form",
+        ),
+        ("/cameras".to_string(), "cameras-en", "#cameras"),
+        ("/cameras/cam-2".to_string(), "camera-en", "#zone-panel"),
+    ] {
+        browser.goto(&page(&path));
+        browser.wait_for(ready, Duration::from_secs(10));
+        shot(&browser, name);
+    }
     browser.find("#sign-out").click();
     browser.wait_for("#login-form", Duration::from_secs(10));
+    shot(&browser, "login-en");
 }

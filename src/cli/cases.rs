@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
@@ -15,6 +15,7 @@ use cgbot::cases::{
     Case, Evidence, HistoryEntry, OperatorAction, RejectReason, Status, Suppression,
     SETTABLE_STATUSES,
 };
+use cgbot::clock::unix_now;
 use cgbot::sinks::{self, JsonlSink, Sink, WebhookSink};
 use cgbot::store::{CaseFilter, Store};
 
@@ -284,7 +285,7 @@ pub fn run(command: CasesCommand) -> Result<()> {
             overdue,
             json,
         } => {
-            let now = unix_now()?;
+            let now = unix_now();
             let cases = open(&db.db)?.cases(&CaseFilter {
                 status,
                 camera,
@@ -322,7 +323,7 @@ pub fn run(command: CasesCommand) -> Result<()> {
                 status,
                 ..CaseFilter::default()
             })?;
-            let now = unix_now()?;
+            let now = unix_now();
             match format {
                 ExportFormat::Json => {
                     println!("{}", serde_json::to_string_pretty(&exported(&cases, now))?)
@@ -380,7 +381,7 @@ pub fn run(command: CasesCommand) -> Result<()> {
             active,
             json,
         } => {
-            let now = unix_now()?;
+            let now = unix_now();
             let list = open(&db.db)?.suppressions(camera.as_deref(), active.then_some(now))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -391,7 +392,7 @@ pub fn run(command: CasesCommand) -> Result<()> {
         CasesCommand::LiftSuppression { id, db, by } => {
             let mut store = open(&db.db)?;
             let before = store.suppression(id)?;
-            let s = store.lift_suppression(id, &by, unix_now()?)?;
+            let s = store.lift_suppression(id, &by, unix_now())?;
             if before.is_some_and(|b| b.lifted_at.is_some()) {
                 println!(
                     "suppression {id} was already lifted by {} at {}",
@@ -409,10 +410,6 @@ pub fn run(command: CasesCommand) -> Result<()> {
     Ok(())
 }
 
-fn unix_now() -> Result<f64> {
-    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64())
-}
-
 /// One operator action through the store, which checks the lifecycle.
 fn act(
     db: &DbArg,
@@ -427,7 +424,7 @@ fn act(
         action,
         &operator.by,
         operator.note,
-        unix_now()?,
+        unix_now(),
         suppress_for.unwrap_or_default(),
     )?)
 }

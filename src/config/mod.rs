@@ -51,7 +51,9 @@ pub use zones::{
 mod fuzz_tests;
 mod run;
 
-pub use run::{webhook_signer, PatrolConfig, RetentionSettings, RunConfig, StreamChoice};
+pub use run::{
+    webhook_signer, ConsoleSettings, PatrolConfig, RetentionSettings, RunConfig, StreamChoice,
+};
 pub use secrets::{read_secrets_file, Credential, Secrets, SecretsFile, SECRETS_ENV};
 
 use std::collections::HashSet;

@@ -242,13 +242,22 @@ impl Auth {
             .map(|role| (user.to_string(), role))
     }
 
-    /// A new session; returns its cookie header value.
-    pub fn start_session(&self, name: &str, role: Role) -> String {
+    /// A new session: its `Set-Cookie` value, and who it is.
+    pub fn start_session(&self, name: &str, role: Role) -> (String, Principal) {
         let id = random_hex();
+        let csrf = random_hex();
+        let principal = Principal {
+            name: name.to_string(),
+            role,
+            via: Via::Session {
+                id: id.clone(),
+                csrf: csrf.clone(),
+            },
+        };
         let session = Session {
             name: name.to_string(),
             role,
-            csrf: random_hex(),
+            csrf,
             expires: Instant::now() + self.ttl,
         };
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
@@ -263,11 +272,12 @@ impl Auth {
                 sessions.remove(&oldest);
             }
         }
-        sessions.insert(id.clone(), session);
-        format!(
+        let cookie = format!(
             "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
             self.ttl.as_secs()
-        )
+        );
+        sessions.insert(id, session);
+        (cookie, principal)
     }
 
     pub fn end_session(&self, id: &str) {
@@ -397,10 +407,8 @@ pub(crate) async fn gate(State(state): State<AppState>, request: Request, next: 
     // same way (CSRF tokens included) whether or not anyone signs in.
     let mut new_cookie = None;
     if principal.via == Via::Direct && auth.is_open() && !is_api(&path) {
-        let cookie = auth.start_session("local", Role::Admin);
-        principal = auth
-            .session(&cookie_header(&cookie))
-            .expect("the session just started");
+        let (cookie, session) = auth.start_session("local", Role::Admin);
+        principal = session;
         new_cookie = Some(cookie);
     }
     let safe = matches!(*request.method(), Method::GET | Method::HEAD);
@@ -426,19 +434,18 @@ pub(crate) async fn gate(State(state): State<AppState>, request: Request, next: 
     let mut request = request;
     request.extensions_mut().insert(principal);
     let mut response = next.run(request).await;
-    if let Some(cookie) = new_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
+    if let Some(cookie) = new_cookie {
+        set_cookie(&mut response, &cookie);
     }
     response
 }
 
-fn cookie_header(set_cookie: &str) -> HeaderMap {
-    let pair = set_cookie.split(';').next().unwrap_or_default();
-    let mut headers = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(pair) {
-        headers.insert(header::COOKIE, value);
+/// Adds a `Set-Cookie` header to `response`. Our cookies are plain ASCII; one that could
+/// not be a header value is left out rather than failing the answer.
+pub fn set_cookie(response: &mut Response, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
-    headers
 }
 
 /// The request back if it carries the CSRF token in the header or, for a form, in its
@@ -490,6 +497,14 @@ pub fn sign_out(auth: &Auth, principal: &Principal) -> String {
 mod tests {
     use super::*;
 
+    /// The `Cookie` header a browser sends back for a `Set-Cookie` value.
+    fn cookie_header(set_cookie: &str) -> HeaderMap {
+        let pair = set_cookie.split(';').next().unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_str(pair).unwrap());
+        headers
+    }
+
     #[test]
     fn passwords_are_checked_against_argon2_hashes() {
         let dir = tempfile::tempdir().unwrap();
@@ -528,7 +543,7 @@ mod tests {
         let auth = Auth::new(Some("t0ken"), Users::default(), Duration::from_millis(50));
         assert!(auth.sign_in("", "", "nope").is_none());
         let (name, role) = auth.sign_in("", "", "t0ken").unwrap();
-        let cookie = auth.start_session(&name, role);
+        let (cookie, _) = auth.start_session(&name, role);
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
         let headers = cookie_header(&cookie);
         let principal = auth.principal(&headers).unwrap();
@@ -537,7 +552,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         assert!(auth.principal(&headers).is_none(), "expired");
 
-        let cookie = auth.start_session("wang", Role::Operator);
+        let (cookie, _) = auth.start_session("wang", Role::Operator);
         let headers = cookie_header(&cookie);
         let principal = auth.principal(&headers).unwrap();
         sign_out(&auth, &principal);

@@ -36,6 +36,13 @@ const COLUMNS: [(&str, &str); 23] = [
     ("证据图片", "Evidence"),
 ];
 
+/// One cell of a case's row: codes and names stay text (so Excel never turns a device
+/// code into a number); only coordinates are numbers.
+enum Cell {
+    Text(String),
+    Number(Option<f64>),
+}
+
 /// The workbook's bytes; `base_url` makes the evidence links absolute.
 pub fn workbook(
     cases: &[Case],
@@ -64,55 +71,49 @@ pub fn workbook(
         let time = |t: Option<f64>| t.map(|t| local_time(t, offset)).unwrap_or_default();
         let status = lang.text(&format!("status_{}", case.status.as_str()));
         let verdict = case.verdict.as_ref();
-        let texts: [String; 22] = [
-            case.id.clone(),
-            status.to_string(),
-            case.category.code.clone(),
-            case.category.major.clone(),
-            case.category.name.clone(),
-            case.camera_id.clone(),
-            case.camera_name.clone(),
-            case.location.address.clone().unwrap_or_default(),
-            case.location.grid.clone().unwrap_or_default(),
-            String::new(),
-            String::new(),
-            case.zone_name.clone(),
-            local_time(case.first_seen, offset),
-            time(case.filed_at),
-            time(case.deadline),
-            yes_no(case.is_overdue(now)).to_string(),
-            time(case.closed_at),
-            case.close_reason.clone().unwrap_or_default(),
-            verdict
-                .map(|v| {
-                    lang.text(&format!("verdict_{}", v.kind.as_str()))
-                        .to_string()
-                })
-                .unwrap_or_default(),
-            verdict
-                .and_then(|v| v.reason)
-                .map(|r| lang.text(&format!("reason_{}", r.as_str())).to_string())
-                .unwrap_or_default(),
-            verdict.map(|v| v.by.clone()).unwrap_or_default(),
-            verdict.and_then(|v| v.note.clone()).unwrap_or_default(),
+        let text = |t: String| Cell::Text(t);
+        let cells: [Cell; 22] = [
+            text(case.id.clone()),
+            text(status.to_string()),
+            text(case.category.code.clone()),
+            text(case.category.major.clone()),
+            text(case.category.name.clone()),
+            text(case.camera_id.clone()),
+            text(case.camera_name.clone()),
+            text(case.location.address.clone().unwrap_or_default()),
+            text(case.location.grid.clone().unwrap_or_default()),
+            Cell::Number(case.location.longitude),
+            Cell::Number(case.location.latitude),
+            text(case.zone_name.clone()),
+            text(local_time(case.first_seen, offset)),
+            text(time(case.filed_at)),
+            text(time(case.deadline)),
+            text(yes_no(case.is_overdue(now)).to_string()),
+            text(time(case.closed_at)),
+            text(case.close_reason.clone().unwrap_or_default()),
+            text(
+                verdict
+                    .map(|v| {
+                        lang.text(&format!("verdict_{}", v.kind.as_str()))
+                            .to_string()
+                    })
+                    .unwrap_or_default(),
+            ),
+            text(
+                verdict
+                    .and_then(|v| v.reason)
+                    .map(|r| lang.text(&format!("reason_{}", r.as_str())).to_string())
+                    .unwrap_or_default(),
+            ),
+            text(verdict.map(|v| v.by.clone()).unwrap_or_default()),
+            text(verdict.and_then(|v| v.note.clone()).unwrap_or_default()),
         ];
-        for (col, text) in texts.iter().enumerate() {
-            match col {
-                // Coordinates are numbers; everything else stays text.
-                9 | 10 => {
-                    let value = if col == 9 {
-                        case.location.longitude
-                    } else {
-                        case.location.latitude
-                    };
-                    if let Some(v) = value {
-                        sheet.write_number(row, col as u16, v)?;
-                    }
-                }
-                _ => {
-                    sheet.write_string(row, col as u16, text)?;
-                }
-            }
+        for (col, cell) in cells.iter().enumerate() {
+            match cell {
+                Cell::Text(t) => sheet.write_string(row, col as u16, t)?,
+                Cell::Number(Some(v)) => sheet.write_number(row, col as u16, *v)?,
+                Cell::Number(None) => continue,
+            };
         }
         let url = format!("{base_url}/cases/{}", case.id);
         sheet.write_url_with_text(row, 22, url.as_str(), &url)?;

@@ -25,7 +25,7 @@ use axum::Router;
 
 pub use auth::{hash_password, Role, Users, UsersError};
 pub use book::CameraBook;
-pub use time::{local_time, now};
+pub use time::local_time;
 
 use crate::api::AppState;
 
@@ -42,13 +42,15 @@ pub struct ConsoleConfig {
     pub suppress_for: Duration,
 }
 
+/// The daemon's defaults (run.toml `[console]` left out), without camera files or users.
 impl Default for ConsoleConfig {
     fn default() -> Self {
+        let settings = crate::config::ConsoleSettings::default();
         Self {
             cameras: None,
             users: Users::default(),
-            session_ttl: Duration::from_secs(8 * 3600),
-            suppress_for: Duration::from_secs(7 * 24 * 3600),
+            session_ttl: settings.session_ttl,
+            suppress_for: settings.suppress_for,
         }
     }
 }

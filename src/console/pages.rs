@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
@@ -17,11 +17,12 @@ use serde::{Deserialize, Serialize};
 use super::auth::{self, Principal, Role};
 use super::book::{Loaded, DEFAULT_UTC_OFFSET};
 use super::i18n::Lang;
-use super::time::{local_date, local_time, now, offset_label, parse_local_date};
+use super::time::{local_date, local_time, offset_label, parse_local_date};
 use super::writes::{self, event_names, Action};
 use super::{charts, export};
 use crate::api::{ApiError, AppState, CameraState, CameraView};
 use crate::cases::{Case, RejectReason, Status, VerdictKind};
+use crate::clock::unix_now;
 use crate::store::CaseFilter;
 
 const LANG_COOKIE: &str = "cgbot_lang";
@@ -259,12 +260,10 @@ async fn login(
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         return response;
     };
-    let cookie = state.auth.start_session(&name, role);
+    let (cookie, _) = state.auth.start_session(&name, role);
     writes::audit(&state, &name, "sign-in", &name, role_name(role)).await;
     let mut response = Redirect::to(&next).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    auth::set_cookie(&mut response, &cookie);
     response
 }
 
@@ -274,9 +273,7 @@ async fn logout(
 ) -> Response {
     let cookie = auth::sign_out(&state.auth, &principal);
     let mut response = Redirect::to("/login").into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    auth::set_cookie(&mut response, &cookie);
     response
 }
 
@@ -297,9 +294,7 @@ fn set_lang_cookie(response: &mut Response, lang: Lang) {
         "{LANG_COOKIE}={}; SameSite=Strict; Path=/; Max-Age=31536000",
         lang.code()
     );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    auth::set_cookie(response, &cookie);
 }
 
 async fn asset(Path(name): Path<String>) -> Response {
@@ -491,7 +486,7 @@ async fn queue(
         ),
     };
     let page = query.page.unwrap_or(1).max(1);
-    let now = now();
+    let now = unix_now();
     let filter = CaseFilter {
         status,
         reported_open,
@@ -625,7 +620,7 @@ async fn case_page(
     Ok(render(
         "case.html",
         frame.context(context! {
-            case => case_row(lang, &case, &cameras, now(), None),
+            case => case_row(lang, &case, &cameras, unix_now(), None),
             evidence => evidence,
             history => history,
             next_statuses => next_statuses,
@@ -788,24 +783,11 @@ fn camera_rows(
     rows
 }
 
-/// The daemon's cameras, or — for `cgbot console` — the camera files' cameras, unwatched.
-fn camera_views(state: &AppState, cameras: &Loaded) -> Vec<CameraView> {
-    let live = state.view.cameras();
-    if !live.is_empty() {
-        return live;
-    }
-    cameras
-        .cameras
-        .iter()
-        .map(|c| CameraView::unwatched(&c.info.id, &c.info.name))
-        .collect()
-}
-
 async fn active_suppressions(
     state: &AppState,
     camera: Option<String>,
 ) -> Result<Vec<crate::store::Suppression>, ApiError> {
-    let at = now();
+    let at = unix_now();
     state
         .cases
         .run(move |store| {
@@ -829,7 +811,7 @@ async fn cameras_page(
             None => counts.push((s.camera_id, 1)),
         }
     }
-    let mut rows = camera_rows(lang, &camera_views(&state, &cameras), &cameras, &counts);
+    let mut rows = camera_rows(lang, &state.view.cameras(), &cameras, &counts);
     let total = rows.len();
     let without_zones = rows.iter().filter(|r| r.zones == 0).count();
     if !query.state.is_empty() {
@@ -873,15 +855,15 @@ async fn camera_page(
     Query(flash): Query<Flash>,
 ) -> Result<Response, ApiError> {
     let (lang, cameras) = (viewer.lang, viewer.cameras.clone());
-    let views = camera_views(&state, &cameras);
+    let views = state.view.cameras();
     let view = views
         .iter()
         .find(|v| v.id == id)
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no camera {id}")))?;
     let offset = cameras.utc_offset(&id);
-    let now = now();
-    let suppressions: Vec<Value> = {
+    let now = unix_now();
+    let stored = {
         let camera = id.clone();
         state
             .cases
@@ -891,26 +873,27 @@ async fn camera_page(
                     .map_err(|e| ApiError::internal("reading suppressions", e))
             })
             .await?
-            .into_iter()
-            .map(|s| {
-                let active = s.lifted_at.is_none() && s.until > now;
-                let ended = if s.lifted_at.is_some() {
-                    format!("{} {}", lang.text("lifted"), s.lifted_by.clone().unwrap_or_default())
-                } else {
-                    lang.text("expired").to_string()
-                };
-                context! {
-                    id => s.id, zone_id => s.zone_id, event => s.event, case_id => s.case_id,
-                    created_by => s.created_by, until => local_time(s.until, offset), hits => s.hits,
-                    active => active, ended => ended,
-                }
-            })
-            .collect()
     };
-    let active_count = suppressions
-        .iter()
-        .filter(|s| s.get_attr("active").is_ok_and(|a| a.is_true()))
-        .count();
+    let active_count = stored.iter().filter(|s| s.is_active(now)).count();
+    let suppressions: Vec<Value> = stored
+        .into_iter()
+        .map(|s| {
+            let ended = if s.lifted_at.is_some() {
+                format!(
+                    "{} {}",
+                    lang.text("lifted"),
+                    s.lifted_by.clone().unwrap_or_default()
+                )
+            } else {
+                lang.text("expired").to_string()
+            };
+            context! {
+                id => s.id, zone_id => s.zone_id, event => s.event, case_id => s.case_id,
+                created_by => s.created_by, until => local_time(s.until, offset), hits => s.hits,
+                active => s.is_active(now), ended => ended,
+            }
+        })
+        .collect();
     let row = camera_rows(lang, &[view], &cameras, &[(id.clone(), active_count)])
         .pop()
         .expect("one view in, one row out");
@@ -1007,9 +990,9 @@ fn chosen_period(
     query: &PeriodQuery,
     offset: i64,
 ) -> Result<(String, String, Option<f64>, Option<f64>), ApiError> {
-    let today = local_date(now(), offset);
+    let today = local_date(unix_now(), offset);
     let since = if query.since.is_empty() {
-        local_date(now() - 29.0 * 86_400.0, offset)
+        local_date(unix_now() - 29.0 * 86_400.0, offset)
     } else {
         query.since.clone()
     };
@@ -1030,7 +1013,7 @@ async fn stats_page(
     let (lang, cameras) = (viewer.lang, viewer.cameras.clone());
     let offset = centre_offset(&cameras);
     let (since_text, until_text, since, until) = chosen_period(&query, offset)?;
-    let now = now();
+    let now = unix_now();
     let stats = state
         .cases
         .run(move |store| {
@@ -1100,8 +1083,14 @@ async fn export_xlsx(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost")
         .to_string();
-    let bytes = export::workbook(&cases, &cameras, lang, &format!("http://{host}"), now())
-        .map_err(|e| ApiError::internal("writing the Excel file", e))?;
+    let bytes = export::workbook(
+        &cases,
+        &cameras,
+        lang,
+        &format!("http://{host}"),
+        unix_now(),
+    )
+    .map_err(|e| ApiError::internal("writing the Excel file", e))?;
     let name = format!("cgbot-cases-{since_text}-{until_text}.xlsx");
     Ok((
         [

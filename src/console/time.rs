@@ -1,13 +1,6 @@
 //! Times as operators read them: in the camera's local time, and local dates in forms.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Unix seconds now.
-pub fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+use std::time::{Duration, UNIX_EPOCH};
 
 /// `2026-12-01 10:20:30` in the time zone `utc_offset` seconds east of UTC.
 pub fn local_time(unix: f64, utc_offset: i64) -> String {

@@ -12,9 +12,9 @@ use serde_json::json;
 
 use super::auth::{Principal, Role};
 use super::i18n::Lang;
-use super::time::now;
 use crate::api::{parse_time, ApiError, AppState};
 use crate::cases::{Case, Categories, RejectReason, Status};
+use crate::clock::unix_now;
 use crate::config::{self, ZoneEditError, ZoneSpec};
 use crate::rules::EventCatalogue;
 use crate::store::{OperatorAction, StoreError, Suppression};
@@ -73,7 +73,7 @@ pub async fn act(
         .cases
         .run(move |store| {
             store
-                .operator_action(&id, action, &actor, note, now(), suppress_for)
+                .operator_action(&id, action, &actor, note, unix_now(), suppress_for)
                 .map_err(|e| store_error("recording a decision", e))
         })
         .await
@@ -91,7 +91,7 @@ pub async fn audit(state: &AppState, actor: &str, action: &str, target: &str, de
         .cases
         .run(move |store| {
             store
-                .record_audit(&actor, &action, &target, &detail, now())
+                .record_audit(&actor, &action, &target, &detail, unix_now())
                 .map_err(|e| ApiError::internal("writing the audit log", e))
         })
         .await;
@@ -111,7 +111,7 @@ pub async fn lift_suppression(
         .cases
         .run(move |store| {
             store
-                .lift_suppression(id, &actor, now())
+                .lift_suppression(id, &actor, unix_now())
                 .map_err(|e| store_error("lifting a suppression", e))
         })
         .await
@@ -413,7 +413,7 @@ async fn list_suppressions(
     State(state): State<AppState>,
     Query(query): Query<SuppressionQuery>,
 ) -> Result<Json<Vec<Suppression>>, ApiError> {
-    let at = query.active.then(now);
+    let at = query.active.then(unix_now);
     state
         .cases
         .run(move |store| {
@@ -461,7 +461,7 @@ async fn stats(
         .cases
         .run(move |store| {
             store
-                .stats(since, until, offset, now())
+                .stats(since, until, offset, unix_now())
                 .map_err(|e| ApiError::internal("counting cases", e))
         })
         .await

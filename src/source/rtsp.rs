@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ffmpeg_next as ffmpeg;
 use futures_util::StreamExt;
@@ -299,7 +299,7 @@ impl RtspSession {
             sdp_frame_rate,
             group,
             options: options.clone(),
-            playing_since: unix_now(),
+            playing_since: crate::clock::unix_now(),
             first_timestamp: None,
             stream: None,
             keyframe_seen: false,
@@ -640,13 +640,6 @@ fn status_phrase(status: u16) -> &'static str {
         503 => " Service Unavailable",
         _ => "",
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ pub use stats::{DayCount, EventPrecision, Stats};
 pub use crate::cases::{OperatorAction, RejectReason, Suppression};
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -202,13 +201,6 @@ pub struct CaseFilter {
     pub reported_open: bool,
 }
 
-/// The current Unix time.
-pub(crate) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// A count for SQLite, where a negative limit means none.
 fn sql_count(n: Option<usize>) -> i64 {
     n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
@@ -224,7 +216,9 @@ const CASE_FILTER: &str = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR camera
 
 impl CaseFilter {
     fn sql_params(&self) -> [Box<dyn rusqlite::ToSql>; 8] {
-        let now = self.overdue.map(|_| self.now.unwrap_or_else(unix_now));
+        let now = self
+            .overdue
+            .map(|_| self.now.unwrap_or_else(crate::clock::unix_now));
         [
             Box::new(self.status.map(Status::as_str)),
             Box::new(self.camera.clone()),

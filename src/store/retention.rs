@@ -188,7 +188,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, ids) = store_with_cases(dir.path());
         // The outbox stamps events with the wall clock: work around the present.
-        let t = crate::store::unix_now() + 1.0;
+        let t = crate::clock::unix_now() + 1.0;
         // Case 0 closed 40 days ago, case 1 rejected 40 days ago, case 2 closed yesterday,
         // case 3 still open.
         let act = |store: &mut Store, id: &str, action, at| {

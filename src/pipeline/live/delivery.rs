@@ -62,7 +62,7 @@ pub(super) fn retention_worker(
     loop {
         let mut total = crate::store::Pruned::default();
         loop {
-            match store.prune(&retention, &sinks, crate::store::unix_now(), PRUNE_BATCH) {
+            match store.prune(&retention, &sinks, crate::clock::unix_now(), PRUNE_BATCH) {
                 Ok(step) if step.is_empty() => break,
                 Ok(step) => {
                     total.outbox_events += step.outbox_events;
