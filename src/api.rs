@@ -50,6 +50,9 @@ use crate::console::{CameraBook, ConsoleConfig};
 pub use crate::pipeline::live::Snapshot;
 use crate::store::{CaseFilter, Store};
 
+mod listener;
+pub use listener::MAX_CONNECTIONS;
+
 /// What the running daemon exposes to the API. Implemented by the live pipeline.
 ///
 /// The methods are called on the async runtime, so they must answer from state the
@@ -231,9 +234,14 @@ pub async fn serve(
     check_exposure(addr, config.token.as_deref())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     tracing::info!(%addr, auth = config.token.is_some(), db = %config.db.display(), "HTTP API listening");
-    axum::serve(listener, router(config, view))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener::BoundedListener::new(listener, MAX_CONNECTIONS),
+        router(config, view)
+            .layer(middleware::from_fn(listener::close_unslotted))
+            .into_make_service_with_connect_info::<listener::KeepAlive>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     tracing::info!(%addr, "HTTP API stopped");
     Ok(())
 }

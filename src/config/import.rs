@@ -534,14 +534,49 @@ fn utf8<'b>(path: &Path, bytes: &'b [u8]) -> Result<&'b str, String> {
             path.display()
         ));
     }
+    if let Some(at) = bytes.iter().position(|&b| is_binary_byte(b)) {
+        return Err(format!(
+            "not a text file (control byte 0x{:02x} at byte {at}): expected a CSV point list",
+            bytes[at]
+        ));
+    }
     std::str::from_utf8(bytes).map_err(|e| {
         let line = 1 + line_breaks(&bytes[..e.valid_up_to()]);
-        format!(
-            "not UTF-8 (line {line}); Chinese Excel saves CSV as GBK: save it as \
-             \"CSV UTF-8\" or convert it: iconv -f GBK -t UTF-8 {} > {stem}-utf8.csv",
-            path.display()
-        )
+        if is_gbk(bytes) {
+            format!(
+                "not UTF-8 (line {line}); Chinese Excel saves CSV as GBK: save it as \
+                 \"CSV UTF-8\" or convert it: iconv -f GBK -t UTF-8 {} > {stem}-utf8.csv",
+                path.display()
+            )
+        } else {
+            format!(
+                "not UTF-8 (line {line}), nor GBK: save the list as \"CSV UTF-8\" \
+                 (iconv converts other encodings: iconv -f ENCODING -t UTF-8)"
+            )
+        }
     })
+}
+
+/// Bytes no CSV text holds: controls other than tab, line feed and carriage return.
+fn is_binary_byte(byte: u8) -> bool {
+    byte < 0x20 && !matches!(byte, b'\t' | b'\n' | b'\r')
+}
+
+/// Whether the bytes are well-formed GBK: ASCII, or a lead byte 0x81–0xFE followed by a
+/// trail byte 0x40–0xFE other than 0x7F.
+fn is_gbk(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    while let Some((&first, tail)) = rest.split_first() {
+        rest = match first {
+            0x00..=0x7F => tail,
+            0x81..=0xFE => match tail.split_first() {
+                Some((&trail, tail)) if (0x40..=0xFE).contains(&trail) && trail != 0x7F => tail,
+                _ => return false,
+            },
+            _ => return false,
+        };
+    }
+    true
 }
 
 /// The spreadsheet row of each record (the header is row 1): the line the record starts
@@ -1219,6 +1254,18 @@ mod tests {
             err.contains("UTF-16") && err.contains("iconv -f UTF-16"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn binary_and_other_encodings_are_not_called_gbk() {
+        let err = import(b"PK\x03\x04\x14\0\x06\0", &ImportOptions::default()).unwrap_err();
+        assert!(
+            err.contains("not a text file (control byte 0x03 at byte 2)"),
+            "{err}"
+        );
+        // Latin-1 "café": 0xE9 followed by a line feed is no GBK pair.
+        let err = import(b"id,url\ncaf\xe9\n", &ImportOptions::default()).unwrap_err();
+        assert!(err.contains("nor GBK") && !err.contains("-f GBK"), "{err}");
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn read_secrets_file(path: &Path) -> Result<SecretsFile, String> {
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = super::read_text(path).map_err(|e| e.to_string())?;
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -122,7 +122,10 @@ impl Users {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+        let text = crate::config::read_text(path).map_err(|e| match e {
+            crate::config::ConfigError::Read { reason, .. } => read(reason),
+            other => read(other.to_string()),
+        })?;
         let file: UsersFile = toml::from_str(&text).map_err(|e| read(e.to_string()))?;
         for (index, user) in file.user.iter().enumerate() {
             let invalid = |reason: &str| UsersError::Invalid {
@@ -534,6 +537,12 @@ mod tests {
         let err = Users::load(&path).unwrap_err().to_string();
         assert!(
             err.contains("users.toml: user[0] `wang`: `password` is not a password hash"),
+            "{err}"
+        );
+        std::fs::write(&path, b"[[user]]\nname = \"\xff\"\n").unwrap();
+        let err = Users::load(&path).unwrap_err().to_string();
+        assert!(
+            err.ends_with("users.toml: not UTF-8 text (invalid byte at line 2, column 9); configuration files are UTF-8: convert it (e.g. `iconv -f GBK -t UTF-8`)"),
             "{err}"
         );
     }

@@ -41,13 +41,28 @@ impl Daemon {
     /// Writes `run.toml` (with `settings` after the generated `cameras`, `db` and `[api]`)
     /// into `dir` and starts the daemon; waits until /readyz answers.
     pub fn start(dir: &Path, cameras: &str, settings: &str) -> Daemon {
+        Daemon::start_under(dir, cameras, settings, &[])
+    }
+
+    /// As [`Daemon::start`], with the daemon run by `wrapper` (a command and its
+    /// arguments, e.g. `prlimit --nofile=1024:1024 --`).
+    pub fn start_under(dir: &Path, cameras: &str, settings: &str, wrapper: &[&str]) -> Daemon {
         let port = free_port();
         let config = format!(
             "cameras = \"{cameras}\"\ndb = \"cases.db\"\n{settings}\n[api]\nlisten = \"127.0.0.1:{port}\"\n"
         );
         std::fs::write(dir.join("run.toml"), config).unwrap();
         let log = dir.join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_cgbot"))
+        let cgbot = env!("CARGO_BIN_EXE_cgbot");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(cgbot);
+                command
+            }
+            None => Command::new(cgbot),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(dir.join("run.toml"))
             .env("CGBOT_API_TOKEN", TOKEN)

@@ -213,6 +213,23 @@ async fn session(
     deadline: tokio::time::Instant,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
+    // Held until the session closes: its sockets count against the open-file limit.
+    let _slot = match ctx.sessions.slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => {
+            camera.feed.record_error(format!(
+                "waiting for a session slot: the open-file limit leaves room for {} camera sessions",
+                ctx.sessions.count
+            ));
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ended::Stopped,
+                _ = tokio::time::sleep_until(deadline) => return Ended::VisitDone,
+                slot = ctx.sessions.slots.clone().acquire_owned() => {
+                    slot.expect("the session slots are never closed")
+                }
+            }
+        }
+    };
     let connected = tokio::select! {
         _ = stop.wait_for(|s| *s) => return Ended::Stopped,
         _ = tokio::time::sleep_until(deadline) => return Ended::VisitDone,
@@ -279,6 +296,7 @@ mod tests {
 
     use super::*;
     use crate::config::RunConfig;
+    use crate::pipeline::live::SessionSlots;
     use crate::pipeline::{test_intake, Message};
     use crate::source::{LiveSession, LiveStream, LiveUnit, Opener, RtspOptions};
 
@@ -397,6 +415,7 @@ mod tests {
             metrics: Arc::default(),
             intake,
             opener: opener.clone(),
+            sessions: SessionSlots::new(4),
         });
         let mut camera = Camera::unconfigured("cam-1");
         camera.main_stream = Some("rtsp://user:secret@cam/main".into());

@@ -69,6 +69,24 @@ pub(crate) struct LiveContext {
     pub metrics: Arc<Metrics>,
     pub intake: Intake,
     pub opener: Arc<dyn Opener>,
+    pub sessions: SessionSlots,
+}
+
+/// Camera sessions that fit under the open-file limit (see [`crate::limits`]); a session
+/// holds one slot from before it connects until it closes.
+pub(crate) struct SessionSlots {
+    pub slots: Arc<tokio::sync::Semaphore>,
+    pub count: usize,
+}
+
+impl SessionSlots {
+    pub fn new(count: usize) -> Self {
+        let count = count.min(tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(count)),
+            count,
+        }
+    }
 }
 
 /// The cameras currently configured, as the API and metrics see them.
@@ -232,6 +250,7 @@ pub fn run(
         metrics: metrics.clone(),
         intake: pipeline.intake(),
         opener: Arc::new(RtspOpener),
+        sessions: SessionSlots::new(session_slots(&config, &cameras)),
     });
     let deadline = config.shutdown_deadline;
     let shutdown_started = runtime.block_on(async {
@@ -301,6 +320,40 @@ pub fn run(
         });
     }
     Ok(report)
+}
+
+/// Raises the open-file limit and says how many camera sessions fit under it, warning
+/// (with the numbers and the fix) when the camera list needs more.
+fn session_slots(config: &RunConfig, cameras: &[crate::config::Camera]) -> usize {
+    let transport = config.rtsp.transport;
+    let files = match crate::limits::raise_open_files() {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit; camera sessions are not capped");
+            return usize::MAX;
+        }
+    };
+    if let Some(from) = files.raised_from {
+        tracing::info!(
+            from,
+            to = files.soft,
+            "raised the open-file limit to the hard limit"
+        );
+    }
+    let priority = cameras.iter().filter(|c| c.priority).count();
+    let wanted = match config.patrol.slots {
+        0 => cameras.len(),
+        slots => priority + slots.min(cameras.len() - priority),
+    };
+    match crate::limits::shortfall(files, transport, wanted) {
+        Some(warning) => tracing::warn!("{warning}"),
+        None => tracing::info!(
+            open_files = files.soft,
+            sessions = wanted,
+            "the camera sessions fit under the open-file limit"
+        ),
+    }
+    crate::limits::session_slots(files.soft, transport)
 }
 
 /// Frames and model inputs are megabyte buffers allocated in bursts (every camera's first
