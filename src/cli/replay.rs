@@ -241,6 +241,14 @@ fn replay(
             .sinks
             .deliver(&mut Store::open(&filing_args.db.db)?)?;
     }
+    // What the clip held is analysed (and filed) above; a cut clip still fails the command,
+    // so a script never takes half a recording for the whole.
+    if let Some(reason) = &summary.ended_early {
+        bail!(
+            "{}: the stream ended early ({reason}); the frames before it were analysed",
+            clip.display()
+        );
+    }
     Ok(())
 }
 
