@@ -455,6 +455,8 @@ pub struct VlcServer {
     child: Child,
     url: String,
     log: Arc<Mutex<String>>,
+    /// The copy of the clip VLC serves, readable by `nobody` wherever the original is.
+    _clip: tempfile::TempDir,
 }
 
 impl VlcServer {
@@ -462,9 +464,16 @@ impl VlcServer {
     const START_LIMIT: Duration = Duration::from_secs(30);
 
     /// Starts VLC on a free port and waits until it accepts connections; panics, with
-    /// VLC's messages, when VLC is missing or does not start. `clip` must be readable by
-    /// `nobody`.
+    /// VLC's messages, when VLC is missing or does not start.
     pub fn start(clip: &Path) -> VlcServer {
+        use std::os::unix::fs::PermissionsExt;
+        // A checkout under a private home directory is out of `nobody`'s reach.
+        let copy_dir = tempfile::tempdir().expect("a temporary directory");
+        let copy = copy_dir.path().join(clip.file_name().expect("a clip file"));
+        std::fs::copy(clip, &copy).expect("copy the clip");
+        for (path, mode) in [(copy_dir.path(), 0o755), (copy.as_path(), 0o644)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
         let port = daemon::free_port();
         let url = format!("rtsp://127.0.0.1:{port}/stream");
         let root = Command::new("id")
@@ -484,7 +493,7 @@ impl VlcServer {
             Command::new("cvlc")
         };
         let mut child = command
-            .arg(clip)
+            .arg(&copy)
             .args(["--loop", "--sout"])
             .arg(format!("#rtp{{sdp={url}}}"))
             // No configuration of the user's own (nobody has none to write).
@@ -509,7 +518,12 @@ impl VlcServer {
         let started = Instant::now();
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return VlcServer { child, url, log };
+                return VlcServer {
+                    child,
+                    url,
+                    log,
+                    _clip: copy_dir,
+                };
             }
             let exited = child.try_wait().ok().flatten();
             if exited.is_some() || started.elapsed() > Self::START_LIMIT {
