@@ -20,6 +20,11 @@ ORT_DIR=.ort
 # named so that the list says what the script needs.
 gst_apt=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
 
+# They also run VLC's RTSP server (tests/common/mod.rs, VlcServer: `cvlc --sout
+# '#rtp{sdp=rtsp://…}'`), which refuses RTP over TCP and writes SDPs retina misreads:
+# cvlc, and the demuxers, packetisers and stream output it uses.
+vlc_apt=(vlc-bin vlc-plugin-base)
+
 # The web console's end-to-end tests (tests/common/browser.rs) drive a real headless
 # Chromium over WebDriver: Debian's browser and its matching chromedriver, from the same
 # source package so their versions always agree (no browser download at test time).
@@ -29,7 +34,7 @@ browser_apt=(chromium chromium-driver)
 need_apt=()
 for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang \
     pkg-config ffmpeg fonts-dejavu-core fonts-wqy-microhei python3 python3-venv python3-pip unzip curl \
-    "${gst_apt[@]}" "${browser_apt[@]}"; do
+    "${gst_apt[@]}" "${vlc_apt[@]}" "${browser_apt[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

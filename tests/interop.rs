@@ -2,10 +2,13 @@
 //! - FFmpeg's RTSP client (ffprobe) plays our camera simulator, `cgbot sim`;
 //! - GStreamer's RTSP server (gst-rtsp-server, `tests/interop/gst_rtsp_server.py`) serves
 //!   the H.264 and H.265 samples, looped, for the daemon's RTSP client to be checked
-//!   against; ffprobe checks here that the server itself serves what it should.
+//!   against; ffprobe checks here that the server itself serves what it should;
+//! - VLC's RTSP server (`cvlc --sout '#rtp{…}'`) serves them too, the way it differs from
+//!   cameras: it refuses RTP over TCP, and sends the H.265 parameter sets in an SDP
+//!   `fmtp` that retina does not read.
 //!
-//! GStreamer comes from Debian packages that `make setup` installs; without them these
-//! tests fail (saying so), they do not skip.
+//! GStreamer and VLC come from Debian packages that `make setup` installs; without them
+//! these tests fail (saying so), they do not skip.
 
 mod common;
 
@@ -13,7 +16,9 @@ use std::thread;
 
 use cgbot::sim::{SimConfig, SimHandle};
 use common::daemon::Daemon;
-use common::{ffmpeg, ffprobe_rtsp, ffprobe_rtsp_frame_pts, sample, GstServer, RtspProbe};
+use common::{
+    ffmpeg, ffprobe_rtsp, ffprobe_rtsp_frame_pts, sample, GstServer, RtspProbe, VlcServer,
+};
 
 /// Seconds of stream each ffprobe run reads.
 const SECONDS: u32 = 3;
@@ -182,4 +187,55 @@ fn daemon_analyses_h264_and_h265_from_gstreamer() {
     }
     let (status, _) = daemon.terminate(std::time::Duration::from_secs(30));
     assert!(status.success(), "{}", daemon.log());
+}
+
+/// VLC answers SETUP over TCP with 461: the daemon, configured for TCP, falls back to UDP
+/// once per camera and remembers it; over UDP it must read VLC's H.265 parameter sets from
+/// an SDP that retina refuses, and join VLC's running stream mid-picture.
+#[test]
+fn daemon_analyses_h264_and_h265_from_vlc_over_udp_when_tcp_is_refused() {
+    let h264 = VlcServer::start(&sample("people-walking.mp4"));
+    let h265 = VlcServer::start(&sample("people-walking-h265.mp4"));
+    // Join the streams after their first GOPs, as cameras are joined: VLC sends the
+    // parameter sets in band only at the start of the clip, later they are in its SDP only.
+    thread::sleep(std::time::Duration::from_secs(5));
+    let dir = tempfile::tempdir().unwrap();
+    let cameras = format!(
+        "[[camera]]\nid = \"vlc-h264\"\nmain_stream = \"{}\"\n\n[[camera]]\nid = \"vlc-h265\"\nmain_stream = \"{}\"\n",
+        h264.url(),
+        h265.url()
+    );
+    std::fs::write(dir.path().join("cams.toml"), cameras).unwrap();
+    let mut daemon = Daemon::start(
+        dir.path(),
+        "cams.toml",
+        "[sampling]\ninterval = \"1s\"\n[rtsp]\ntransport = \"tcp\"\n",
+    );
+    let analysed = |d: &Daemon| {
+        d.cameras()
+            .iter()
+            .all(|c| c["frames_analysed"].as_u64().unwrap_or(0) >= 3)
+    };
+    let waited = std::time::Instant::now();
+    while !analysed(&daemon) && waited.elapsed() < std::time::Duration::from_secs(60) {
+        thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(
+        analysed(&daemon),
+        "frames analysed from both VLC streams: {:?}\n--- daemon ---\n{}\n--- VLC H.264 ---\n{}\n--- VLC H.265 ---\n{}",
+        daemon.cameras(),
+        daemon.log(),
+        h264.log(),
+        h265.log()
+    );
+    let (status, _) = daemon.terminate(std::time::Duration::from_secs(30));
+    assert!(status.success(), "{}", daemon.log());
+    let log = daemon.log();
+    for camera in ["vlc-h264", "vlc-h265"] {
+        let fallbacks = log
+            .lines()
+            .filter(|l| l.contains("does not work over tcp: using udp") && l.contains(camera))
+            .count();
+        assert_eq!(fallbacks, 1, "{camera} fell back to UDP once: {log}");
+    }
 }

@@ -443,6 +443,69 @@ fn camera_faults() {
     });
 }
 
+/// Cameras that cannot have the configured transport: VLC's server refuses TCP (461), a
+/// firewall drops UDP. The session is made over the other one.
+#[test]
+fn the_other_transport_when_one_is_refused_or_silent() {
+    let mut config = SimConfig::new(sample("people-walking.mp4"), 2);
+    config.faults = fault_plan(&["udp-only@cam0", "udp-blocked@cam1"]);
+    let sim = start(config);
+    let options = |transport| RtspOptions {
+        transport,
+        connect_timeout: Duration::from_secs(2),
+        ..RtspOptions::default()
+    };
+    block_on(async {
+        let mut tcp_refused = connect(&sim.url(0), &options(Transport::Tcp)).await;
+        assert_eq!(tcp_refused.transport(), Transport::Udp);
+        tcp_refused
+            .next_unit()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tcp_refused.close().await;
+
+        let asked = Instant::now();
+        let mut udp_silent = connect(&sim.url(1), &options(Transport::Udp)).await;
+        assert_eq!(udp_silent.transport(), Transport::Tcp);
+        assert!(
+            asked.elapsed() >= Duration::from_secs(2),
+            "gave UDP its connect timeout, not {:?}",
+            asked.elapsed()
+        );
+        udp_silent
+            .next_unit()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        udp_silent.close().await;
+    });
+    assert_eq!(sim.stats().sessions_playing, 0, "every session torn down");
+}
+
+/// VLC's server starts a session wherever its stream is, often inside a fragmented
+/// picture, and retina refuses a fragment whose start it never saw: that must cost the
+/// picture, not the session.
+#[test]
+fn sessions_joining_mid_picture_play_on() {
+    for file in ["people-walking.mp4", "people-walking-h265.mp4"] {
+        let mut config = SimConfig::new(sample(file), 1);
+        config.faults = fault_plan(&["mid-picture@cam0"]);
+        let sim = start(config);
+        for transport in [Transport::Tcp, Transport::Udp] {
+            let options = RtspOptions {
+                transport,
+                ..RtspOptions::default()
+            };
+            let units = block_on(receive(&sim.url(0), &options, 2.0));
+            assert!(
+                units.len() >= 15 && units[0].keyframe,
+                "{file} over {}: {} units",
+                transport.name(),
+                units.len()
+            );
+        }
+    }
+}
+
 /// Plays until the first error: units received, the error, and how long it came after
 /// the last unit.
 async fn play_until_error(session: &mut RtspSession) -> (usize, RtspError, Duration) {

@@ -40,7 +40,8 @@ pub struct SimArgs {
     #[arg(long, requires = "user")]
     password: Option<String>,
     /// Make cameras misbehave, KIND[=VALUE][@camN|@FRACTION|@PERCENT%]: refuse, garbage,
-    /// disconnect=DURATION, stall=DURATION, corrupt=FRACTION, slow=DURATION. Repeatable,
+    /// disconnect=DURATION, stall=DURATION, corrupt=FRACTION, slow=DURATION, udp-only,
+    /// udp-blocked, mid-picture. Repeatable,
     /// e.g. --fault stall=10s@0.1 --fault refuse@cam3.
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<cgbot::sim::FaultRule>,

@@ -24,6 +24,16 @@ pub enum FaultKind {
     Garbage,
     /// Delay every RTSP response by this long.
     Slow(Duration),
+    /// Answer SETUP over TCP with 461 Unsupported Transport: media over UDP only, as
+    /// VLC's RTSP server does.
+    UdpOnly,
+    /// Set up UDP sessions but never send their datagrams, as a firewall between camera
+    /// and robot that drops UDP does.
+    UdpBlocked,
+    /// Start each session's media in the middle of a fragmented picture: the first packet
+    /// continues a NAL unit whose start was never sent, as VLC's server starts sessions
+    /// wherever its running stream is.
+    MidPicture,
 }
 
 /// Which cameras a fault applies to.
@@ -44,7 +54,7 @@ pub struct FaultRule {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("fault `{spec}`: {reason} (write KIND[=VALUE][@camN|@FRACTION|@PERCENT%], KIND one of refuse, disconnect=DURATION, stall=DURATION, corrupt=FRACTION, garbage, slow=DURATION)")]
+#[error("fault `{spec}`: {reason} (write KIND[=VALUE][@camN|@FRACTION|@PERCENT%], KIND one of refuse, disconnect=DURATION, stall=DURATION, corrupt=FRACTION, garbage, slow=DURATION, udp-only, udp-blocked, mid-picture)")]
 pub struct FaultParseError {
     spec: String,
     reason: String,
@@ -67,6 +77,9 @@ impl FromStr for FaultRule {
         let kind = match name {
             "refuse" => FaultKind::Refuse,
             "garbage" => FaultKind::Garbage,
+            "udp-only" => FaultKind::UdpOnly,
+            "udp-blocked" => FaultKind::UdpBlocked,
+            "mid-picture" => FaultKind::MidPicture,
             "disconnect" => FaultKind::Disconnect(duration()?),
             "stall" => FaultKind::Stall(duration()?),
             "slow" => FaultKind::Slow(duration()?),
@@ -79,7 +92,14 @@ impl FromStr for FaultRule {
             ),
             other => return Err(fail(format!("unknown fault `{other}`"))),
         };
-        if matches!(kind, FaultKind::Refuse | FaultKind::Garbage) && !value.is_empty() {
+        let takes_value = matches!(
+            kind,
+            FaultKind::Disconnect(_)
+                | FaultKind::Stall(_)
+                | FaultKind::Corrupt(_)
+                | FaultKind::Slow(_)
+        );
+        if !takes_value && !value.is_empty() {
             return Err(fail(format!("`{name}` takes no value")));
         }
         let target = if target.is_empty() {
@@ -116,6 +136,9 @@ pub struct CameraFaults {
     pub stall_after: Option<Duration>,
     pub corrupt: Option<f64>,
     pub slow: Option<Duration>,
+    pub udp_only: bool,
+    pub udp_blocked: bool,
+    pub mid_picture: bool,
 }
 
 /// Which camera misbehaves how. Assignment is a pure function of the camera index, so a
@@ -143,6 +166,9 @@ impl FaultPlan {
                 FaultKind::Stall(after) => faults.stall_after = Some(after),
                 FaultKind::Corrupt(fraction) => faults.corrupt = Some(fraction),
                 FaultKind::Slow(delay) => faults.slow = Some(delay),
+                FaultKind::UdpOnly => faults.udp_only = true,
+                FaultKind::UdpBlocked => faults.udp_blocked = true,
+                FaultKind::MidPicture => faults.mid_picture = true,
             }
         }
         faults
@@ -184,6 +210,15 @@ impl fmt::Display for CameraFaults {
         }
         if let Some(d) = self.slow {
             parts.push(format!("answer {} late", human(d)));
+        }
+        if self.udp_only {
+            parts.push("refuse TCP transport".to_string());
+        }
+        if self.udp_blocked {
+            parts.push("UDP blocked".to_string());
+        }
+        if self.mid_picture {
+            parts.push("start mid-picture".to_string());
         }
         f.write_str(&parts.join(", "))
     }
@@ -253,11 +288,19 @@ mod tests {
         );
         let rule: FaultRule = "slow=500ms".parse().unwrap();
         assert_eq!(rule.target, Target::All);
+        for (spec, kind) in [
+            ("udp-only@cam0", FaultKind::UdpOnly),
+            ("udp-blocked@cam0", FaultKind::UdpBlocked),
+            ("mid-picture@cam0", FaultKind::MidPicture),
+        ] {
+            assert_eq!(spec.parse::<FaultRule>().unwrap().kind, kind);
+        }
         for bad in [
             "stall",
             "stall=soon",
             "melt@cam1",
             "refuse=1s",
+            "udp-only=yes",
             "corrupt=2",
             "garbage@cam",
             "refuse@150%",

@@ -62,6 +62,14 @@ impl Codec {
         }
     }
 
+    /// Whether `payload` is the first fragmentation unit of a NAL unit split over several.
+    pub fn starts_fragment(self, payload: &[u8]) -> bool {
+        let header_len = self.nal_header_len();
+        payload.len() > header_len
+            && self.nal_type(payload) == self.fragment_type()
+            && payload[header_len] & 0xc0 == 0x80
+    }
+
     /// The RTP payload type number of a fragmentation unit: FU-A (RFC 6184 §5.8) or FU
     /// (RFC 7798 §4.4.3).
     fn fragment_type(self) -> u8 {

@@ -143,6 +143,8 @@ struct Playback {
     next_report: Instant,
     packets: u32,
     octets: u32,
+    /// Payloads of the next unit not to send (the `mid-picture` fault).
+    skip_payloads: usize,
     _playing: PlayingGauge,
 }
 
@@ -364,8 +366,11 @@ impl Connection {
             .wrapping_add(clip.loop_ticks.wrapping_mul(playback.loops))
             .wrapping_add(unit.rtp_offset);
         let mut octets = 0;
+        let mut packets = 0;
         output.clear();
-        for (i, payload) in unit.payloads.iter().enumerate() {
+        let skip = std::mem::take(&mut playback.skip_payloads);
+        for (i, payload) in unit.payloads.iter().enumerate().skip(skip) {
+            packets += 1;
             let packet_len = rtp::HEADER_LEN + payload.len();
             if let MediaTransport::Interleaved { rtp_channel } = session.transport {
                 output.extend_from_slice(&[b'$', rtp_channel]);
@@ -401,7 +406,9 @@ impl Connection {
                 MediaTransport::Udp { rtp, .. } => {
                     // A client gone without TEARDOWN is not an error; the session
                     // timeout ends it.
-                    let _ = server.udp_rtp.send_to(output, rtp).await;
+                    if !session.faults.udp_blocked {
+                        let _ = server.udp_rtp.send_to(output, rtp).await;
+                    }
                     output.clear();
                 }
             }
@@ -409,7 +416,6 @@ impl Connection {
         if !output.is_empty() {
             write_all(stream, output).await?;
         }
-        let packets = unit.payloads.len();
         playback.packets = playback.packets.wrapping_add(packets as u32);
         playback.octets = playback.octets.wrapping_add(octets as u32);
         server
@@ -461,7 +467,9 @@ impl Connection {
             }
             MediaTransport::Udp { rtcp, .. } => {
                 report.write(&mut packet);
-                let _ = server.udp_rtcp.send_to(&packet, rtcp).await;
+                if !session.faults.udp_blocked {
+                    let _ = server.udp_rtcp.send_to(&packet, rtcp).await;
+                }
                 Ok(())
             }
         }
@@ -591,7 +599,11 @@ impl Connection {
         let Ok(Ok(Some(transports))) = transports else {
             return Reply::new(StatusCode::BadRequest);
         };
-        let Some(transport) = transports.iter().find_map(|t| self.choose_transport(t)) else {
+        let Some(transport) = transports
+            .iter()
+            .filter_map(|t| self.choose_transport(t))
+            .find(|t| !(faults.udp_only && matches!(t, MediaTransport::Interleaved { .. })))
+        else {
             return Reply::new(StatusCode::UnsupportedTransport);
         };
         let ssrc = self.rng.next_u64() as u32;
@@ -689,6 +701,16 @@ impl Connection {
                 next_report: now,
                 packets: 0,
                 octets: 0,
+                // Up to and with the first fragment that starts a NAL unit.
+                skip_payloads: if session.faults.mid_picture {
+                    clip.units[start]
+                        .payloads
+                        .iter()
+                        .position(|p| clip.codec.starts_fragment(p))
+                        .map_or(0, |i| i + 1)
+                } else {
+                    0
+                },
                 _playing: PlayingGauge::new(&self.server.stats),
             }
         });

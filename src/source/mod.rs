@@ -40,6 +40,8 @@ pub struct StreamInfo {
 pub trait LiveSession: Send {
     /// The next decodable picture; an error ends the session.
     fn next_unit(&mut self) -> BoxFuture<'_, Result<LiveUnit, RtspError>>;
+    /// The transport the session plays over, which may be the other one than asked for.
+    fn transport(&self) -> Transport;
     /// Ends the session (TEARDOWN for a camera).
     fn close(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
@@ -72,6 +74,10 @@ impl Opener for RtspOpener {
 impl LiveSession for RtspSession {
     fn next_unit(&mut self) -> BoxFuture<'_, Result<LiveUnit, RtspError>> {
         Box::pin(RtspSession::next_unit(self))
+    }
+
+    fn transport(&self) -> Transport {
+        RtspSession::transport(self)
     }
 
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {

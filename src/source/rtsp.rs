@@ -8,6 +8,10 @@
 //! sessions of the same camera URL share a retina [`SessionGroup`]: a new connection
 //! first waits, within bounds, for the camera's earlier sessions to be torn down.
 //!
+//! Cameras differ in the transports they take: VLC's RTSP server answers SETUP over TCP
+//! with `461 Unsupported Transport`, and a firewall may drop UDP silently. So a session
+//! that cannot have its configured transport tries the other one ([`RtspOptions::transport`]).
+//!
 //! Camera URLs may carry credentials (`rtsp://user:pass@host/…`). They are taken out of
 //! the URL before retina sees it and handed over as Digest credentials; errors and logs
 //! only ever name the URL with the user and password replaced by `***`.
@@ -43,8 +47,35 @@ pub enum Transport {
     Udp,
 }
 
+impl Transport {
+    pub fn other(self) -> Transport {
+        match self {
+            Transport::Tcp => Transport::Udp,
+            Transport::Udp => Transport::Tcp,
+        }
+    }
+
+    /// As the configuration writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+
+    fn retina(self) -> retina::client::Transport {
+        match self {
+            Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
+            Transport::Udp => retina::client::Transport::Udp(Default::default()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RtspOptions {
+    /// The transport tried first. When the camera answers its SETUP with 461 Unsupported
+    /// Transport, or (UDP) nothing arrives within `connect_timeout` after PLAY, the session
+    /// is made again over the other one; [`RtspSession::transport`] says which worked.
     pub transport: Transport,
     /// DESCRIBE, SETUP and PLAY together must finish within this. It also bounds the
     /// wait for earlier sessions of the camera to be torn down (before connecting) and
@@ -96,6 +127,9 @@ pub enum RtspError {
     UnsupportedCodec { url: String, offered: String },
     #[error("{url}: no video for {}: the camera stalled", humantime::format_duration(*.after))]
     Stalled { url: String, after: Duration },
+    /// A UDP session that received nothing at all: a firewall or NAT drops the datagrams.
+    #[error("{url}: nothing arrived over UDP within {} of PLAY", humantime::format_duration(*.after))]
+    UdpSilent { url: String, after: Duration },
     /// The camera closed the connection or it broke.
     #[error("{url}: stream ended: {reason}")]
     Ended { url: String, reason: String },
@@ -212,6 +246,14 @@ pub struct RtspSession {
     /// The camera URL without credentials, for errors and logs.
     url: String,
     demuxed: Demuxed,
+    transport: Transport,
+    /// What the stream yielded while the session waited for UDP to deliver, not yet read.
+    first_item: Option<Result<CodecItem, retina::Error>>,
+    /// The SDP's parameter sets, read leniently, when retina could not read them: they
+    /// are used until the camera sends its own in band.
+    sdp_parameters: Option<VideoParameters>,
+    /// Fragments skipped because their start never arrived (see [`is_unstarted_fragment`]).
+    unstarted_fragments: u64,
     /// The one stream set up.
     stream_index: usize,
     codec: ffmpeg::codec::Id,
@@ -229,10 +271,28 @@ pub struct RtspSession {
 }
 
 impl RtspSession {
-    /// DESCRIBE, SETUP of the first H.264 or H.265 video stream, PLAY. When earlier
-    /// sessions of this camera URL are still being torn down, first waits for that, up to
-    /// `connect_timeout`.
+    /// DESCRIBE, SETUP of the first H.264 or H.265 video stream, PLAY, over
+    /// `options.transport` or, when the camera refuses that or UDP delivers nothing, the
+    /// other transport. When earlier sessions of this camera URL are still being torn
+    /// down, first waits for that, up to `connect_timeout`.
     pub async fn connect(url: &str, options: &RtspOptions) -> Result<RtspSession, RtspError> {
+        let first = options.transport;
+        match Self::connect_over(url, options, first).await {
+            Err(e) if transport_unusable(&e) => {
+                tracing::debug!(error = %e, fallback = first.other().name(), "trying the other transport");
+                Self::connect_over(url, options, first.other()).await
+            }
+            connected => connected,
+        }
+    }
+
+    /// DESCRIBE, SETUP and PLAY over `transport`; over UDP, also waits for something to
+    /// arrive.
+    async fn connect_over(
+        url: &str,
+        options: &RtspOptions,
+        transport: Transport,
+    ) -> Result<RtspSession, RtspError> {
         let shown = redact_url(url);
         let (target, credentials) = split_credentials(url).map_err(|reason| RtspError::BadUrl {
             url: shown.clone(),
@@ -269,11 +329,12 @@ impl RtspSession {
                 url: shown.clone(),
                 offered: offered_streams(&session),
             })?;
+        let sdp_parameters = lenient_sdp_parameters(&session, stream_index);
+        if sdp_parameters.is_some() {
+            tracing::debug!(camera = %shown, "SDP parameter sets read leniently (retina refused the fmtp)");
+        }
         let setup = SetupOptions::default()
-            .transport(match options.transport {
-                Transport::Tcp => retina::client::Transport::Tcp(Default::default()),
-                Transport::Udp => retina::client::Transport::Udp(Default::default()),
-            })
+            .transport(transport.retina())
             .frame_format(FrameFormat {
                 // Length-prefixed NAL units with avcC/hvcC extradata, as FFmpeg takes MP4
                 // samples; parameter sets repeated in keyframes, so that a decoder can
@@ -290,10 +351,14 @@ impl RtspSession {
         let demuxed = playing
             .demuxed()
             .map_err(|e| handshake.error(Step::Play, &e))?;
-        tracing::debug!(camera = %shown, transport = ?options.transport, ?codec, "RTSP session playing");
-        Ok(RtspSession {
+        tracing::debug!(camera = %shown, transport = transport.name(), ?codec, "RTSP session playing");
+        let mut session = RtspSession {
             url: shown,
             demuxed,
+            transport,
+            first_item: None,
+            sdp_parameters,
+            unstarted_fragments: 0,
             stream_index,
             codec,
             sdp_frame_rate,
@@ -304,7 +369,29 @@ impl RtspSession {
             stream: None,
             keyframe_seen: false,
             last_frame: Instant::now(),
-        })
+        };
+        if transport == Transport::Udp {
+            // Over TCP, silence is a stall; over UDP it may be a firewall, which the other
+            // transport gets through.
+            let first = tokio::time::timeout(options.connect_timeout, session.demuxed.next());
+            match first.await {
+                Ok(item) => session.first_item = item,
+                Err(_) => {
+                    let error = RtspError::UdpSilent {
+                        url: session.url.clone(),
+                        after: options.connect_timeout,
+                    };
+                    session.close().await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(session)
+    }
+
+    /// The transport this session plays over.
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// The next decodable picture. Waits for it; [`RtspError::Stalled`] when no video
@@ -313,7 +400,11 @@ impl RtspSession {
     pub async fn next_unit(&mut self) -> Result<LiveUnit, RtspError> {
         loop {
             let deadline = self.last_frame + self.options.frame_timeout;
-            let item = match tokio::time::timeout_at(deadline, self.demuxed.next()).await {
+            let next = match self.first_item.take() {
+                Some(item) => Ok(Some(item)),
+                None => tokio::time::timeout_at(deadline, self.demuxed.next()).await,
+            };
+            let item = match next {
                 Err(_) => {
                     return Err(RtspError::Stalled {
                         url: self.url.clone(),
@@ -325,6 +416,14 @@ impl RtspSession {
                         url: self.url.clone(),
                         reason: "the camera closed the connection".into(),
                     })
+                }
+                Ok(Some(Err(e))) if is_unstarted_fragment(&e) => {
+                    // Joining a stream mid-picture: the picture is lost, not the session.
+                    self.unstarted_fragments += 1;
+                    if self.unstarted_fragments == 1 {
+                        tracing::debug!(camera = %self.url, error = %detail(&e), "skipping a fragment whose start never arrived");
+                    }
+                    continue;
                 }
                 Ok(Some(Err(e))) => return Err(stream_error(self.url.clone(), &e)),
                 Ok(Some(Ok(item))) => item,
@@ -369,7 +468,7 @@ impl RtspSession {
         if frame.has_new_parameters() || self.stream.is_none() {
             // Cameras whose SDP lacks the parameter sets send them in band; until then
             // retina has none and nothing can be decoded.
-            if let Some(video) = self.video_parameters() {
+            if let Some(video) = self.video_parameters().or(self.sdp_parameters.as_ref()) {
                 let stream = LiveStream::new(self.codec, video, self.sdp_frame_rate);
                 if self.stream.as_deref() != Some(&stream) {
                     tracing::debug!(camera = %self.url, width = stream.width, height = stream.height, "stream parameters");
@@ -522,6 +621,101 @@ fn offered_streams(session: &Session<Described>) -> String {
     } else {
         offered.join(", ")
     }
+}
+
+/// Whether the camera cannot use the transport just tried: it answered SETUP with 461
+/// Unsupported Transport (VLC's server over TCP), or UDP delivered nothing.
+fn transport_unusable(e: &RtspError) -> bool {
+    matches!(
+        e,
+        RtspError::Status {
+            method: "SETUP",
+            status: 461,
+            ..
+        } | RtspError::UdpSilent { .. }
+    )
+}
+
+/// Whether retina refused a packet for continuing a fragmented NAL unit whose start it
+/// never saw. retina 0.4.21 counts no loss before a session's first packet, so a session
+/// that joins a stream in the middle of a fragmented picture (VLC's server starts UDP
+/// sessions wherever its stream is) gets this error instead of a lost picture; the
+/// depacketiser recovers at the next NAL unit.
+fn is_unstarted_fragment(e: &retina::Error) -> bool {
+    format!("{e:?}").starts_with("RtpPacketError")
+        && e.to_string()
+            .contains("start bit unset while no frag in progress")
+}
+
+/// The SDP's parameter sets for the stream, when retina could not read them from the
+/// `fmtp` attribute but they are there: retina 0.4.21 refuses an `fmtp` with an empty
+/// parameter, such as VLC's, which end in `;`. VLC sends the H.265 parameter sets in the
+/// SDP only, so without them nothing could be decoded.
+fn lenient_sdp_parameters(
+    session: &Session<Described>,
+    stream_index: usize,
+) -> Option<VideoParameters> {
+    let stream = &session.streams()[stream_index];
+    if stream.parameters().is_some() {
+        return None;
+    }
+    let sdp = std::str::from_utf8(session.sdp()).ok()?;
+    sdp_video_parameters(
+        sdp,
+        stream.encoding_name(),
+        stream.rtp_payload_type(),
+        stream.clock_rate_hz(),
+    )
+}
+
+/// The video parameters of the `fmtp` for `payload_type` in `sdp`, its empty parameters
+/// left out.
+fn sdp_video_parameters(
+    sdp: &str,
+    encoding_name: &str,
+    payload_type: u8,
+    clock_rate: u32,
+) -> Option<VideoParameters> {
+    let fmtp = sdp_fmtp(sdp, "video", payload_type)?;
+    let parameters: Vec<&str> = fmtp
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let depacketizer = retina::codec::Depacketizer::new(
+        "video",
+        encoding_name,
+        clock_rate,
+        None,
+        Some(&parameters.join(";")),
+    )
+    .ok()?;
+    match depacketizer.parameters()? {
+        ParametersRef::Video(video) => Some(video.clone()),
+        _ => None,
+    }
+}
+
+/// The `a=fmtp` value for `payload_type` in the first `m=<media>` section whose first
+/// payload type it is (the one retina plays).
+fn sdp_fmtp<'a>(sdp: &'a str, media: &str, payload_type: u8) -> Option<&'a str> {
+    let payload_type = payload_type.to_string();
+    let mut in_section = false;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(description) = line.strip_prefix("m=") {
+            // m=<media> <port> <proto> <fmt> ...
+            let mut fields = description.split_ascii_whitespace();
+            in_section =
+                fields.next() == Some(media) && fields.nth(2) == Some(payload_type.as_str());
+        } else if let Some(fmtp) = line.strip_prefix("a=fmtp:").filter(|_| in_section) {
+            if let Some((format, value)) = fmtp.split_once(' ') {
+                if format == payload_type {
+                    return Some(value.trim());
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The camera's URL for retina, without user and password, and those as credentials
@@ -693,6 +887,75 @@ mod tests {
         assert!(!text.contains('\n'), "{text}");
         assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
         assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    }
+
+    /// VLC's SDP, as its RTSP server writes it: every `fmtp` ends in `;`, which retina
+    /// 0.4.21 refuses ("key without value"), and VLC sends the H.265 parameter sets
+    /// nowhere else.
+    const VLC_SDP: &str = "v=0\r\no=- 1 1 IN IP4 vm\r\ns=Unnamed\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
+        a=tool:vlc 3.0.24\r\na=control:rtsp://127.0.0.1:8554/x\r\n\
+        m=audio 0 RTP/AVP 96\r\na=rtpmap:96 mpeg4-generic/48000/2\r\n\
+        a=fmtp:96 streamtype=5; profile-level-id=15; mode=AAC-hbr; config=1190;\r\n\
+        m=video 0 RTP/AVP 96\r\nb=AS:128\r\na=rtpmap:96 H265/90000\r\n\
+        a=fmtp:96 tx-mode=SRST;profile-id=1;level-id=90;tier-flag=0;profile-space=0;\
+        sprop-vps=QAEMAf//AWAAAAMAkAAAAwAAAwBalZgJ;\
+        sprop-sps=QgEBAWAAAAMAkAAAAwAAAwBaoAYCAbFllZpJMrmoMDA3CAAAAwAIAAADAFBA;\
+        sprop-pps=RAHBcrRiQA==;\r\n\
+        a=control:rtsp://127.0.0.1:8554/x/trackID=1\r\n";
+
+    #[test]
+    fn vlc_sdp_parameter_sets_are_read_despite_the_trailing_semicolon() {
+        let fmtp = sdp_fmtp(VLC_SDP, "video", 96).expect("the video section's fmtp");
+        assert!(
+            fmtp.starts_with("tx-mode=SRST;") && fmtp.ends_with("=;"),
+            "{fmtp}"
+        );
+        // retina alone reads nothing from it (when it does, the lenient reading can go).
+        let retina_alone =
+            retina::codec::Depacketizer::new("video", "h265", 90_000, None, Some(fmtp)).unwrap();
+        assert!(retina_alone.parameters().is_none());
+
+        let video = sdp_video_parameters(VLC_SDP, "h265", 96, 90_000).expect("parameters");
+        assert_eq!(video.pixel_dimensions(), (768, 432));
+        assert_eq!(video.rfc6381_codec(), "hvc1.1.6.L90.90");
+        let stream = LiveStream::new(ffmpeg::codec::Id::HEVC, &video, None);
+        assert_eq!(
+            stream.extradata[0], 1,
+            "an hvcC record: {:?}",
+            stream.extradata
+        );
+
+        let h264 = "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+            a=fmtp:96 packetization-mode=1;profile-level-id=4d401f;\
+            sprop-parameter-sets=Z01AH5ZSgYBvTUGBgZAAAAMAEAAAAwFIQA==,aOkJNSA=;\r\n";
+        let video = sdp_video_parameters(h264, "h264", 96, 90_000).expect("parameters");
+        assert_eq!(video.pixel_dimensions(), (768, 432));
+
+        assert!(sdp_fmtp(VLC_SDP, "video", 97).is_none());
+        assert!(sdp_video_parameters("m=video 0 RTP/AVP 96\r\n", "h265", 96, 90_000).is_none());
+    }
+
+    #[test]
+    fn only_a_refused_transport_or_silent_udp_calls_for_the_other_one() {
+        let url = || "rtsp://cam/x".to_string();
+        let status = |method, status| RtspError::Status {
+            url: url(),
+            method,
+            status,
+        };
+        assert!(transport_unusable(&status("SETUP", 461)));
+        assert!(transport_unusable(&RtspError::UdpSilent {
+            url: url(),
+            after: Duration::from_secs(10),
+        }));
+        assert!(!transport_unusable(&status("SETUP", 454)));
+        assert!(!transport_unusable(&status("DESCRIBE", 461)));
+        assert!(!transport_unusable(&RtspError::Stalled {
+            url: url(),
+            after: Duration::from_secs(10),
+        }));
+        assert_eq!(Transport::Tcp.other(), Transport::Udp);
+        assert_eq!(Transport::Udp.other().name(), "tcp");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests: where the shared samples and generated test
 //! models are, running the `cgbot` binary, asking `ffprobe`/`ffmpeg` for ground truth, an
-//! RTSP server we did not write (GStreamer's) to play against, and a real headless
+//! RTSP server we did not write (GStreamer's, VLC's) to play against, and a real headless
 //! Chromium for web pages (`browser`).
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -444,6 +444,116 @@ impl GstServer {
 impl Drop for GstServer {
     fn drop(&mut self) {
         self.terminate();
+    }
+}
+
+/// VLC's RTSP server (`cvlc --sout '#rtp{sdp=rtsp://…}'`) serving one clip, looped, at
+/// `rtsp://127.0.0.1:PORT/stream`: a restreamer cameras often sit behind. It refuses RTP
+/// over TCP (461 Unsupported Transport), sends H.265 parameter sets in the SDP only, and
+/// ends its `fmtp` with `;`. VLC will not run as root, so under root it runs as `nobody`.
+pub struct VlcServer {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<String>>,
+    /// The copy of the clip VLC serves, readable by `nobody` wherever the original is.
+    _clip: tempfile::TempDir,
+}
+
+impl VlcServer {
+    /// How long VLC may take to listen on a loaded machine.
+    const START_LIMIT: Duration = Duration::from_secs(30);
+
+    /// Starts VLC on a free port and waits until it accepts connections; panics, with
+    /// VLC's messages, when VLC is missing or does not start.
+    pub fn start(clip: &Path) -> VlcServer {
+        use std::os::unix::fs::PermissionsExt;
+        // A checkout under a private home directory is out of `nobody`'s reach.
+        let copy_dir = tempfile::tempdir().expect("a temporary directory");
+        let copy = copy_dir.path().join(clip.file_name().expect("a clip file"));
+        std::fs::copy(clip, &copy).expect("copy the clip");
+        for (path, mode) in [(copy_dir.path(), 0o755), (copy.as_path(), 0o644)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let port = daemon::free_port();
+        let url = format!("rtsp://127.0.0.1:{port}/stream");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+        let mut command = if root {
+            let mut setpriv = Command::new("setpriv");
+            setpriv.args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "cvlc",
+            ]);
+            setpriv
+        } else {
+            Command::new("cvlc")
+        };
+        let mut child = command
+            .arg(&copy)
+            .args(["--loop", "--sout"])
+            .arg(format!("#rtp{{sdp={url}}}"))
+            // No configuration of the user's own (nobody has none to write).
+            .args(["--ignore-config", "--no-stats"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run cvlc: {e}; run `make setup` to install VLC (vlc-bin, vlc-plugin-base)")
+            });
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = BufReader::new(child.stderr.take().expect("piped"));
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let started = Instant::now();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return VlcServer {
+                    child,
+                    url,
+                    log,
+                    _clip: copy_dir,
+                };
+            }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || started.elapsed() > Self::START_LIMIT {
+                let _ = child.kill();
+                let status = child.wait().expect("wait for VLC");
+                thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "VLC's RTSP server did not listen on port {port} ({status}); run `make \
+                     setup` if VLC is missing. Its messages:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// What VLC has written to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for VlcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -14,7 +14,7 @@ use crate::decode::LiveSampler;
 use crate::metrics::Counter;
 use crate::pipeline::{Feed, Unit};
 use crate::redact::redact_url;
-use crate::source::{RtspError, StreamParameters};
+use crate::source::{RtspError, RtspOptions, StreamParameters, Transport};
 
 // Defined with the API that serves it, so the names exist once.
 pub use crate::api::CameraState;
@@ -27,6 +27,10 @@ pub struct LiveCamera {
     pub shown_url: Option<String>,
     pub reconnects: Counter,
     state: Mutex<CameraState>,
+    /// The transport that worked when it was not the configured one (VLC's server
+    /// refuses TCP; a firewall drops UDP): tried first from then on, for the life of the
+    /// process.
+    working_transport: Mutex<Option<Transport>>,
 }
 
 impl LiveCamera {
@@ -43,6 +47,7 @@ impl LiveCamera {
             feed: Arc::new(Feed::new(config, generation, 0.0)),
             reconnects: Counter::default(),
             state: Mutex::new(CameraState::Waiting),
+            working_transport: Mutex::new(None),
         };
         if camera.url.is_none() {
             camera
@@ -71,6 +76,30 @@ impl LiveCamera {
 
     pub fn set_state(&self, state: CameraState) {
         *lock(&self.state) = state;
+    }
+
+    /// The session options for this camera: the configured ones, with the transport
+    /// that worked for it last.
+    fn rtsp_options(&self, configured: &RtspOptions) -> RtspOptions {
+        let mut options = configured.clone();
+        if let Some(transport) = *lock(&self.working_transport) {
+            options.transport = transport;
+        }
+        options
+    }
+
+    /// Remembers the transport a session plays over when it is not the one tried first.
+    fn note_transport(&self, tried: Transport, working: Transport) {
+        if tried != working {
+            tracing::info!(
+                camera = self.id(),
+                transport = working.name(),
+                "the camera does not work over {}: using {} for it from now on",
+                tried.name(),
+                working.name()
+            );
+            *lock(&self.working_transport) = Some(working);
+        }
     }
 
     pub fn stop(&self) {
@@ -213,8 +242,15 @@ async fn session(
     deadline: tokio::time::Instant,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
+    let options = camera.rtsp_options(&ctx.rtsp_options);
     // Held until the session closes: its sockets count against the open-file limit.
-    let _slot = match ctx.sessions.slots.clone().try_acquire_owned() {
+    let descriptors = crate::limits::descriptors_per_session(options.transport) as u32;
+    let _slot = match ctx
+        .sessions
+        .descriptors
+        .clone()
+        .try_acquire_many_owned(descriptors)
+    {
         Ok(slot) => slot,
         Err(_) => {
             camera.feed.record_error(format!(
@@ -224,7 +260,7 @@ async fn session(
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return Ended::Stopped,
                 _ = tokio::time::sleep_until(deadline) => return Ended::VisitDone,
-                slot = ctx.sessions.slots.clone().acquire_owned() => {
+                slot = ctx.sessions.descriptors.clone().acquire_many_owned(descriptors) => {
                     slot.expect("the session slots are never closed")
                 }
             }
@@ -233,12 +269,13 @@ async fn session(
     let connected = tokio::select! {
         _ = stop.wait_for(|s| *s) => return Ended::Stopped,
         _ = tokio::time::sleep_until(deadline) => return Ended::VisitDone,
-        connected = ctx.opener.connect(url, &ctx.rtsp_options) => connected,
+        connected = ctx.opener.connect(url, &options) => connected,
     };
     let mut session = match connected {
         Ok(s) => s,
         Err(e) => return Ended::Failed(e),
     };
+    camera.note_transport(options.transport, session.transport());
     let feed = &camera.feed;
     let target = visit.map(|v| feed.counters.frames_analysed.get() + v.samples);
     let mut admitted = 0;
@@ -313,12 +350,17 @@ mod tests {
 
     struct ScriptedOpener {
         script: Script,
+        /// The transport the camera plays over, whatever is asked for.
+        plays_over: Transport,
         connects: AtomicUsize,
+        /// The transport asked for, by connection.
+        asked: Mutex<Vec<Transport>>,
         closes: Arc<AtomicUsize>,
     }
 
     struct ScriptedSession {
         script: Script,
+        transport: Transport,
         sent: u32,
         closes: Arc<AtomicUsize>,
     }
@@ -358,6 +400,10 @@ mod tests {
             })
         }
 
+        fn transport(&self) -> Transport {
+            self.transport
+        }
+
         fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
             self.closes.fetch_add(1, Ordering::SeqCst);
             Box::pin(async {})
@@ -368,10 +414,12 @@ mod tests {
         fn connect<'a>(
             &'a self,
             _url: &'a str,
-            _options: &'a RtspOptions,
+            options: &'a RtspOptions,
         ) -> BoxFuture<'a, Result<Box<dyn LiveSession>, RtspError>> {
             self.connects.fetch_add(1, Ordering::SeqCst);
+            lock(&self.asked).push(options.transport);
             let script = self.script;
+            let transport = self.plays_over;
             let closes = self.closes.clone();
             Box::pin(async move {
                 if let Script::Refuse = script {
@@ -382,6 +430,7 @@ mod tests {
                 }
                 Ok(Box::new(ScriptedSession {
                     script,
+                    transport,
                     sent: 0,
                     closes,
                 }) as Box<dyn LiveSession>)
@@ -397,6 +446,18 @@ mod tests {
         Arc<ScriptedOpener>,
         crossbeam_channel::Receiver<Message>,
     ) {
+        setup_over(script, Transport::Tcp)
+    }
+
+    fn setup_over(
+        script: Script,
+        plays_over: Transport,
+    ) -> (
+        Arc<LiveCamera>,
+        Arc<LiveContext>,
+        Arc<ScriptedOpener>,
+        crossbeam_channel::Receiver<Message>,
+    ) {
         let config: RunConfig = toml::from_str(
             "cameras = \"cams.toml\"\n\
              [sampling]\ninterval = \"2s\"\n\
@@ -405,7 +466,9 @@ mod tests {
         .expect("a valid run config");
         let opener = Arc::new(ScriptedOpener {
             script,
+            plays_over,
             connects: AtomicUsize::new(0),
+            asked: Mutex::new(Vec::new()),
             closes: Arc::new(AtomicUsize::new(0)),
         });
         let (intake, units) = test_intake();
@@ -415,7 +478,7 @@ mod tests {
             metrics: Arc::default(),
             intake,
             opener: opener.clone(),
-            sessions: SessionSlots::new(4),
+            sessions: SessionSlots::new(4, 4),
         });
         let mut camera = Camera::unconfigured("cam-1");
         camera.main_stream = Some("rtsp://user:secret@cam/main".into());
@@ -469,6 +532,33 @@ mod tests {
         );
         stop.send(true).unwrap();
         task.await.unwrap();
+    }
+
+    /// A camera that plays over UDP when TCP is configured (the session fell back) is
+    /// asked for UDP first on every later connection, patrol visits included.
+    #[tokio::test(start_paused = true)]
+    async fn the_transport_that_worked_is_tried_first_from_then_on() {
+        let after = Duration::from_secs(10);
+        let (camera, ctx, opener, _units) =
+            setup_over(Script::OneThenStall { after }, Transport::Udp);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(watch_continuously(camera.clone(), ctx.clone(), stop_rx));
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        let (_stop, stop_rx) = watch::channel(false);
+        let samples = Visit {
+            samples: 1,
+            timeout: Duration::from_secs(5),
+        };
+        visit(camera, ctx, stop_rx, samples).await;
+        let asked = lock(&opener.asked).clone();
+        assert!(asked.len() >= 3, "{asked:?}");
+        assert_eq!(asked[0], Transport::Tcp, "the configured transport first");
+        assert!(
+            asked[1..].iter().all(|&t| t == Transport::Udp),
+            "then the one that worked: {asked:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -72,20 +72,28 @@ pub(crate) struct LiveContext {
     pub sessions: SessionSlots,
 }
 
-/// Camera sessions that fit under the open-file limit (see [`crate::limits`]); a session
-/// holds one slot from before it connects until it closes.
+/// The descriptors camera sessions may hold under the open-file limit (see
+/// [`crate::limits`]); a session holds its transport's share from before it connects until
+/// it closes.
 pub(crate) struct SessionSlots {
-    pub slots: Arc<tokio::sync::Semaphore>,
+    pub descriptors: Arc<tokio::sync::Semaphore>,
+    /// Sessions that fit over the configured transport, for messages.
     pub count: usize,
 }
 
 impl SessionSlots {
-    pub fn new(count: usize) -> Self {
-        let count = count.min(tokio::sync::Semaphore::MAX_PERMITS);
+    pub fn new(descriptors: u64, count: usize) -> Self {
+        let descriptors = usize::try_from(descriptors)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
-            slots: Arc::new(tokio::sync::Semaphore::new(count)),
+            descriptors: Arc::new(tokio::sync::Semaphore::new(descriptors)),
             count,
         }
+    }
+
+    pub fn unlimited() -> Self {
+        Self::new(u64::MAX, usize::MAX)
     }
 }
 
@@ -250,7 +258,7 @@ pub fn run(
         metrics: metrics.clone(),
         intake: pipeline.intake(),
         opener: Arc::new(RtspOpener),
-        sessions: SessionSlots::new(session_slots(&config, &cameras)),
+        sessions: session_slots(&config, &cameras),
     });
     let deadline = config.shutdown_deadline;
     let shutdown_started = runtime.block_on(async {
@@ -324,13 +332,13 @@ pub fn run(
 
 /// Raises the open-file limit and says how many camera sessions fit under it, warning
 /// (with the numbers and the fix) when the camera list needs more.
-fn session_slots(config: &RunConfig, cameras: &[crate::config::Camera]) -> usize {
+fn session_slots(config: &RunConfig, cameras: &[crate::config::Camera]) -> SessionSlots {
     let transport = config.rtsp.transport;
     let files = match crate::limits::raise_open_files() {
         Ok(files) => files,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read or raise the open-file limit; camera sessions are not capped");
-            return usize::MAX;
+            return SessionSlots::unlimited();
         }
     };
     if let Some(from) = files.raised_from {
@@ -353,7 +361,10 @@ fn session_slots(config: &RunConfig, cameras: &[crate::config::Camera]) -> usize
             "the camera sessions fit under the open-file limit"
         ),
     }
-    crate::limits::session_slots(files.soft, transport)
+    SessionSlots::new(
+        files.soft.saturating_sub(crate::limits::RESERVED),
+        crate::limits::session_slots(files.soft, transport),
+    )
 }
 
 /// Frames and model inputs are megabyte buffers allocated in bursts (every camera's first
