@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::{Feed, Filing, FilingStats, Metrics, PipelineError, QueuePolicy, Sample, StoreHealth};
+use super::{Feed, Filing, FilingStats, Metrics, PipelineError, QueuePolicy, Sample};
 use crate::cases::Categories;
 use crate::decode::Frame;
 use crate::detect::Detection;
@@ -77,7 +77,7 @@ pub(super) fn filing_worker<O: Outlet>(
         let (sample, detections) = match input.recv_timeout(RETRY_EVERY) {
             Ok(detected) => detected,
             Err(RecvTimeoutError::Timeout) => {
-                retry_refused(&mut filings, setup.as_mut(), &metrics.store);
+                retry_refused(&mut filings, setup.as_mut(), &metrics);
                 last_retry = Instant::now();
                 continue;
             }
@@ -125,7 +125,7 @@ pub(super) fn filing_worker<O: Outlet>(
         metrics.detections.add(detections.len() as u64);
         feed.record_analysed(ts, detections.len());
         if last_retry.elapsed() > RETRY_EVERY {
-            retry_refused(&mut filings, setup.as_mut(), &metrics.store);
+            retry_refused(&mut filings, setup.as_mut(), &metrics);
             last_retry = Instant::now();
         }
         if last_sweep.elapsed() > SWEEP_EVERY {
@@ -135,7 +135,7 @@ pub(super) fn filing_worker<O: Outlet>(
         }
     }
     if let Some(setup) = setup.as_mut() {
-        retry_refused(&mut filings, Some(setup), &metrics.store);
+        retry_refused(&mut filings, Some(setup), &metrics);
         let lost: usize = filings.values().map(|(_, f)| f.pending_rows()).sum();
         if lost > 0 {
             tracing::error!(
@@ -165,7 +165,7 @@ fn is_write_failure(e: &PipelineError) -> bool {
 fn retry_refused(
     filings: &mut HashMap<String, (Arc<Feed>, Filing)>,
     setup: Option<&mut FilingSetup>,
-    health: &StoreHealth,
+    metrics: &Metrics,
 ) {
     let Some(setup) = setup else {
         return;
@@ -173,13 +173,18 @@ fn retry_refused(
     let now = crate::clock::unix_now();
     let (mut pending, mut missing) = (0, 0);
     for (_, filing) in filings.values_mut() {
+        let before = filing.stats;
         if let Err(e) = filing.retry(&mut setup.store, now) {
-            health.failed(&e);
+            metrics.store.failed(&e);
         }
+        metrics.cases_filed.add(filing.stats.filed - before.filed);
+        metrics
+            .cases_closed
+            .add(filing.stats.closed - before.closed);
         pending += filing.pending_rows();
         missing += filing.missing_images();
     }
-    health.waiting(pending, missing);
+    metrics.store.waiting(pending, missing);
 }
 
 /// Files one frame for its feed's camera, starting the camera's filing state if needed.
