@@ -638,44 +638,50 @@ mod tests {
         (100.0, false),
     ];
 
+    /// Files `samples` (time, van there) while the store refuses writes at the times in
+    /// `refused`: what the store holds then, the failed writes and the steps counted.
+    fn run_refusing(
+        samples: &[(f64, bool)],
+        refused: std::ops::Range<f64>,
+    ) -> (Vec<String>, u32, FilingStats) {
+        let dir = tempfile::tempdir().unwrap();
+        let (camera, input, mut frame) = street_sample();
+        let mut store = Store::open(&dir.path().join("cases.db")).unwrap();
+        let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, 0.0).unwrap();
+        let mut failures = 0;
+        let mut refusing = false;
+        for &(t, van_there) in samples {
+            if refused.contains(&t) != refusing {
+                refusing = !refusing;
+                let (from, to) = if refusing {
+                    ("history", "history_away")
+                } else {
+                    ("history_away", "history")
+                };
+                rename_table(dir.path(), from, to);
+            }
+            let seen = if van_there { van() } else { Vec::new() };
+            match filing.on_frame(&mut store, at(&mut frame, t), &seen) {
+                Ok(()) => {}
+                Err(PipelineError::Store(StoreError::Sql { .. })) => failures += 1,
+                Err(e) => panic!("{e}"),
+            }
+            if refusing && failures > 0 {
+                assert!(filing.pending_rows() > 0, "kept in memory at {t}");
+            }
+        }
+        assert_eq!(filing.pending_rows(), 0);
+        assert_eq!(filing.missing_images(), 0);
+        (outcome(&store), failures, filing.stats)
+    }
+
     #[test]
     fn changes_the_store_refused_are_written_later_with_nothing_lost_or_doubled() {
-        let run = |refused: std::ops::Range<f64>| {
-            let dir = tempfile::tempdir().unwrap();
-            let (camera, input, mut frame) = street_sample();
-            let mut store = Store::open(&dir.path().join("cases.db")).unwrap();
-            let mut filing =
-                Filing::new(&camera, Categories::builtin(), &store, input, 0.0).unwrap();
-            let mut failures = 0;
-            let mut refusing = false;
-            for (t, van_there) in VAN_PARKS_AND_LEAVES {
-                if refused.contains(&t) != refusing {
-                    refusing = !refusing;
-                    let (from, to) = if refusing {
-                        ("outbox", "outbox_away")
-                    } else {
-                        ("outbox_away", "outbox")
-                    };
-                    rename_table(dir.path(), from, to);
-                }
-                let seen = if van_there { van() } else { Vec::new() };
-                match filing.on_frame(&mut store, at(&mut frame, t), &seen) {
-                    Ok(()) => {}
-                    Err(PipelineError::Store(StoreError::Sql { .. })) => failures += 1,
-                    Err(e) => panic!("{e}"),
-                }
-                if refusing && t >= 30.0 {
-                    assert!(filing.pending_rows() > 0, "kept in memory at {t}");
-                }
-            }
-            assert_eq!(filing.pending_rows(), 0);
-            assert_eq!(filing.missing_images(), 0);
-            (outcome(&store), failures, filing.stats)
-        };
-        let (healthy, none, stats) = run(0.0..0.0);
+        let (healthy, none, stats) = run_refusing(&VAN_PARKS_AND_LEAVES, 0.0..0.0);
         assert_eq!(none, 0);
         // Refused from the filing through the close.
-        let (recovered, failures, recovered_stats) = run(30.0..46.0);
+        let (recovered, failures, recovered_stats) =
+            run_refusing(&VAN_PARKS_AND_LEAVES, 30.0..46.0);
         assert!(failures >= 1);
         assert_eq!(recovered, healthy);
         assert_eq!(recovered_stats, stats);
@@ -684,6 +690,17 @@ mod tests {
                 && healthy.iter().any(|r| r.ends_with(":closed:4 case.closed")),
             "{healthy:#?}"
         );
+    }
+
+    #[test]
+    fn a_candidate_that_came_and_went_while_the_store_refused_leaves_no_rows() {
+        let samples = [(0.0, true), (10.0, true), (20.0, false), (30.0, false)];
+        let (healthy, _, stats) = run_refusing(&samples, 0.0..0.0);
+        assert_eq!(stats.candidates, 1);
+        let (recovered, failures, _) = run_refusing(&samples, 10.0..30.0);
+        assert!(failures >= 1);
+        assert_eq!(recovered, healthy);
+        assert!(healthy.is_empty(), "{healthy:?}");
     }
 
     #[test]
