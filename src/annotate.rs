@@ -1,5 +1,6 @@
 //! Evidence images: the frame with labelled boxes, written as JPEG.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -100,13 +101,28 @@ pub fn save_jpeg(image: &RgbImage, path: &Path) -> Result<(), AnnotateError> {
         path: path.to_path_buf(),
         reason,
     };
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+        .encode_image(image)
+        .map_err(|e| fail(e.to_string()))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
-    let file = std::fs::File::create(path).map_err(|e| fail(e.to_string()))?;
-    let mut encoder =
-        image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 85);
-    encoder.encode_image(image).map_err(|e| fail(e.to_string()))
+    // Written aside and renamed: a full disk leaves no empty or torn image under the name.
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let written = std::fs::File::create(&partial).and_then(|mut file| {
+        file.write_all(&jpeg)?;
+        file.sync_data()
+    });
+    match written.and_then(|()| std::fs::rename(&partial, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(fail(e.to_string()))
+        }
+    }
 }
 
 /// Draws a zone (normalised vertices) as a closed outline.
@@ -138,4 +154,37 @@ pub fn crop(image: &RgbImage, bbox: [f32; 4]) -> RgbImage {
         .min(image.height())
         .max(y1 + 1);
     image::imageops::crop_imm(image, x1, y1, x2 - x1, y2 - y1).to_image()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_image_is_complete_and_leaves_nothing_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("C1/filed.jpg");
+        save_jpeg(&RgbImage::from_pixel(8, 8, Rgb([200; 3])), &path).unwrap();
+        assert_eq!(image::open(&path).unwrap().width(), 8);
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("C1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["filed.jpg"]);
+    }
+
+    #[test]
+    fn a_failed_save_leaves_neither_the_image_nor_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder where the image should go: the final rename fails.
+        let path = dir.path().join("filed.jpg");
+        std::fs::create_dir_all(path.join("in-the-way")).unwrap();
+        let err = save_jpeg(&RgbImage::new(8, 8), &path).unwrap_err();
+        assert!(err.to_string().contains("filed.jpg"), "{err}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["filed.jpg"], "only the folder in the way");
+    }
 }

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cgbot::sim::{SimConfig, SimHandle};
-use common::daemon::{camera_file, free_port, Daemon};
-use common::{cgbot, fault_plan, ffmpeg, ok, sample};
+use common::daemon::{camera_file, free_port, start_sim, van_zone, Daemon};
+use common::{cgbot, ffmpeg, ok, sample};
 use serde_json::Value;
 
 /// The daemon tests load both cores; run them one at a time.
@@ -18,21 +18,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn start_sim(clip: &str, cameras: usize, port: u16, faults: &[&str]) -> SimHandle {
-    let mut config = SimConfig::new(sample(clip), cameras);
-    config.bind = SocketAddr::from(([127, 0, 0, 1], port));
-    config.faults = fault_plan(faults);
-    SimHandle::start(config).expect("start simulator")
-}
-
-/// The zone of samples/street-static-camera.toml around the parked white van.
-fn van_zone(dwell: &str) -> String {
-    format!(
-        "[[camera.zone]]\nid = \"no-parking-east\"\npolygon = [[0.78, 0.40], [1.0, 0.40], [1.0, 0.80], [0.78, 0.80]]\n\
-         rules = [{{ event = \"illegal_parking\", min_dwell = \"{dwell}\", verify_window = \"10m\" }}]\n"
-    )
 }
 
 fn by_id(cameras: &[Value]) -> BTreeMap<String, Value> {

@@ -4,23 +4,14 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cgbot::sim::{SimConfig, SimHandle};
-use common::daemon::{camera_file, free_port, Daemon, TOKEN};
-use common::sample;
+use common::daemon::{camera_file, free_port, start_sim, Daemon, TOKEN};
 
 /// The tests here measure rates and latencies: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn start_sim(cameras: usize, port: u16) -> SimHandle {
-    let mut config = SimConfig::new(sample("people-walking.mp4"), cameras);
-    config.bind = SocketAddr::from(([127, 0, 0, 1], port));
-    SimHandle::start(config).expect("start simulator")
-}
 
 fn streaming(daemon: &Daemon) -> usize {
     daemon
@@ -35,7 +26,7 @@ fn cameras_beyond_the_open_file_limit_wait_for_a_slot_and_the_api_keeps_answerin
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     const CAMERAS: usize = 1500;
     let port = free_port();
-    let _sim = start_sim(CAMERAS, port);
+    let _sim = start_sim("people-walking.mp4", CAMERAS, port, &[]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("cams.toml"),
@@ -166,7 +157,7 @@ fn five_hundred_concurrent_api_requests_leave_the_analysed_rate_within_ten_perce
     const CAMERAS: usize = 50;
     const WINDOW: Duration = Duration::from_secs(30);
     let port = free_port();
-    let _sim = start_sim(CAMERAS, port);
+    let _sim = start_sim("people-walking.mp4", CAMERAS, port, &[]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("cams.toml"),

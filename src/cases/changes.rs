@@ -100,4 +100,47 @@ impl Changes {
             && self.events.is_empty()
             && self.suppressed_hits.is_empty()
     }
+
+    /// Rows this holds for the store: what a writer that cannot write keeps in memory.
+    pub fn rows(&self) -> usize {
+        self.upserts.len()
+            + self.deletes.len()
+            + self.history.len()
+            + self.evidence.len()
+            + self.events.len()
+            + self.suppressed_hits.len()
+    }
+
+    /// Adds the changes of a later sample, so that writing the result in one transaction
+    /// leaves the store as writing both in turn would: a case's latest row and evidence
+    /// image of each kind win, history and events add up (an event once per key), and a
+    /// candidate deleted later takes its earlier rows with it. Requests for images are
+    /// left to the caller.
+    pub fn merge(&mut self, later: Changes) {
+        for id in &later.deletes {
+            self.history.retain(|h| &h.case_id != id);
+            self.evidence.retain(|e| &e.case_id != id);
+            self.events
+                .retain(|e| !e.key.starts_with(&format!("{id}:")));
+        }
+        for case in later.upserts {
+            // A case written again after its deletion lives on.
+            self.deletes.retain(|id| *id != case.id);
+            self.upserts.retain(|c| c.id != case.id);
+            self.upserts.push(case);
+        }
+        self.deletes.extend(later.deletes);
+        self.history.extend(later.history);
+        for image in later.evidence {
+            self.evidence
+                .retain(|e| (&e.case_id, &e.kind) != (&image.case_id, &image.kind));
+            self.evidence.push(image);
+        }
+        for event in later.events {
+            if !self.events.iter().any(|e| e.key == event.key) {
+                self.events.push(event);
+            }
+        }
+        self.suppressed_hits.extend(later.suppressed_hits);
+    }
 }

@@ -36,54 +36,78 @@ impl EvidenceWriter {
 
     /// Draws the requested images of `picture` — the zone, all `detections` and the
     /// case's box — and writes them, with a crop where one is wanted. The result holds
-    /// the rows for the store and must be committed once the store has them.
+    /// the rows for the store and must be committed once the store has them. A request
+    /// whose images cannot be written (a full disk) is handed back in
+    /// [`Uncommitted::unwritten`] for a later sample, and has no row.
     pub fn write(
         &self,
         picture: &Picture,
         detections: &[Detection],
         requests: &[EvidenceRequest],
-    ) -> Result<Uncommitted<'_>, EvidenceError> {
+    ) -> Uncommitted<'_> {
         let mut written = Uncommitted::new(&self.dir);
         let Some(first) = requests.first() else {
-            return Ok(written);
+            return written;
         };
-        let clean = picture.to_rgb().map_err(|error| EvidenceError::Picture {
-            case: first.case_id.clone(),
-            error,
-        })?;
-        for request in requests {
-            let mut full = clean.clone();
-            annotate::draw_zone(&mut full, &request.zone, ZONE_COLOUR);
-            annotate::draw_detections(&mut full, detections);
-            let mark = Detection {
-                label: request.label.clone(),
-                class: 0,
-                score: request.score,
-                bbox: request.bbox,
-            };
-            annotate::draw_detections(&mut full, std::slice::from_ref(&mark));
-            let kind = request.kind.as_str();
-            let mut images = vec![(kind.to_string(), full)];
-            if let Some(bbox) = request.crop {
-                images.push((format!("{kind}-crop"), annotate::crop(&clean, bbox)));
+        let clean = match picture.to_rgb() {
+            Ok(clean) => clean,
+            Err(error) => {
+                written.unwritten = requests.to_vec();
+                written.error = Some(EvidenceError::Picture {
+                    case: first.case_id.clone(),
+                    error,
+                });
+                return written;
             }
-            for (name, image) in images {
-                let path = self.dir.join(&request.case_id).join(format!("{name}.jpg"));
-                written
-                    .save(&image, &path)
-                    .map_err(|error| EvidenceError::Write {
-                        case: request.case_id.clone(),
-                        error,
-                    })?;
-                written.rows.push(Evidence {
-                    case_id: request.case_id.clone(),
-                    kind: name,
-                    path,
-                    ts: request.ts,
+        };
+        for request in requests {
+            if let Err(error) = self.write_one(&mut written, &clean, detections, request) {
+                written.unwritten.push(request.clone());
+                written.error.get_or_insert(EvidenceError::Write {
+                    case: request.case_id.clone(),
+                    error,
                 });
             }
         }
-        Ok(written)
+        written
+    }
+
+    /// The images of one request, with their rows; none of its rows on an error.
+    fn write_one(
+        &self,
+        written: &mut Uncommitted<'_>,
+        clean: &RgbImage,
+        detections: &[Detection],
+        request: &EvidenceRequest,
+    ) -> Result<(), AnnotateError> {
+        let mut full = clean.clone();
+        annotate::draw_zone(&mut full, &request.zone, ZONE_COLOUR);
+        annotate::draw_detections(&mut full, detections);
+        let mark = Detection {
+            label: request.label.clone(),
+            class: 0,
+            score: request.score,
+            bbox: request.bbox,
+        };
+        annotate::draw_detections(&mut full, std::slice::from_ref(&mark));
+        let kind = request.kind.as_str();
+        let mut images = vec![(kind.to_string(), full)];
+        if let Some(bbox) = request.crop {
+            images.push((format!("{kind}-crop"), annotate::crop(clean, bbox)));
+        }
+        let mut rows = Vec::new();
+        for (name, image) in images {
+            let path = self.dir.join(&request.case_id).join(format!("{name}.jpg"));
+            written.save(&image, &path)?;
+            rows.push(Evidence {
+                case_id: request.case_id.clone(),
+                kind: name,
+                path,
+                ts: request.ts,
+            });
+        }
+        written.rows.extend(rows);
+        Ok(())
     }
 }
 
@@ -95,6 +119,9 @@ pub struct Uncommitted<'a> {
     dir: &'a Path,
     rows: Vec<Evidence>,
     files: Vec<WrittenFile>,
+    /// Requests whose images could not be written, and the first reason.
+    unwritten: Vec<EvidenceRequest>,
+    error: Option<EvidenceError>,
 }
 
 struct WrittenFile {
@@ -109,7 +136,15 @@ impl<'a> Uncommitted<'a> {
             dir,
             rows: Vec::new(),
             files: Vec::new(),
+            unwritten: Vec::new(),
+            error: None,
         }
+    }
+
+    /// The requests whose images could not be written and why (the first reason): they
+    /// have no rows, so the case shows them missing until a later sample writes them.
+    pub fn unwritten(&mut self) -> (Vec<EvidenceRequest>, Option<EvidenceError>) {
+        (std::mem::take(&mut self.unwritten), self.error.take())
     }
 
     /// The evidence rows of the written images, for the transaction.
@@ -132,7 +167,8 @@ impl<'a> Uncommitted<'a> {
     }
 
     /// Writes `image` to `path`, keeping an image already there (a case reopened or
-    /// closed a second time) until the commit.
+    /// closed a second time) until the commit; if it cannot be written, the image it
+    /// replaced is back at once.
     fn save(&mut self, image: &RgbImage, path: &Path) -> Result<(), AnnotateError> {
         if !self.files.iter().any(|f| f.path == path) {
             let old = path.with_extension("jpg.replaced");
@@ -142,27 +178,40 @@ impl<'a> Uncommitted<'a> {
                 replaced,
             });
         }
-        annotate::save_jpeg(image, path)
+        let saved = annotate::save_jpeg(image, path);
+        if saved.is_err() {
+            if let Some(i) = self.files.iter().position(|f| f.path == path) {
+                self.files.remove(i).undo();
+            }
+        }
+        saved
+    }
+}
+
+impl WrittenFile {
+    /// Removes the new image and puts back the one it replaced.
+    fn undo(self) {
+        removed(&self.path, std::fs::remove_file(&self.path));
+        match self.replaced {
+            Some(old) => {
+                if let Err(e) = std::fs::rename(&old, &self.path) {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot restore evidence");
+                }
+            }
+            // Only succeeds when the folder is empty, i.e. this transaction made it.
+            None => {
+                if let Some(dir) = self.path.parent() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+        }
     }
 }
 
 impl Drop for Uncommitted<'_> {
     fn drop(&mut self) {
         for file in self.files.drain(..).rev() {
-            removed(&file.path, std::fs::remove_file(&file.path));
-            match file.replaced {
-                Some(old) => {
-                    if let Err(e) = std::fs::rename(&old, &file.path) {
-                        tracing::warn!(path = %file.path.display(), error = %e, "cannot restore evidence");
-                    }
-                }
-                // Only succeeds when the folder is empty, i.e. this transaction made it.
-                None => {
-                    if let Some(dir) = file.path.parent() {
-                        let _ = std::fs::remove_dir(dir);
-                    }
-                }
-            }
+            file.undo();
         }
     }
 }
@@ -224,5 +273,51 @@ mod tests {
         second.commit(&[]);
         assert!(shade_of(&after) > 200);
         assert_eq!(std::fs::read_dir(dir.path().join("C1")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_written_keeps_the_one_it_would_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let after = dir.path().join("C1/after.jpg");
+        let mut first = Uncommitted::new(dir.path());
+        first.save(&image(0), &after).unwrap();
+        first.commit(&[]);
+        // A folder where the new image's partial file goes: the write fails.
+        std::fs::create_dir(dir.path().join("C1/after.jpg.partial")).unwrap();
+        let mut second = Uncommitted::new(dir.path());
+        assert!(second.save(&image(255), &after).is_err());
+        second.commit(&[]);
+        assert!(shade_of(&after) < 50, "the committed image stays");
+    }
+
+    #[test]
+    fn requests_whose_images_cannot_be_written_are_handed_back_without_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        // The evidence folder is a file: nothing can be written under it.
+        let evidence = dir.path().join("cases.db.evidence");
+        std::fs::write(&evidence, b"").unwrap();
+        let writer = EvidenceWriter::new(evidence.clone());
+        let (_, _, frame) = crate::pipeline::test_support::street_sample();
+        let request = EvidenceRequest {
+            case_id: "C1".into(),
+            kind: crate::cases::EvidenceKind::Filed,
+            ts: 1.0,
+            zone: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]],
+            bbox: [1.0, 1.0, 4.0, 4.0],
+            label: "van".into(),
+            score: 0.9,
+            crop: Some([1.0, 1.0, 4.0, 4.0]),
+        };
+        let mut written = writer.write(&frame.picture, &[], std::slice::from_ref(&request));
+        assert!(written.rows().is_empty());
+        let (unwritten, error) = written.unwritten();
+        assert_eq!(unwritten, [request]);
+        let error = error.unwrap().to_string();
+        assert!(
+            error.contains("case C1") && error.contains("filed.jpg"),
+            "{error}"
+        );
+        written.commit(&[]);
+        assert!(evidence.is_file());
     }
 }

@@ -6,10 +6,19 @@
 //! checks the camera's operator change number (one indexed read) and reloads the camera's
 //! cases and suppressions when it moved; the write itself is guarded by that number, and
 //! a write refused because an operator acted in between reloads and processes the same
-//! sightings again. After any failed write the next frame starts from the store too, so
-//! memory never runs ahead of the database.
+//! sightings again.
+//!
+//! A store that cannot take the write (a full disk, an I/O error, a read-only or locked
+//! database) loses nothing: the changes stay in memory, later samples' changes merge into
+//! them, and they are written together once the store takes writes again — retried with
+//! backoff on the camera's next samples, or by [`Filing::retry`] when the camera sends
+//! none. Case ids and event keys are stable, so nothing is written twice. Evidence images
+//! that cannot be written are missing until a later sample of the camera provides them.
 
-use crate::cases::{CaseEngine, Categories, Status};
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::cases::{CaseEngine, Categories, Changes, EvidenceKind, EvidenceRequest, Status};
 use crate::config::Camera;
 use crate::decode::Frame;
 use crate::detect::Detection;
@@ -30,8 +39,35 @@ pub struct FilingStats {
     pub reopened: u64,
 }
 
+impl FilingStats {
+    /// Counts the automatic steps of changes the store took.
+    fn count(&mut self, committed: &Changes) {
+        for entry in &committed.history {
+            let counter = match entry.to {
+                Status::Detected => &mut self.candidates,
+                Status::Filed if entry.from == Some(Status::Detected) => &mut self.filed,
+                Status::Verifying => &mut self.verifying,
+                Status::Closed => &mut self.closed,
+                Status::Reopened => &mut self.reopened,
+                _ => continue,
+            };
+            *counter += 1;
+        }
+    }
+}
+
 /// How often one frame is processed again when operators keep acting while it is written.
 const CONFLICT_RETRIES: u32 = 3;
+
+/// Rows one camera keeps in memory while the store refuses writes. Beyond it, the
+/// camera's sightings wait (its frames are still watched) until the rows are written:
+/// hours of a busy camera's changes, a few MiB.
+const MAX_PENDING_ROWS: usize = 20_000;
+
+/// Pacing of the attempts to write refused changes: the first retry within a second, then
+/// at most every 15 s.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(15);
 
 /// The track → rules → cases end of the path for one camera, writing to the caller's
 /// store: one per camera, kept by the filing stage.
@@ -41,8 +77,16 @@ pub struct Filing {
     cases: CaseEngine,
     /// The camera's operator change number the engine's cases were loaded at.
     seen_seq: i64,
-    /// The engine may hold what the store does not (a write failed): reload first.
+    /// The engine may hold what the store does not and `pending` does not: reload first.
     stale: bool,
+    /// Changes the store refused, in sample order merged into one write; the engine's
+    /// cases are ahead of the store by exactly these.
+    pending: Changes,
+    /// Images wanted and not written yet, drawn from the camera's next sample.
+    missing: Vec<EvidenceRequest>,
+    /// Sample time (Unix seconds) before which a refused write is not tried again.
+    retry_at: f64,
+    backoff: Backoff,
     evidence: EvidenceWriter,
     model_input: InputSpec,
     /// Unix time of presentation time 0.
@@ -69,6 +113,10 @@ impl Filing {
             camera_id: camera.info.id.clone(),
             seen_seq: 0,
             stale: true,
+            pending: Changes::default(),
+            missing: Vec::new(),
+            retry_at: f64::NEG_INFINITY,
+            backoff: Backoff::new(RETRY_FIRST, RETRY_CAP),
             rules: RuleEngine::new(
                 camera.zones.clone(),
                 camera.tracker.clone(),
@@ -84,8 +132,22 @@ impl Filing {
         Ok(filing)
     }
 
-    /// Loads the camera's cases and suppressions from the store into the case engine.
+    /// Rows of case changes waiting in memory for the store.
+    pub fn pending_rows(&self) -> usize {
+        self.pending.rows()
+    }
+
+    /// Evidence images wanted and not written yet.
+    pub fn missing_images(&self) -> usize {
+        self.missing.len()
+    }
+
+    /// Loads the camera's cases and suppressions from the store into the case engine,
+    /// giving up changes the store has not taken (they are found again from the store's
+    /// state and the next samples).
     fn reload(&mut self, store: &Store) -> Result<(), PipelineError> {
+        self.stale = true;
+        self.pending = Changes::default();
         // The number first: an operator acting between the two reads makes the next write
         // conflict and reload again, never overwrite.
         let seq = store.operator_seq(&self.camera_id)?;
@@ -104,8 +166,9 @@ impl Filing {
         Ok(())
     }
 
-    /// One analysed frame: its changes and evidence images are committed in one
-    /// transaction before returning; on an error neither is kept.
+    /// One analysed frame: its changes and evidence images, with any the store refused
+    /// before, are committed in one transaction before returning. On an error the
+    /// changes wait in memory for a later attempt, and the images are not kept.
     pub fn on_frame(
         &mut self,
         store: &mut Store,
@@ -120,6 +183,23 @@ impl Filing {
         self.file(store, ts, &sightings, frame, detections)
     }
 
+    /// Writes the changes the store refused before, without images, if their retry is
+    /// due at Unix time `now`: for a camera whose samples stopped coming.
+    pub fn retry(&mut self, store: &mut Store, now: f64) -> Result<(), PipelineError> {
+        if self.pending.rows() == 0 || now < self.retry_at {
+            return Ok(());
+        }
+        match self.commit(store, now, None) {
+            Err(PipelineError::Store(StoreError::Conflict { .. })) => {
+                // An operator acted on the camera meanwhile: its next sample starts from
+                // the store.
+                self.stale = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Files one sample's sightings: case changes and their images, written unless an
     /// operator acted on the camera since the engine was loaded; then the engine reloads
     /// and the same sightings are processed again.
@@ -132,49 +212,124 @@ impl Filing {
         detections: &[Detection],
     ) -> Result<(), PipelineError> {
         let mut conflicts = 0;
-        let changes = loop {
-            // Until the write commits, the engine is ahead of the store.
-            self.stale = true;
-            let mut changes = self.cases.process(ts, sightings);
-            if changes.is_empty() {
-                self.stale = false;
+        loop {
+            if self.pending.rows() < MAX_PENDING_ROWS {
+                let mut changes = self.cases.process(ts, sightings);
+                self.want_images(std::mem::take(&mut changes.evidence_wanted));
+                self.pending.merge(changes);
+            } else {
+                tracing::debug!(
+                    camera = self.camera_id,
+                    "the store has not taken this camera's changes for long; sightings wait"
+                );
+            }
+            if self.pending.rows() == 0 && self.missing.is_empty() {
                 return Ok(());
             }
-            let evidence =
-                self.evidence
-                    .write(&frame.picture, detections, &changes.evidence_wanted)?;
-            changes.evidence.extend_from_slice(evidence.rows());
-            // On an error `evidence` is dropped, which deletes the images it wrote.
-            match store.write_guarded(&changes, &self.camera_id, self.seen_seq) {
-                Ok(()) => {
-                    evidence.commit(&changes.deletes);
-                    self.stale = false;
-                    break changes;
-                }
-                Err(StoreError::Conflict { .. }) if conflicts < CONFLICT_RETRIES => {
+            if ts < self.retry_at {
+                return Ok(());
+            }
+            match self.commit(store, ts, Some((frame, detections))) {
+                Err(PipelineError::Store(StoreError::Conflict { .. }))
+                    if conflicts < CONFLICT_RETRIES =>
+                {
                     conflicts += 1;
-                    drop(evidence);
                     tracing::debug!(
                         camera = self.camera_id,
                         "an operator changed the camera's cases; filing the frame again"
                     );
                     self.reload(store)?;
                 }
-                Err(e) => return Err(e.into()),
+                done => return done,
             }
-        };
-        for entry in &changes.history {
-            let counter = match entry.to {
-                Status::Detected => &mut self.stats.candidates,
-                Status::Filed if entry.from == Some(Status::Detected) => &mut self.stats.filed,
-                Status::Verifying => &mut self.stats.verifying,
-                Status::Closed => &mut self.stats.closed,
-                Status::Reopened => &mut self.stats.reopened,
-                _ => continue,
-            };
-            *counter += 1;
         }
-        Ok(())
+    }
+
+    /// Images wanted by a sample: a newer request for a case's image of a kind replaces
+    /// an older one still missing.
+    fn want_images(&mut self, requests: Vec<EvidenceRequest>) {
+        for request in requests {
+            self.missing
+                .retain(|m| (&m.case_id, m.kind) != (&request.case_id, request.kind));
+            self.missing.push(request);
+        }
+    }
+
+    /// Writes the pending changes with the missing images drawn from `sample` (none
+    /// without one) in one transaction. An error other than a conflict keeps the changes
+    /// for a retry after a backoff; an image that could not be written stays missing and
+    /// its error is returned once the changes are in.
+    fn commit(
+        &mut self,
+        store: &mut Store,
+        ts: f64,
+        sample: Option<(&Frame, &[Detection])>,
+    ) -> Result<(), PipelineError> {
+        let requests = match sample {
+            Some(_) => self.images_at(ts),
+            None => Vec::new(),
+        };
+        let mut written = sample
+            .map(|(frame, detections)| self.evidence.write(&frame.picture, detections, &requests));
+        let (unwritten, evidence_error) =
+            written.as_mut().map(|w| w.unwritten()).unwrap_or_default();
+        self.pending.evidence = written
+            .as_ref()
+            .map(|w| w.rows().to_vec())
+            .unwrap_or_default();
+        let outcome = if self.pending.rows() == 0 {
+            Ok(())
+        } else {
+            store.write_guarded(&self.pending, &self.camera_id, self.seen_seq)
+        };
+        if let Err(e) = outcome {
+            // Dropping `written` deletes the images it wrote: all are wanted again.
+            self.pending.evidence.clear();
+            if sample.is_some() {
+                self.missing = requests;
+            }
+            if !matches!(e, StoreError::Conflict { .. }) {
+                self.retry_at = ts + self.backoff.next_delay().as_secs_f64();
+            }
+            return Err(e.into());
+        }
+        if let Some(written) = written {
+            written.commit(&self.pending.deletes);
+        }
+        let committed = std::mem::take(&mut self.pending);
+        self.stats.count(&committed);
+        if sample.is_some() {
+            self.missing = unwritten;
+        }
+        self.backoff.reset();
+        self.retry_at = f64::NEG_INFINITY;
+        match evidence_error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The missing images this sample at `ts` is to provide: those of cases the engine
+    /// still holds (a deleted candidate needs none), showing the case's box where this
+    /// sample saw it.
+    fn images_at(&self, ts: f64) -> Vec<EvidenceRequest> {
+        self.missing
+            .iter()
+            .filter_map(|request| {
+                let case = self
+                    .cases
+                    .cases()
+                    .iter()
+                    .find(|c| c.id == request.case_id)?;
+                let mut request = request.clone();
+                if request.ts < ts && request.kind != EvidenceKind::After && case.last_seen == ts {
+                    request.bbox = case.bbox;
+                    request.crop = request.crop.map(|_| case.bbox);
+                }
+                request.ts = ts;
+                Some(request)
+            })
+            .collect()
     }
 }
 
@@ -438,5 +593,181 @@ mod tests {
         );
         assert_eq!((case.status, case.last_seen), (Status::Filed, 200.0));
         assert!(case.verdict.is_some());
+    }
+
+    /// What a run left in the store, ignoring when images were drawn: each case's id,
+    /// status and transitions with its history, evidence kinds and events.
+    fn outcome(store: &Store) -> Vec<String> {
+        let mut rows = Vec::new();
+        for case in store.cases(&CaseFilter::default()).unwrap() {
+            rows.push(format!(
+                "{} {:?} {}",
+                case.id, case.status, case.transitions
+            ));
+            for h in store.history(&case.id).unwrap() {
+                rows.push(format!(
+                    "  {:?} → {:?} at {} by {}",
+                    h.from, h.to, h.ts, h.actor
+                ));
+            }
+            let mut images: Vec<_> = store.evidence(&case.id).unwrap();
+            images.sort_by(|a, b| a.kind.cmp(&b.kind));
+            for e in images {
+                let bytes = std::fs::metadata(&e.path).map_or(0, |m| m.len());
+                rows.push(format!("  image {} present {}", e.kind, bytes > 0));
+            }
+        }
+        for e in store.pending("test", 100).unwrap() {
+            rows.push(format!("event {} {}", e.idempotency_key, e.kind));
+        }
+        rows
+    }
+
+    /// The van parked until 34 s (filed at 30 s), gone from 36 s (closed at 44 s): the
+    /// samples' times and whether the van is in them.
+    const VAN_PARKS_AND_LEAVES: [(f64, bool); 10] = [
+        (0.0, true),
+        (10.0, true),
+        (20.0, true),
+        (30.0, true),
+        (32.0, true),
+        (34.0, true),
+        (36.0, false),
+        (44.0, false),
+        (46.0, false),
+        (100.0, false),
+    ];
+
+    /// Files `samples` (time, van there) while the store refuses writes at the times in
+    /// `refused`: what the store holds then, the failed writes and the steps counted.
+    fn run_refusing(
+        samples: &[(f64, bool)],
+        refused: std::ops::Range<f64>,
+    ) -> (Vec<String>, u32, FilingStats) {
+        let dir = tempfile::tempdir().unwrap();
+        let (camera, input, mut frame) = street_sample();
+        let mut store = Store::open(&dir.path().join("cases.db")).unwrap();
+        let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, 0.0).unwrap();
+        let mut failures = 0;
+        let mut refusing = false;
+        for &(t, van_there) in samples {
+            if refused.contains(&t) != refusing {
+                refusing = !refusing;
+                let (from, to) = if refusing {
+                    ("history", "history_away")
+                } else {
+                    ("history_away", "history")
+                };
+                rename_table(dir.path(), from, to);
+            }
+            let seen = if van_there { van() } else { Vec::new() };
+            match filing.on_frame(&mut store, at(&mut frame, t), &seen) {
+                Ok(()) => {}
+                Err(PipelineError::Store(StoreError::Sql { .. })) => failures += 1,
+                Err(e) => panic!("{e}"),
+            }
+            if refusing && failures > 0 {
+                assert!(filing.pending_rows() > 0, "kept in memory at {t}");
+            }
+        }
+        assert_eq!(filing.pending_rows(), 0);
+        assert_eq!(filing.missing_images(), 0);
+        (outcome(&store), failures, filing.stats)
+    }
+
+    #[test]
+    fn changes_the_store_refused_are_written_later_with_nothing_lost_or_doubled() {
+        let (healthy, none, stats) = run_refusing(&VAN_PARKS_AND_LEAVES, 0.0..0.0);
+        assert_eq!(none, 0);
+        // Refused from the filing through the close.
+        let (recovered, failures, recovered_stats) =
+            run_refusing(&VAN_PARKS_AND_LEAVES, 30.0..46.0);
+        assert!(failures >= 1);
+        assert_eq!(recovered, healthy);
+        assert_eq!(recovered_stats, stats);
+        assert!(
+            healthy.iter().any(|r| r.ends_with(":filed:2 case.filed"))
+                && healthy.iter().any(|r| r.ends_with(":closed:4 case.closed")),
+            "{healthy:#?}"
+        );
+    }
+
+    #[test]
+    fn a_candidate_that_came_and_went_while_the_store_refused_leaves_no_rows() {
+        let samples = [(0.0, true), (10.0, true), (20.0, false), (30.0, false)];
+        let (healthy, _, stats) = run_refusing(&samples, 0.0..0.0);
+        assert_eq!(stats.candidates, 1);
+        let (recovered, failures, _) = run_refusing(&samples, 10.0..30.0);
+        assert!(failures >= 1);
+        assert_eq!(recovered, healthy);
+        assert!(healthy.is_empty(), "{healthy:?}");
+    }
+
+    #[test]
+    fn a_retry_without_samples_writes_what_the_store_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
+        rename_table(dir.path(), "outbox", "outbox_away");
+        assert!(filing
+            .on_frame(&mut store, at(&mut frame, 30.0), &van())
+            .is_err());
+        let pending = filing.pending_rows();
+        assert!(pending > 0);
+        rename_table(dir.path(), "outbox_away", "outbox");
+        filing
+            .retry(&mut store, 30.0 + RETRY_CAP.as_secs_f64())
+            .unwrap();
+        assert_eq!(filing.pending_rows(), 0);
+        let events = store.pending("test", 10).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "case.filed");
+        // Written without a sample, the filed image is drawn from the next one.
+        assert_eq!(filing.missing_images(), 1);
+        filing
+            .on_frame(&mut store, at(&mut frame, 50.0), &van())
+            .unwrap();
+        let id = &store.cases(&CaseFilter::default()).unwrap()[0].id;
+        let kinds: Vec<_> = store
+            .evidence(id)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.kind, e.ts))
+            .collect();
+        assert!(kinds.contains(&("filed".to_string(), 50.0)), "{kinds:?}");
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_written_is_missing_until_a_later_sample_provides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
+        let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
+        // A folder where the filed image's partial file goes: it cannot be written.
+        let blocker = store.evidence_dir().join(&id).join("filed.jpg.partial");
+        std::fs::create_dir(&blocker).unwrap();
+        let err = filing.on_frame(&mut store, at(&mut frame, 30.0), &van());
+        assert!(matches!(err, Err(PipelineError::Evidence(_))), "{err:?}");
+        // The case is filed with its history and event all the same.
+        assert_eq!(store.case(&id).unwrap().unwrap().status, Status::Filed);
+        assert_eq!(store.pending("test", 10).unwrap().len(), 1);
+        let kinds = |store: &Store| -> Vec<String> {
+            let images = store.evidence(&id).unwrap().into_iter();
+            images.map(|e| e.kind).collect()
+        };
+        assert_eq!(kinds(&store), ["first", "first-crop"]);
+        assert_eq!(filing.missing_images(), 1);
+
+        std::fs::remove_dir(&blocker).unwrap();
+        filing
+            .on_frame(&mut store, at(&mut frame, 32.0), &van())
+            .unwrap();
+        assert_eq!(
+            kinds(&store),
+            ["first", "first-crop", "filed", "filed-crop"]
+        );
+        assert_eq!(filing.missing_images(), 0);
+        for image in store.evidence(&id).unwrap() {
+            assert!(std::fs::metadata(&image.path).unwrap().len() > 0);
+        }
+        assert_eq!(store.history(&id).unwrap().len(), 2);
     }
 }

@@ -19,10 +19,12 @@ mod feed;
 mod filing;
 pub mod live;
 mod outlet;
+mod store_health;
 
 pub use feed::{Feed, FeedCounters, Sample, Unit};
 pub use filing::{Filing, FilingStats};
 pub use outlet::{Analysed, FilingSetup, Outlet, OutletError};
+pub use store_health::StoreHealth;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,6 +141,8 @@ pub struct Metrics {
     pub filing: Histogram,
     /// From an access unit's arrival to its frame's cases being committed.
     pub latency: Histogram,
+    /// Whether the filing's writes reach the store.
+    pub store: StoreHealth,
 }
 
 impl Metrics {

@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::{Feed, Filing, FilingStats, Metrics, PipelineError, QueuePolicy, Sample};
 use crate::cases::Categories;
 use crate::decode::Frame;
 use crate::detect::Detection;
 use crate::models::InputSpec;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// A frame with its detections, on its way to filing.
 pub(super) type Detected = (Sample, Vec<Detection>);
@@ -56,6 +56,10 @@ impl Outlet for () {
 /// How often filing state of stopped feeds (cameras removed by a rotation) is dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// How often case changes the store refused are retried for cameras that send no frames,
+/// and the store's health is brought up to date.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
 pub(super) fn filing_worker<O: Outlet>(
     input: Receiver<Detected>,
     mut setup: Option<FilingSetup>,
@@ -68,7 +72,17 @@ pub(super) fn filing_worker<O: Outlet>(
     // rebuilt for a camera's new generation. Its cases stay in the store either way.
     let mut filings: HashMap<String, (Arc<Feed>, Filing)> = HashMap::new();
     let mut last_sweep = Instant::now();
-    for (sample, detections) in input {
+    let mut last_retry = Instant::now();
+    loop {
+        let (sample, detections) = match input.recv_timeout(RETRY_EVERY) {
+            Ok(detected) => detected,
+            Err(RecvTimeoutError::Timeout) => {
+                retry_refused(&mut filings, setup.as_mut(), &metrics);
+                last_retry = Instant::now();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         metrics.frames_filed.inc();
         let feed = &sample.feed;
         if feed.is_stopped() {
@@ -95,27 +109,82 @@ pub(super) fn filing_worker<O: Outlet>(
                     reason,
                 })
         });
-        if let Err(e) = outcome {
-            if policy == QueuePolicy::Backpressure {
-                return (outlet, Err(e));
+        match outcome {
+            Err(e) if policy == QueuePolicy::Backpressure => return (outlet, Err(e)),
+            // Kept in memory by the filing and retried; reported once per outage.
+            Err(e) if is_write_failure(&e) => metrics.store.failed(&e),
+            Err(e) => {
+                tracing::error!(camera = feed.id(), error = %e, "filing failed");
+                feed.record_error(format!("filing failed: {e}"));
             }
-            tracing::error!(camera = feed.id(), error = %e, "filing failed");
-            feed.record_error(format!("filing failed: {e}"));
+            Ok(()) => {}
         }
         metrics.filing.observe(started.elapsed());
         metrics.latency.observe(sample.received.elapsed());
         metrics.frames_analysed.inc();
         metrics.detections.add(detections.len() as u64);
         feed.record_analysed(ts, detections.len());
+        if last_retry.elapsed() > RETRY_EVERY {
+            retry_refused(&mut filings, setup.as_mut(), &metrics);
+            last_retry = Instant::now();
+        }
         if last_sweep.elapsed() > SWEEP_EVERY {
-            filings.retain(|_, (feed, _)| !feed.is_stopped());
+            // A stopped camera's filing goes once the store has its changes.
+            filings.retain(|_, (feed, filing)| !feed.is_stopped() || filing.pending_rows() > 0);
             last_sweep = Instant::now();
+        }
+    }
+    if let Some(setup) = setup.as_mut() {
+        retry_refused(&mut filings, Some(setup), &metrics);
+        let lost: usize = filings.values().map(|(_, f)| f.pending_rows()).sum();
+        if lost > 0 {
+            tracing::error!(
+                rows = lost,
+                "stopping with case changes the store did not take; they are found again from the cameras' next samples"
+            );
         }
     }
     for (feed, filing) in filings.values() {
         outlet.filed(feed, filing.stats);
     }
     (outlet, Ok(()))
+}
+
+/// The store or the evidence folder could not be written: the filing keeps what it could
+/// not write and tries again.
+fn is_write_failure(e: &PipelineError) -> bool {
+    match e {
+        PipelineError::Store(StoreError::Conflict { .. }) => false,
+        PipelineError::Store(_) | PipelineError::Evidence(_) => true,
+        _ => false,
+    }
+}
+
+/// Retries the writes the store refused of every camera whose retry is due, and brings
+/// the store's health up to date.
+fn retry_refused(
+    filings: &mut HashMap<String, (Arc<Feed>, Filing)>,
+    setup: Option<&mut FilingSetup>,
+    metrics: &Metrics,
+) {
+    let Some(setup) = setup else {
+        return;
+    };
+    let now = crate::clock::unix_now();
+    let (mut pending, mut missing) = (0, 0);
+    for (_, filing) in filings.values_mut() {
+        let before = filing.stats;
+        if let Err(e) = filing.retry(&mut setup.store, now) {
+            metrics.store.failed(&e);
+        }
+        metrics.cases_filed.add(filing.stats.filed - before.filed);
+        metrics
+            .cases_closed
+            .add(filing.stats.closed - before.closed);
+        pending += filing.pending_rows();
+        missing += filing.missing_images();
+    }
+    metrics.store.waiting(pending, missing);
 }
 
 /// Files one frame for its feed's camera, starting the camera's filing state if needed.

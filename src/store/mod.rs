@@ -710,6 +710,47 @@ mod operator_tests {
             .collect()
     }
 
+    /// A status change, its history entry and its event are one write: when the event
+    /// cannot be written (its table gone here, a full disk in the field), neither is the
+    /// rest, for the filing's writes and for operators' actions alike.
+    #[test]
+    fn a_status_change_whose_event_cannot_be_written_is_not_written_either() {
+        let (_dir, mut store) = store_with(vec![filed("C1", DAY)]);
+        store
+            .conn
+            .execute_batch("ALTER TABLE outbox RENAME TO outbox_away")
+            .unwrap();
+        let dispatch = OperatorAction::SetStatus(Status::Dispatched);
+        let err = store.operator_action("C1", dispatch, "li", None, DAY + HOUR, WEEK);
+        assert!(matches!(err, Err(StoreError::Sql { .. })), "{err:?}");
+        assert_eq!(store.case("C1").unwrap().unwrap().status, Status::Filed);
+        assert!(store.history("C1").unwrap().is_empty());
+        assert!(store.audit_log(10).unwrap().is_empty());
+        assert_eq!(store.operator_seq("cam-1").unwrap(), 0);
+
+        let c2 = filed("C2", DAY);
+        let changes = Changes {
+            history: vec![HistoryEntry {
+                case_id: "C2".into(),
+                ts: DAY + HOUR,
+                from: Some(Status::Detected),
+                to: Status::Filed,
+                actor: "cgbot".into(),
+                note: None,
+            }],
+            events: vec![crate::cases::NewEvent {
+                key: "C2:filed:2".into(),
+                kind: "case.filed".into(),
+                payload: serde_json::json!({ "id": "C2" }),
+            }],
+            upserts: vec![c2],
+            ..Changes::default()
+        };
+        assert!(store.write_guarded(&changes, "cam-1", 0).is_err());
+        assert!(store.case("C2").unwrap().is_none());
+        assert!(store.history("C2").unwrap().is_empty());
+    }
+
     #[test]
     fn an_operator_action_records_history_event_and_audit_and_bumps_the_cameras_change() {
         let (_dir, mut store) = store_with(vec![filed("C1", DAY)]);

@@ -1,11 +1,12 @@
 //! Running `cgbot run` as a child process and asking its HTTP API.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use cgbot::sim::{SimConfig, SimHandle};
 use serde_json::Value;
 
 pub const TOKEN: &str = "test-token-0123456789";
@@ -30,6 +31,22 @@ pub fn camera_file(port: u16, ids: impl IntoIterator<Item = usize>, zone: &str) 
     text
 }
 
+/// The simulator serving `clip` as `cameras` cameras on 127.0.0.1:`port`, with faults.
+pub fn start_sim(clip: &str, cameras: usize, port: u16, faults: &[&str]) -> SimHandle {
+    let mut config = SimConfig::new(super::sample(clip), cameras);
+    config.bind = SocketAddr::from(([127, 0, 0, 1], port));
+    config.faults = super::fault_plan(faults);
+    SimHandle::start(config).expect("start simulator")
+}
+
+/// The zone of samples/street-static-camera.toml around the parked white van.
+pub fn van_zone(dwell: &str) -> String {
+    format!(
+        "[[camera.zone]]\nid = \"no-parking-east\"\npolygon = [[0.78, 0.40], [1.0, 0.40], [1.0, 0.80], [0.78, 0.80]]\n\
+         rules = [{{ event = \"illegal_parking\", min_dwell = \"{dwell}\", verify_window = \"10m\" }}]\n"
+    )
+}
+
 pub struct Daemon {
     child: Option<Child>,
     pub api: String,
@@ -41,15 +58,25 @@ impl Daemon {
     /// Writes `run.toml` (with `settings` after the generated `cameras`, `db` and `[api]`)
     /// into `dir` and starts the daemon; waits until /readyz answers.
     pub fn start(dir: &Path, cameras: &str, settings: &str) -> Daemon {
-        Daemon::start_under(dir, cameras, settings, &[])
+        Self::launch(dir, cameras, settings, Path::new("cases.db"), &[])
     }
 
-    /// As [`Daemon::start`], with the daemon run by `wrapper` (a command and its
-    /// arguments, e.g. `prlimit --nofile=1024:1024 --`).
+    /// [`Daemon::start`] with the case database at `db` (relative to `dir`).
+    pub fn start_with_db(dir: &Path, cameras: &str, settings: &str, db: &Path) -> Daemon {
+        Self::launch(dir, cameras, settings, db, &[])
+    }
+
+    /// [`Daemon::start`] with the daemon run by `wrapper` (a command and its arguments,
+    /// e.g. `prlimit --nofile=1024:1024 --`).
     pub fn start_under(dir: &Path, cameras: &str, settings: &str, wrapper: &[&str]) -> Daemon {
+        Self::launch(dir, cameras, settings, Path::new("cases.db"), wrapper)
+    }
+
+    fn launch(dir: &Path, cameras: &str, settings: &str, db: &Path, wrapper: &[&str]) -> Daemon {
         let port = free_port();
         let config = format!(
-            "cameras = \"{cameras}\"\ndb = \"cases.db\"\n{settings}\n[api]\nlisten = \"127.0.0.1:{port}\"\n"
+            "cameras = \"{cameras}\"\ndb = \"{}\"\n{settings}\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+            db.display()
         );
         std::fs::write(dir.join("run.toml"), config).unwrap();
         let log = dir.join("daemon.log");

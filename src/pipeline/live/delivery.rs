@@ -9,6 +9,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::backoff::Backoff;
 use crate::config::RetentionSettings;
+use crate::pipeline::StoreHealth;
 use crate::sinks::{self, Sink};
 use crate::store::Store;
 
@@ -17,12 +18,15 @@ use crate::store::Store;
 const PRUNE_BATCH: usize = 500;
 
 /// Delivers the outbox to `sink` every `every`, until `stop` says so; then one last round
-/// until its deadline. Undelivered events stay in the outbox for the next run.
+/// until its deadline. Undelivered events stay in the outbox for the next run. A store
+/// that cannot record the delivery (a full disk) is reported to `health`, once per outage;
+/// the sink gets the events again, and skips them by their keys.
 pub(super) fn delivery_worker(
     mut store: Store,
     mut sink: Box<dyn Sink>,
     every: Duration,
     stop: Receiver<Instant>,
+    health: &StoreHealth,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
@@ -39,7 +43,7 @@ pub(super) fn delivery_worker(
                 "case events wait in the outbox"
             ),
             Ok(_) => {}
-            Err(e) => tracing::error!(sink = sink.name(), error = %e, "outbox unreadable"),
+            Err(e) => health.failed(&e),
         }
         if last {
             return;

@@ -242,8 +242,9 @@ pub fn run(
         let (stop, stop_rx) = bounded(1);
         let store = Store::open(&config.db)?;
         let every = config.sinks.every;
+        let metrics = metrics.clone();
         let handle = spawn("delivery", move || {
-            delivery::delivery_worker(store, sink, every, stop_rx)
+            delivery::delivery_worker(store, sink, every, stop_rx, &metrics.store)
         });
         deliveries.push((stop, handle));
     }

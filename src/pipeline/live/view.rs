@@ -8,7 +8,7 @@ use super::camera::CameraState;
 use super::{read, Registry, Snapshot};
 use crate::api::{CameraView, DaemonView};
 use crate::metrics::Exposition;
-use crate::pipeline::{Metrics, QueueDepths};
+use crate::pipeline::{Metrics, QueueDepths, StoreHealth};
 
 pub(super) struct LiveView {
     pub registry: Arc<Registry>,
@@ -18,6 +18,9 @@ pub(super) struct LiveView {
 
 impl DaemonView for LiveView {
     fn readiness(&self) -> Result<(), String> {
+        if let Some(reason) = self.metrics.store.not_ready() {
+            return Err(reason);
+        }
         match read(&self.registry.not_ready).clone() {
             Some(reason) => Err(reason),
             None => Ok(()),
@@ -210,6 +213,26 @@ impl DaemonView for LiveView {
             "Longest time between two visits of any patrolled camera, or since the last (or joining) of one still waiting.",
             worst_revisit.map_or(0.0, |d| d.as_secs_f64()),
         );
+        store_metrics(&mut out, &m.store);
         out.finish()
     }
+}
+
+/// Whether the filing's writes reach the store.
+fn store_metrics(out: &mut Exposition, store: &StoreHealth) {
+    out.counter(
+        "cgbot_store_write_failures_total",
+        "Writes of case changes or evidence images that failed (full disk, I/O error, read-only or locked database); the changes are kept in memory and retried.",
+        store.write_failures.get(),
+    );
+    out.gauge(
+        "cgbot_store_pending_changes",
+        "Rows of case changes (cases, history, events) waiting in memory for the store.",
+        store.pending_rows() as f64,
+    );
+    out.gauge(
+        "cgbot_evidence_missing",
+        "Evidence images not written yet, wanted from their cameras' next samples.",
+        store.missing_images() as f64,
+    );
 }
