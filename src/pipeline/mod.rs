@@ -19,10 +19,12 @@ mod feed;
 mod filing;
 pub mod live;
 mod outlet;
+mod picture;
 
 pub use feed::{Feed, FeedCounters, Sample, Unit};
 pub use filing::{Filing, FilingStats};
 pub use outlet::{Analysed, FilingSetup, Outlet, OutletError};
+pub use picture::{PictureLimits, PictureWatch};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -122,6 +124,9 @@ pub struct Metrics {
     /// Frames handed from detection to filing, and taken by filing.
     pub frames_detected: Counter,
     pub frames_filed: Counter,
+    /// RTSP handshakes started.
+    pub connection_attempts: Counter,
+    /// Sessions started after one that delivered video.
     pub reconnects: Counter,
     pub detections: Counter,
     pub inference_errors: Counter,

@@ -76,9 +76,13 @@ pub(super) fn filing_worker<O: Outlet>(
         }
         let started = Instant::now();
         let ts = sample.ts();
+        // A frozen or blank picture says nothing about the street: it neither files nor
+        // verifies (closes) a case.
         let filed = match setup.as_mut() {
-            Some(setup) => file(&mut filings, setup, &model_input, &sample, &detections),
-            None => Ok(FilingStats::default()),
+            Some(setup) if sample.shows_the_scene => {
+                file(&mut filings, setup, &model_input, &sample, &detections)
+            }
+            _ => Ok(FilingStats::default()),
         };
         let outcome = filed.and_then(|filed| {
             metrics.cases_filed.add(filed.filed);

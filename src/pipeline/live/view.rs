@@ -2,9 +2,9 @@
 //! latest pictures and metrics.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::camera::CameraState;
+use super::camera::{CameraProblem, CameraState, LiveCamera};
 use super::{read, Registry, Snapshot};
 use crate::api::{CameraView, DaemonView};
 use crate::metrics::Exposition;
@@ -14,13 +14,42 @@ pub(super) struct LiveView {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub depths: QueueDepths,
+    pub ready: CameraReadiness,
+}
+
+/// Ready only while enough of the cameras are healthy (`api.ready_min_healthy`).
+pub(super) struct CameraReadiness {
+    pub min_healthy: f64,
+    /// Cameras this new count as healthy: they may still be connecting.
+    pub grace: Duration,
+}
+
+impl CameraReadiness {
+    fn check(&self, cameras: &[Arc<LiveCamera>]) -> Result<(), String> {
+        let watched: Vec<_> = cameras
+            .iter()
+            .filter(|c| c.state() != CameraState::Stopped)
+            .collect();
+        let healthy = watched
+            .iter()
+            .filter(|c| c.is_healthy() || c.joined.elapsed() < self.grace)
+            .count();
+        let total = watched.len();
+        if total == 0 || healthy as f64 >= self.min_healthy * total as f64 {
+            return Ok(());
+        }
+        Err(format!(
+            "only {healthy} of {total} cameras are healthy (api.ready_min_healthy is {})",
+            self.min_healthy
+        ))
+    }
 }
 
 impl DaemonView for LiveView {
     fn readiness(&self) -> Result<(), String> {
         match read(&self.registry.not_ready).clone() {
             Some(reason) => Err(reason),
-            None => Ok(()),
+            None => self.ready.check(&self.registry.cameras()),
         }
     }
 
@@ -41,12 +70,15 @@ impl DaemonView for LiveView {
                     id: c.id().to_string(),
                     name: c.config().info.name.clone(),
                     state: c.state(),
+                    problem: c.problem(),
                     stream: c.shown_url.clone(),
                     priority: c.config().priority,
                     last_frame_at: feed.last_frame_at(),
                     sampled_fps: feed.sampled_fps(),
                     last_error: feed.last_error(),
+                    connection_attempts: c.connection_attempts.get(),
                     reconnects: c.reconnects.get(),
+                    consecutive_failures: c.consecutive_failures(),
                     frames_received: counters.frames_received.get(),
                     frames_decoded: counters.frames_decoded.get(),
                     frames_analysed: counters.frames_analysed.get(),
@@ -82,6 +114,20 @@ impl DaemonView for LiveView {
             "state",
             &by_state,
         );
+        let by_problem: Vec<(&str, f64)> = CameraProblem::ALL
+            .iter()
+            .map(|&p| {
+                let n = cameras.iter().filter(|c| c.problem() == Some(p)).count();
+                (p.as_str(), n as f64)
+            })
+            .collect();
+        out.labelled(
+            "cgbot_camera_problems",
+            "gauge",
+            "Cameras by what is wrong with them or their picture (see a camera's last_error).",
+            "problem",
+            &by_problem,
+        );
         out.labelled(
             "cgbot_queue_depth",
             "gauge",
@@ -110,8 +156,13 @@ impl DaemonView for LiveView {
                 &m.frames_analysed,
             ),
             (
+                "cgbot_connection_attempts_total",
+                "RTSP handshakes started, first connections and retries alike.",
+                &m.connection_attempts,
+            ),
+            (
                 "cgbot_reconnects_total",
-                "Camera sessions re-established after a failure, stall or disconnect.",
+                "Camera sessions started after one that delivered video (a working stream lost and re-established).",
                 &m.reconnects,
             ),
             ("cgbot_detections_total", "Objects detected.", &m.detections),
