@@ -38,13 +38,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Writes `run.toml` (with `settings` after the generated `cameras`, `db` and `[api]`)
+    /// Writes `run.toml` (with `settings` after the generated `cameras` and `db`, and the
+    /// `[api]` listen address)
     /// into `dir` and starts the daemon; waits until /readyz answers.
     pub fn start(dir: &Path, cameras: &str, settings: &str) -> Daemon {
         let port = free_port();
-        let config = format!(
-            "cameras = \"{cameras}\"\ndb = \"cases.db\"\n{settings}\n[api]\nlisten = \"127.0.0.1:{port}\"\n"
-        );
+        // Into the settings' own [api] table, if they have one.
+        let listen = format!("[api]\nlisten = \"127.0.0.1:{port}\"\n");
+        let settings = match settings.split_once("[api]\n") {
+            Some((before, after)) => format!("{before}{listen}{after}"),
+            None => format!("{settings}\n{listen}"),
+        };
+        let config = format!("cameras = \"{cameras}\"\ndb = \"cases.db\"\n{settings}");
         std::fs::write(dir.join("run.toml"), config).unwrap();
         let log = dir.join("daemon.log");
         let child = Command::new(env!("CARGO_BIN_EXE_cgbot"))

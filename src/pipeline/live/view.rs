@@ -264,3 +264,102 @@ impl DaemonView for LiveView {
         out.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::{Camera, PatrolConfig, RtspSettings};
+    use crate::pipeline::detection::FrameQueue;
+    use crate::pipeline::live::Snapshots;
+    use crate::pipeline::{QueueDepths, QueuePolicy};
+
+    /// A view of cameras `cam-0…` in the given states, all joined just now.
+    fn view(states: &[CameraState], grace: Duration) -> LiveView {
+        let registry = Arc::new(Registry::new(
+            PatrolConfig::default(),
+            Arc::new(Snapshots::new(1 << 20)),
+        ));
+        let settings = RtspSettings::default();
+        let cameras = states
+            .iter()
+            .enumerate()
+            .map(|(i, &state)| {
+                let mut config = Camera::unconfigured(&format!("cam-{i}"));
+                config.main_stream = Some(format!("rtsp://cam/{i}"));
+                let camera = Arc::new(LiveCamera::new(config, 1, &settings));
+                camera.set_state(state);
+                (camera.id().to_string(), camera)
+            })
+            .collect();
+        registry.set(cameras);
+        let metrics = Arc::new(Metrics::default());
+        LiveView {
+            registry,
+            depths: QueueDepths {
+                frames: Arc::new(FrameQueue::new(QueuePolicy::Freshness, 1)),
+                metrics: metrics.clone(),
+            },
+            metrics,
+            ready: CameraReadiness {
+                min_healthy: 0.5,
+                grace,
+            },
+        }
+    }
+
+    #[test]
+    fn readiness_needs_a_share_of_healthy_cameras_after_the_grace() {
+        use CameraState::*;
+        let no_grace = Duration::ZERO;
+        let reason = view(&[Streaming, Backoff, Failed, Connecting], no_grace)
+            .readiness()
+            .unwrap_err();
+        assert_eq!(
+            reason,
+            "only 1 of 4 cameras are healthy (api.ready_min_healthy is 0.5)"
+        );
+        // Half is enough; patrolled cameras between visits and stopped ones do not count against.
+        assert!(view(&[Streaming, Waiting, Failed, Backoff], no_grace)
+            .readiness()
+            .is_ok());
+        assert!(view(&[Streaming, Stopped, Stopped, Failed], no_grace)
+            .readiness()
+            .is_ok());
+        // Cameras still within their grace are not judged yet.
+        let young = view(&[Connecting, Backoff, Failed], Duration::from_secs(60));
+        assert!(young.readiness().is_ok());
+        assert!(view(&[], no_grace).readiness().is_ok());
+    }
+
+    #[test]
+    fn metrics_count_cameras_by_state_and_by_problem() {
+        use CameraState::*;
+        let view = view(&[Streaming, Streaming, Failed], Duration::ZERO);
+        // A camera without a stream URL is failed and misconfigured from the start.
+        let mut config = Camera::unconfigured("cam-9");
+        config.main_stream = None;
+        let unconfigured = Arc::new(LiveCamera::new(config, 1, &RtspSettings::default()));
+        let mut cameras: BTreeMap<String, Arc<LiveCamera>> = view
+            .registry
+            .cameras()
+            .into_iter()
+            .map(|c| (c.id().to_string(), c))
+            .collect();
+        cameras.insert("cam-9".into(), unconfigured);
+        view.registry.set(cameras);
+        let text = view.metrics_text();
+        for line in [
+            "cgbot_cameras{state=\"streaming\"} 2",
+            "cgbot_cameras{state=\"failed\"} 2",
+            "cgbot_cameras{state=\"backoff\"} 0",
+            "cgbot_camera_problems{problem=\"misconfigured\"} 1",
+            "cgbot_camera_problems{problem=\"unauthorized\"} 0",
+            "cgbot_connection_attempts_total 0",
+            "cgbot_reconnects_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+}
