@@ -6,7 +6,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /healthz` | `200 ok` while the process serves (no token needed) |
-//! | `GET /readyz` | `200 ready`, or `503` with the reason (no token needed) |
+//! | `GET /readyz` | `200 ready`, or `503` with the reason, e.g. too few healthy cameras (no token needed) |
 //! | `GET /metrics` | Prometheus text exposition 0.0.4 |
 //! | `GET /api/cameras?state=` | every camera's [`CameraView`], optionally of one state or problem |
 //! | `GET /api/cameras/{id}` | one camera |
@@ -55,7 +55,8 @@ use crate::store::{CaseFilter, Store};
 /// The methods are called on the async runtime, so they must answer from state the
 /// daemon already holds (no I/O, no long locks).
 pub trait DaemonView: Send + Sync + 'static {
-    /// Ok when the daemon can do its job (model loaded, store open, camera list loaded); Err(reason) otherwise.
+    /// Ok when the daemon can do its job (model loaded, store open, camera list loaded, enough
+    /// cameras healthy); Err(reason) otherwise.
     fn readiness(&self) -> Result<(), String>;
     /// Prometheus text exposition (version 0.0.4) of all metrics.
     fn metrics_text(&self) -> String;
