@@ -784,3 +784,94 @@ fn cameras_connect_with_credentials_from_the_secrets_file() {
         );
     }
 }
+
+/// Cameras whose video keeps coming but shows nothing: a frozen picture (a still,
+/// re-encoded) and a covered lens (noisy black) end `frozen` and `dark` while streaming;
+/// the static street beside them stays healthy.
+#[test]
+fn frozen_and_dark_cameras_are_told_from_a_static_street() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let frozen = dir.path().join("frozen.mp4");
+    let still = sample("street-bus-car.jpg");
+    ffmpeg(&[
+        "-loop",
+        "1",
+        "-i",
+        still.to_str().unwrap(),
+        "-t",
+        "6",
+        "-r",
+        "25",
+        "-vf",
+        "scale=640:-2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        frozen.to_str().unwrap(),
+    ]);
+    let dark = dir.path().join("dark.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=0x101010:s=640x360:r=25:d=6",
+        "-vf",
+        "noise=alls=12:allf=t",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        dark.to_str().unwrap(),
+    ]);
+    let sims: Vec<SimHandle> = [
+        frozen.as_path(),
+        dark.as_path(),
+        &sample("street-static-h264.mp4"),
+    ]
+    .into_iter()
+    .map(|clip| SimHandle::start(SimConfig::new(clip, 1)).expect("start simulator"))
+    .collect();
+    let mut cams = String::new();
+    for (id, sim) in ["frozen", "dark", "street"].iter().zip(&sims) {
+        cams += &format!(
+            "[[camera]]\nid = \"{id}\"\nmain_stream = \"rtsp://127.0.0.1:{}/cam/0\"\n",
+            sim.port()
+        );
+    }
+    std::fs::write(dir.path().join("cams.toml"), cams).unwrap();
+    let mut daemon = Daemon::start(
+        dir.path(),
+        "cams.toml",
+        "[sampling]\ninterval = \"1s\"\n[rtsp]\nfrozen_after = \"4s\"\ndark_after = \"4s\"\n",
+    );
+    daemon.wait_for(
+        "the frozen and the dark camera to be judged",
+        Duration::from_secs(40),
+        |d| {
+            let cameras = by_id(&d.cameras());
+            cameras["frozen"]["problem"] == "frozen" && cameras["dark"]["problem"] == "dark"
+        },
+    );
+    let cameras = by_id(&daemon.cameras());
+    for id in ["frozen", "dark"] {
+        assert_eq!(cameras[id]["state"], "streaming", "{}", cameras[id]);
+    }
+    let street = &cameras["street"];
+    assert_eq!(street["state"], "streaming", "{street}");
+    assert!(count(street, "frames_analysed") >= 5, "{street}");
+    assert_eq!(street["problem"], Value::Null, "{street}");
+    let log = daemon.log();
+    assert_eq!(log.matches("camera picture is frozen").count(), 1, "{log}");
+    assert_eq!(log.matches("camera picture is dark").count(), 1, "{log}");
+    daemon.terminate(Duration::from_secs(20));
+}
