@@ -6,9 +6,9 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /healthz` | `200 ok` while the process serves (no token needed) |
-//! | `GET /readyz` | `200 ready`, or `503` with the reason (no token needed) |
+//! | `GET /readyz` | `200 ready`, or `503` with the reason, e.g. too few healthy cameras (no token needed) |
 //! | `GET /metrics` | Prometheus text exposition 0.0.4 |
-//! | `GET /api/cameras?state=` | every camera's [`CameraView`], optionally of one state |
+//! | `GET /api/cameras?state=` | every camera's [`CameraView`], optionally of one state or problem |
 //! | `GET /api/cameras/{id}` | one camera |
 //! | `GET /api/cameras/{id}/snapshot.jpg` | the camera's latest analysed frame, 480 px wide, nothing drawn on it (`404` until it has one); `X-Snapshot-Taken-At` gives the frame's Unix time |
 //! | `GET /api/cases?status=&camera=&event=&since=&until=&limit=` | cases, oldest first, each with `overdue` |
@@ -58,7 +58,8 @@ pub use listener::MAX_CONNECTIONS;
 /// The methods are called on the async runtime, so they must answer from state the
 /// daemon already holds (no I/O, no long locks).
 pub trait DaemonView: Send + Sync + 'static {
-    /// Ok when the daemon can do its job (model loaded, store open, camera list loaded); Err(reason) otherwise.
+    /// Ok when the daemon can do its job (model loaded, store open, camera list loaded, enough
+    /// cameras healthy); Err(reason) otherwise.
     fn readiness(&self) -> Result<(), String>;
     /// Prometheus text exposition (version 0.0.4) of all metrics.
     fn metrics_text(&self) -> String;
@@ -73,16 +74,16 @@ pub trait DaemonView: Send + Sync + 'static {
     }
 }
 
-/// A camera's state as operators see it; `?state=` takes these names.
+/// A camera's place in its life cycle; what is wrong with it, if anything, is its
+/// [`CameraProblem`]. `?state=` takes the names of both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CameraState {
     Connecting,
     Streaming,
     /// Waiting to reconnect after a failure.
     Backoff,
-    /// The stream stopped sending frames; about to reconnect.
-    Stalled,
-    /// Cannot be watched until its configuration changes (e.g. no stream URL).
+    /// Given up on after `rtsp.fail_after` failures in a row (or a configuration that
+    /// cannot work): retried only every `rtsp.failed_retry`.
     Failed,
     /// Patrol: between visits.
     Waiting,
@@ -90,11 +91,10 @@ pub enum CameraState {
 }
 
 impl CameraState {
-    pub const ALL: [CameraState; 7] = [
+    pub const ALL: [CameraState; 6] = [
         CameraState::Connecting,
         CameraState::Streaming,
         CameraState::Backoff,
-        CameraState::Stalled,
         CameraState::Failed,
         CameraState::Waiting,
         CameraState::Stopped,
@@ -105,7 +105,6 @@ impl CameraState {
             CameraState::Connecting => "connecting",
             CameraState::Streaming => "streaming",
             CameraState::Backoff => "backoff",
-            CameraState::Stalled => "stalled",
             CameraState::Failed => "failed",
             CameraState::Waiting => "waiting",
             CameraState::Stopped => "stopped",
@@ -113,24 +112,116 @@ impl CameraState {
     }
 }
 
-/// Serialized by its [`CameraState::as_str`] name, so the names are written once.
-impl Serialize for CameraState {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
+/// What keeps a camera from being watched, or makes its picture useless; the details are
+/// in its `last_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraProblem {
+    /// Connection refused, host unreachable, or closed before answering.
+    Refused,
+    /// 401 after Digest: wrong credentials, or none where the camera wants them.
+    Unauthorized,
+    /// 404: the path names no stream.
+    NotFound,
+    /// No answer to the handshake in time.
+    Timeout,
+    /// The session stopped sending video.
+    Stalled,
+    /// The camera closed a playing session or the connection broke.
+    Disconnected,
+    /// Any other RTSP failure: an error status, a broken protocol, no H.264/H.265 video.
+    Error,
+    /// No stream URL, or one that cannot be an RTSP camera: fix the camera file.
+    Misconfigured,
+    /// The picture has not changed for longer than `rtsp.frozen_after`.
+    Frozen,
+    /// The picture has been near-uniform (covered lens, black) for longer than
+    /// `rtsp.dark_after`.
+    Dark,
+}
+
+impl CameraProblem {
+    pub const ALL: [CameraProblem; 10] = [
+        CameraProblem::Refused,
+        CameraProblem::Unauthorized,
+        CameraProblem::NotFound,
+        CameraProblem::Timeout,
+        CameraProblem::Stalled,
+        CameraProblem::Disconnected,
+        CameraProblem::Error,
+        CameraProblem::Misconfigured,
+        CameraProblem::Frozen,
+        CameraProblem::Dark,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraProblem::Refused => "refused",
+            CameraProblem::Unauthorized => "unauthorized",
+            CameraProblem::NotFound => "not_found",
+            CameraProblem::Timeout => "timeout",
+            CameraProblem::Stalled => "stalled",
+            CameraProblem::Disconnected => "disconnected",
+            CameraProblem::Error => "error",
+            CameraProblem::Misconfigured => "misconfigured",
+            CameraProblem::Frozen => "frozen",
+            CameraProblem::Dark => "dark",
+        }
+    }
+}
+
+/// Serialized by their `as_str` names, so the names are written once.
+macro_rules! serialize_by_name {
+    ($($kind:ty),*) => {$(
+        impl Serialize for $kind {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+    )*};
+}
+serialize_by_name!(CameraState, CameraProblem);
+
+/// What `?state=` asks for: cameras in a life-cycle state, or with a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraCondition {
+    State(CameraState),
+    Problem(CameraProblem),
+}
+
+impl CameraCondition {
+    /// Every name `?state=` takes: the states, then the problems.
+    pub fn all() -> impl Iterator<Item = CameraCondition> {
+        CameraState::ALL
+            .into_iter()
+            .map(CameraCondition::State)
+            .chain(CameraProblem::ALL.into_iter().map(CameraCondition::Problem))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraCondition::State(s) => s.as_str(),
+            CameraCondition::Problem(p) => p.as_str(),
+        }
+    }
+
+    pub fn holds_for(self, camera: &CameraView) -> bool {
+        match self {
+            CameraCondition::State(s) => camera.state == s,
+            CameraCondition::Problem(p) => camera.problem == Some(p),
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown camera state `{0}` (one of {names})", names = CameraState::ALL.map(CameraState::as_str).join(", "))]
+#[error("unknown camera state or problem `{0}` (one of {names})", names = CameraCondition::all().map(CameraCondition::as_str).collect::<Vec<_>>().join(", "))]
 pub struct UnknownCameraState(String);
 
-impl FromStr for CameraState {
+impl FromStr for CameraCondition {
     type Err = UnknownCameraState;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        CameraState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == text)
+        CameraCondition::all()
+            .find(|c| c.as_str() == text)
             .ok_or_else(|| UnknownCameraState(text.to_string()))
     }
 }
@@ -141,6 +232,8 @@ pub struct CameraView {
     pub id: String,
     pub name: String,
     pub state: CameraState,
+    /// What is wrong with the camera or its picture, if anything.
+    pub problem: Option<CameraProblem>,
     /// Stream URL with credentials already redacted by the daemon.
     pub stream: Option<String>,
     pub priority: bool,
@@ -149,7 +242,12 @@ pub struct CameraView {
     /// Analysed frames per second over the last minute.
     pub sampled_fps: f64,
     pub last_error: Option<String>,
+    /// Sessions tried (each DESCRIBE/SETUP/PLAY handshake started).
+    pub connection_attempts: u64,
+    /// New sessions after one that delivered video: how often a working stream was lost.
     pub reconnects: u64,
+    /// Failed attempts since the camera last delivered video.
+    pub consecutive_failures: u64,
     pub frames_received: u64,
     pub frames_decoded: u64,
     pub frames_analysed: u64,
@@ -171,12 +269,15 @@ impl CameraView {
             id: id.to_string(),
             name: name.to_string(),
             state: CameraState::Stopped,
+            problem: None,
             stream: None,
             priority: false,
             last_frame_at: None,
             sampled_fps: 0.0,
             last_error: None,
+            connection_attempts: 0,
             reconnects: 0,
+            consecutive_failures: 0,
             frames_received: 0,
             frames_decoded: 0,
             frames_analysed: 0,
@@ -448,10 +549,10 @@ async fn cameras(
     let Query(query) = query?;
     let mut cameras = state.view.cameras();
     if let Some(wanted) = query.state {
-        let wanted: CameraState = wanted
+        let wanted: CameraCondition = wanted
             .parse()
             .map_err(|e: UnknownCameraState| ApiError::bad_request(e.to_string()))?;
-        cameras.retain(|c| c.state == wanted);
+        cameras.retain(|c| wanted.holds_for(c));
     }
     Ok(Json(cameras))
 }

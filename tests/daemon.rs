@@ -41,7 +41,8 @@ fn two_hundred_cameras_survive_a_simulator_restart_and_faults_are_reported() {
     std::fs::write(dir.path().join("cams.toml"), camera_file(port, 0..200, "")).unwrap();
     // 20 frames/s in all: what this 2-core box sustains with the simulator beside it.
     let settings = "[sampling]\ninterval = \"10s\"\n\
-                    [rtsp]\nframe_timeout = \"2s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"2s\"\n";
+                    [rtsp]\nframe_timeout = \"2s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"2s\"\n\
+                    failed_retry = \"2s\"\n";
     let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
     let faulty = ["cam-1", "cam-2", "cam-3"];
     let healthy = |c: &Value| !faulty.contains(&c["id"].as_str().unwrap());
@@ -88,7 +89,10 @@ fn two_hundred_cameras_survive_a_simulator_restart_and_faults_are_reported() {
     assert!(dropped["last_error"].is_string(), "{dropped}");
     let garbage = &after["cam-3"];
     assert_eq!(count(garbage, "frames_analysed"), 0, "{garbage}");
-    assert!(count(garbage, "reconnects") >= 1, "{garbage}");
+    // It never delivered video: attempts, not reconnects.
+    assert!(count(garbage, "connection_attempts") >= 2, "{garbage}");
+    assert_eq!(count(garbage, "reconnects"), 0, "{garbage}");
+    assert_eq!(garbage["problem"], "error", "{garbage}");
     assert!(garbage["last_error"].is_string(), "{garbage}");
     assert_ne!(garbage["state"], "streaming");
 
@@ -639,7 +643,9 @@ fn bad_daemon_configuration_is_refused_with_the_reason() {
 
 /// A camera file that names its credentials (`credentials = "…"`, resolved from run.toml's
 /// `secrets`) connects to `cgbot sim --user --password`; a wrong credential is refused,
-/// and no password reaches the API or the log.
+/// and no password reaches the API or the log. Each failing camera ends with its own
+/// problem, the stale password `failed`; with three of four cameras unhealthy the
+/// daemon is not ready.
 #[test]
 fn cameras_connect_with_credentials_from_the_secrets_file() {
     use std::os::unix::fs::PermissionsExt;
@@ -675,25 +681,81 @@ fn cameras_connect_with_credentials_from_the_secrets_file() {
         "[defaults]\ncredentials = \"sim\"\n\
          [[camera]]\nid = \"cam-0\"\nmain_stream = \"rtsp://127.0.0.1:{port}/cam/0\"\n\
          [[camera]]\nid = \"cam-1\"\nmain_stream = \"rtsp://127.0.0.1:{port}/cam/1\"\n\
-         credentials = \"stale\"\n"
+         credentials = \"stale\"\n\
+         [[camera]]\nid = \"cam-2\"\nmain_stream = \"rtsp://127.0.0.1:{port}/cam/9\"\n\
+         [[camera]]\nid = \"cam-3\"\nmain_stream = \"rtsp://127.0.0.1:{closed}/cam/0\"\n",
+        closed = free_port()
     );
     assert!(!cams.contains("p@ss"));
     std::fs::write(dir.path().join("cams.toml"), cams).unwrap();
     let mut daemon = Daemon::start(
         dir.path(),
         "cams.toml",
-        "secrets = \"secrets.toml\"\n[sampling]\ninterval = \"1s\"\n",
+        "secrets = \"secrets.toml\"\n[sampling]\ninterval = \"1s\"\n\
+         [rtsp]\nfail_after = 3\nbackoff_initial = \"100ms\"\nbackoff_max = \"500ms\"\n\
+         [api]\nready_grace = \"5s\"\n",
     );
+    let problem = |c: &Value| c["problem"].as_str().unwrap_or_default().to_string();
     daemon.wait_for(
-        "cam-0 to stream, cam-1 to be refused",
+        "cam-0 to stream, the others to fail each for its reason",
         Duration::from_secs(60),
         |d| {
             let cameras = by_id(&d.cameras());
             count(&cameras["cam-0"], "frames_analysed") >= 1
-                && cameras["cam-1"]["last_error"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("authentication failed"))
+                && cameras["cam-1"]["state"] == "failed"
+                && problem(&cameras["cam-2"]) == "not_found"
+                && problem(&cameras["cam-3"]) == "refused"
         },
+    );
+    let cameras = by_id(&daemon.cameras());
+    assert_eq!(
+        problem(&cameras["cam-1"]),
+        "unauthorized",
+        "{}",
+        cameras["cam-1"]
+    );
+    assert!(cameras["cam-1"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("authentication failed"));
+    assert_eq!(cameras["cam-1"]["reconnects"], 0);
+    assert!(count(&cameras["cam-1"], "connection_attempts") >= 3);
+    assert_eq!(cameras["cam-0"]["state"], "streaming");
+    assert_eq!(
+        cameras["cam-0"]["problem"],
+        Value::Null,
+        "the street is live"
+    );
+    let ids = |query: &str| -> Vec<String> {
+        daemon
+            .get(&format!("/api/cameras?state={query}"))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("unauthorized"), ["cam-1"]);
+    assert!(ids("failed").contains(&"cam-1".to_string()));
+    assert_eq!(ids("not_found"), ["cam-2"]);
+    let metrics = daemon.get_text("/metrics");
+    for line in [
+        "cgbot_camera_problems{problem=\"unauthorized\"} 1",
+        "cgbot_camera_problems{problem=\"not_found\"} 1",
+        "cgbot_camera_problems{problem=\"refused\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
+    daemon.wait_for(
+        "readiness to judge the cameras",
+        Duration::from_secs(20),
+        |d| d.status("/readyz") == Some(503),
+    );
+    let (_, _, reason) = daemon.get_raw("/readyz");
+    let reason = String::from_utf8_lossy(&reason);
+    assert!(
+        reason.contains("only 1 of 4 cameras are healthy"),
+        "{reason}"
     );
     let cameras = daemon.get_text("/api/cameras");
     let (status, _) = daemon.terminate(Duration::from_secs(30));
@@ -706,4 +768,95 @@ fn cameras_connect_with_credentials_from_the_secrets_file() {
             "{text}"
         );
     }
+}
+
+/// Cameras whose video keeps coming but shows nothing: a frozen picture (a still,
+/// re-encoded) and a covered lens (noisy black) end `frozen` and `dark` while streaming;
+/// the static street beside them stays healthy.
+#[test]
+fn frozen_and_dark_cameras_are_told_from_a_static_street() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let frozen = dir.path().join("frozen.mp4");
+    let still = sample("street-bus-car.jpg");
+    ffmpeg(&[
+        "-loop",
+        "1",
+        "-i",
+        still.to_str().unwrap(),
+        "-t",
+        "6",
+        "-r",
+        "25",
+        "-vf",
+        "scale=640:-2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        frozen.to_str().unwrap(),
+    ]);
+    let dark = dir.path().join("dark.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=0x101010:s=640x360:r=25:d=6",
+        "-vf",
+        "noise=alls=12:allf=t",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        dark.to_str().unwrap(),
+    ]);
+    let sims: Vec<SimHandle> = [
+        frozen.as_path(),
+        dark.as_path(),
+        &sample("street-static-h264.mp4"),
+    ]
+    .into_iter()
+    .map(|clip| SimHandle::start(SimConfig::new(clip, 1)).expect("start simulator"))
+    .collect();
+    let mut cams = String::new();
+    for (id, sim) in ["frozen", "dark", "street"].iter().zip(&sims) {
+        cams += &format!(
+            "[[camera]]\nid = \"{id}\"\nmain_stream = \"rtsp://127.0.0.1:{}/cam/0\"\n",
+            sim.port()
+        );
+    }
+    std::fs::write(dir.path().join("cams.toml"), cams).unwrap();
+    let mut daemon = Daemon::start(
+        dir.path(),
+        "cams.toml",
+        "[sampling]\ninterval = \"1s\"\n[rtsp]\nfrozen_after = \"4s\"\ndark_after = \"4s\"\n",
+    );
+    daemon.wait_for(
+        "the frozen and the dark camera to be judged",
+        Duration::from_secs(40),
+        |d| {
+            let cameras = by_id(&d.cameras());
+            cameras["frozen"]["problem"] == "frozen" && cameras["dark"]["problem"] == "dark"
+        },
+    );
+    let cameras = by_id(&daemon.cameras());
+    for id in ["frozen", "dark"] {
+        assert_eq!(cameras[id]["state"], "streaming", "{}", cameras[id]);
+    }
+    let street = &cameras["street"];
+    assert_eq!(street["state"], "streaming", "{street}");
+    assert!(count(street, "frames_analysed") >= 5, "{street}");
+    assert_eq!(street["problem"], Value::Null, "{street}");
+    let log = daemon.log();
+    assert_eq!(log.matches("camera picture is frozen").count(), 1, "{log}");
+    assert_eq!(log.matches("camera picture is dark").count(), 1, "{log}");
+    daemon.terminate(Duration::from_secs(20));
 }

@@ -173,3 +173,110 @@ fn a_clip_corrupt_in_the_middle_yields_frames_before_and_after_the_damage() {
         decoded.stats
     );
 }
+
+/// Judges a clip's analysed pictures (one a second) as the daemon judges a camera's, with
+/// 5 s limits; returns the verdict at the end and the signatures' extremes seen.
+fn judge_pictures(path: &Path) -> (Option<cgbot::api::CameraProblem>, f32, f32) {
+    use cgbot::decode::LumaSignature;
+    use cgbot::pipeline::{PictureLimits, PictureWatch};
+    use std::time::Duration;
+    let limits = PictureLimits {
+        frozen_after: Duration::from_secs(5),
+        dark_after: Duration::from_secs(5),
+    };
+    let mut watch = PictureWatch::new(limits);
+    let input = default_model_input();
+    let (mut source, info) = FileSource::open(path).unwrap();
+    let sampling = Sampling::Interval(Duration::from_secs(1));
+    let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
+    let (mut least_difference, mut least_spread) = (f32::MAX, f32::MAX);
+    let mut last: Option<LumaSignature> = None;
+    let mut costs = Vec::new();
+    let mut emit = |frame: cgbot::decode::Frame| {
+        let started = std::time::Instant::now();
+        let signature = LumaSignature::of(&frame.picture).expect("a luma plane");
+        costs.push(started.elapsed());
+        least_spread = least_spread.min(signature.spread());
+        if let Some(last) = &last {
+            least_difference = least_difference.min(last.difference(&signature));
+        }
+        last = Some(signature.clone());
+        watch.observe(frame.pts, Some(signature));
+    };
+    while let Some(unit) = source.next_unit().unwrap() {
+        decoder.push(&unit, &mut emit).unwrap();
+    }
+    decoder.finish(&mut emit).unwrap();
+    costs.sort();
+    let median = costs[costs.len() / 2];
+    eprintln!(
+        "{}: {} pictures, least difference {least_difference:.2}, least spread {least_spread:.2}, median signature {median:?}",
+        path.display(),
+        costs.len()
+    );
+    assert!(
+        median < std::time::Duration::from_micros(200),
+        "a signature costs {median:?}"
+    );
+    (watch.problem(), least_difference, least_spread)
+}
+
+#[test]
+fn frozen_and_dark_pictures_are_told_from_a_static_street() {
+    use cgbot::api::CameraProblem;
+    let dir = tempfile::tempdir().unwrap();
+    let frozen = dir.path().join("frozen.mp4");
+    let still = sample("street-bus-car.jpg");
+    // What a camera with a hung image pipeline sends: the same picture, re-encoded.
+    ffmpeg(&[
+        "-loop",
+        "1",
+        "-i",
+        still.to_str().unwrap(),
+        "-t",
+        "12",
+        "-r",
+        "25",
+        "-vf",
+        "scale=1280:-2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "50",
+        "-pix_fmt",
+        "yuv420p",
+        frozen.to_str().unwrap(),
+    ]);
+    // A covered lens at night: black with sensor noise.
+    let dark = dir.path().join("dark.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=0x101010:s=1280x720:r=25:d=12",
+        "-vf",
+        "noise=alls=12:allf=t",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "50",
+        "-pix_fmt",
+        "yuv420p",
+        dark.to_str().unwrap(),
+    ]);
+    let (verdict, _, spread) = judge_pictures(&frozen);
+    assert_eq!(verdict, Some(CameraProblem::Frozen), "spread {spread}");
+    let (verdict, _, _) = judge_pictures(&dark);
+    assert_eq!(verdict, Some(CameraProblem::Dark));
+    for clip in ["street-static-h264.mp4", "people-walking.mp4"] {
+        let (verdict, difference, spread) = judge_pictures(&sample(clip));
+        assert_eq!(
+            verdict, None,
+            "{clip}: difference {difference}, spread {spread}"
+        );
+    }
+}

@@ -48,12 +48,19 @@ fn camera_view(id: &str, state: CameraState) -> CameraView {
         id: id.into(),
         name: format!("{id} street"),
         state,
+        problem: match state {
+            CameraState::Backoff => Some(CameraProblem::Refused),
+            CameraState::Failed => Some(CameraProblem::Unauthorized),
+            _ => None,
+        },
         stream: Some(format!("rtsp://***:***@10.0.0.7:554/{id}")),
         priority: id == "cam-1",
         last_frame_at: Some(1_795_000_000.5),
         sampled_fps: 0.5,
         last_error: (state == CameraState::Backoff).then(|| "connection refused".into()),
+        connection_attempts: 4,
         reconnects: 3,
+        consecutive_failures: 0,
         frames_received: 1000,
         frames_decoded: 40,
         frames_analysed: 30,
@@ -71,6 +78,7 @@ fn fixed_view() -> FixedView {
             camera_view("cam-1", CameraState::Streaming),
             camera_view("cam-2", CameraState::Backoff),
             camera_view("cam-3", CameraState::Waiting),
+            camera_view("cam-4", CameraState::Failed),
         ],
         snapshot: None,
     }
@@ -353,15 +361,29 @@ fn metrics_are_the_daemons_prometheus_text() {
 }
 
 #[test]
-fn camera_states_serialize_and_parse_by_one_name() {
+fn camera_states_and_problems_serialize_and_parse_by_one_name() {
     for state in CameraState::ALL {
         assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
-        assert_eq!(state.as_str().parse::<CameraState>().unwrap(), state);
+        assert_eq!(
+            state.as_str().parse::<CameraCondition>().unwrap(),
+            CameraCondition::State(state)
+        );
     }
-    let error = "Streaming".parse::<CameraState>().unwrap_err().to_string();
+    for problem in CameraProblem::ALL {
+        assert_eq!(serde_json::to_value(problem).unwrap(), problem.as_str());
+        assert_eq!(
+            problem.as_str().parse::<CameraCondition>().unwrap(),
+            CameraCondition::Problem(problem)
+        );
+    }
+    let error = "Streaming"
+        .parse::<CameraCondition>()
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         error,
-        "unknown camera state `Streaming` (one of connecting, streaming, backoff, stalled, failed, waiting, stopped)"
+        "unknown camera state or problem `Streaming` (one of connecting, streaming, backoff, failed, waiting, stopped, \
+         refused, unauthorized, not_found, timeout, stalled, disconnected, error, misconfigured, frozen, dark)"
     );
 }
 
@@ -379,7 +401,13 @@ fn cameras_are_listed_as_given_filtered_by_state_and_looked_up() {
     assert_eq!(all.json()[0]["stream"], "rtsp://***:***@10.0.0.7:554/cam-1");
 
     assert_eq!(ids(&server.get("/api/cameras?state=backoff")), ["cam-2"]);
-    assert!(ids(&server.get("/api/cameras?state=failed")).is_empty());
+    assert_eq!(ids(&server.get("/api/cameras?state=failed")), ["cam-4"]);
+    assert_eq!(ids(&server.get("/api/cameras?state=refused")), ["cam-2"]);
+    assert_eq!(
+        ids(&server.get("/api/cameras?state=unauthorized")),
+        ["cam-4"]
+    );
+    assert!(ids(&server.get("/api/cameras?state=frozen")).is_empty());
     let (status, message) = server.get("/api/cameras?state=broken").error();
     assert_eq!(status, 400);
     assert!(

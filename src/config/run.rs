@@ -19,6 +19,10 @@
 //! [rtsp]
 //! transport = "tcp"               # tcp | udp
 //! stream = "main"                 # main | sub: which camera stream is analysed
+//! fail_after = 5                  # failures in a row before a camera is `failed` …
+//! failed_retry = "5m"             # … and retried only this often
+//! frozen_after = "60s"            # unchanged picture → `frozen` (0s: never)
+//! dark_after = "60s"              # near-uniform picture → `dark` (0s: never)
 //!
 //! [patrol]
 //! slots = 50                      # 0: every camera watched continuously
@@ -28,6 +32,8 @@
 //!
 //! [api]
 //! listen = "127.0.0.1:8080"       # bearer token from $CGBOT_API_TOKEN or token_file
+//! ready_min_healthy = 0.5         # /readyz is 503 below this share of healthy cameras
+//! ready_grace = "60s"             # … counting cameras this new as healthy
 //!
 //! [console]
 //! users = "users.toml"            # operators' passwords (cgbot console hash-password)
@@ -185,6 +191,17 @@ pub struct RtspSettings {
     pub backoff_initial: Duration,
     #[serde(with = "crate::duration")]
     pub backoff_max: Duration,
+    /// After this many failed attempts in a row a camera is `failed`, and retried only
+    /// every `failed_retry`.
+    pub fail_after: u32,
+    #[serde(with = "crate::duration")]
+    pub failed_retry: Duration,
+    /// A picture unchanged for this long makes a streaming camera `frozen` (0s: never).
+    #[serde(with = "crate::duration")]
+    pub frozen_after: Duration,
+    /// A near-uniform picture (covered lens, black) for this long makes it `dark` (0s: never).
+    #[serde(with = "crate::duration")]
+    pub dark_after: Duration,
 }
 
 impl Default for RtspSettings {
@@ -196,6 +213,10 @@ impl Default for RtspSettings {
             frame_timeout: Duration::from_secs(10),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            fail_after: 5,
+            failed_retry: Duration::from_secs(300),
+            frozen_after: Duration::from_secs(60),
+            dark_after: Duration::from_secs(60),
         }
     }
 }
@@ -225,6 +246,11 @@ pub struct ApiSettings {
     pub listen: SocketAddr,
     /// File holding the bearer token (else `$CGBOT_API_TOKEN`).
     pub token_file: Option<PathBuf>,
+    /// `/readyz` answers 503 when a smaller share of the cameras is healthy (0: never).
+    pub ready_min_healthy: f64,
+    /// Cameras this new in the list count as healthy: they may still be connecting.
+    #[serde(with = "crate::duration")]
+    pub ready_grace: Duration,
 }
 
 impl Default for ApiSettings {
@@ -232,6 +258,8 @@ impl Default for ApiSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token_file: None,
+            ready_min_healthy: 0.5,
+            ready_grace: Duration::from_secs(60),
         }
     }
 }
@@ -394,6 +422,19 @@ impl RunConfig {
                 "must be positive and at most rtsp.backoff_max".into(),
             ));
         }
+        if self.rtsp.fail_after == 0 {
+            return Err((
+                "rtsp.fail_after",
+                "must be at least 1 (failed attempts in a row)".into(),
+            ));
+        }
+        let share = self.api.ready_min_healthy;
+        if !(0.0..=1.0).contains(&share) {
+            return Err((
+                "api.ready_min_healthy",
+                format!("{share} is not a share between 0 and 1"),
+            ));
+        }
         Ok(())
     }
 
@@ -404,7 +445,7 @@ impl RunConfig {
         const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
         let ms = Duration::from_millis;
         // (field, value, least, why the least)
-        let limits: [(&'static str, Duration, Duration, &str); 14] = [
+        let limits: [(&'static str, Duration, Duration, &str); 18] = [
             (
                 "sampling.interval",
                 self.sampling.interval,
@@ -484,6 +525,20 @@ impl RunConfig {
                 "0 leaves no time to flush cases and the outbox",
             ),
             ("snapshot_every", self.snapshot_every, Duration::ZERO, ""),
+            (
+                "rtsp.failed_retry",
+                self.rtsp.failed_retry,
+                SECOND,
+                "a failed camera is retried more slowly than a failing one",
+            ),
+            (
+                "rtsp.frozen_after",
+                self.rtsp.frozen_after,
+                Duration::ZERO,
+                "",
+            ),
+            ("rtsp.dark_after", self.rtsp.dark_after, Duration::ZERO, ""),
+            ("api.ready_grace", self.api.ready_grace, Duration::ZERO, ""),
         ];
         let shown = |d: Duration| humantime::format_duration(d).to_string();
         for (field, value, least, why) in limits {
@@ -667,6 +722,35 @@ mod tests {
     }
 
     #[test]
+    fn camera_health_settings_are_checked() {
+        let config = load("cameras = \"c\"\n").unwrap();
+        assert_eq!(config.rtsp.fail_after, 5);
+        assert_eq!(config.rtsp.failed_retry, Duration::from_secs(300));
+        assert_eq!(config.api.ready_min_healthy, 0.5);
+        for (text, says) in [
+            (
+                "[rtsp]\nfail_after = 0\n",
+                "run.toml: rtsp.fail_after: must be at least 1",
+            ),
+            ("[rtsp]\nfail_after = -1\n", "fail_after"),
+            (
+                "[api]\nready_min_healthy = 1.5\n",
+                "run.toml: api.ready_min_healthy: 1.5 is not a share between 0 and 1",
+            ),
+            (
+                "[api]\nready_min_healthy = nan\n",
+                "api.ready_min_healthy: NaN",
+            ),
+        ] {
+            let err = load(&format!("cameras = \"c\"\n{text}")).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        // Zero turns the picture checks and the readiness share off.
+        load("cameras = \"c\"\n[rtsp]\nfrozen_after = \"0s\"\ndark_after = \"0s\"\n[api]\nready_min_healthy = 0\n")
+            .unwrap();
+    }
+
+    #[test]
     fn secrets_paths_are_relative_to_the_file() {
         let config = load(
             "cameras = \"c\"\nsecrets = \"secrets.toml\"\n\
@@ -696,6 +780,9 @@ mod tests {
             ("sampling", "interval", "0s", "at least"),
             ("rtsp", "connect_timeout", "100000000h", "at most a year"),
             ("detector", "max_wait", "9999999999h", "at most a year"),
+            ("rtsp", "failed_retry", "0s", "at least 1s"),
+            ("rtsp", "frozen_after", "100000000h", "at most a year"),
+            ("api", "ready_grace", "100000000h", "at most a year"),
         ] {
             let err = load(&format!(
                 "cameras = \"c\"\n[{section}]\n{key} = \"{value}\"\n"

@@ -165,10 +165,20 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("state_connecting", "连接中", "connecting"),
     ("state_streaming", "在线", "streaming"),
     ("state_backoff", "重连等待", "backoff"),
-    ("state_stalled", "无画面", "stalled"),
     ("state_failed", "故障", "failed"),
     ("state_waiting", "轮巡等待", "waiting"),
     ("state_stopped", "未监看", "stopped"),
+    // Camera problems (the same `state_` keys: one filter takes both)
+    ("state_refused", "连接被拒", "refused"),
+    ("state_unauthorized", "认证失败", "unauthorized"),
+    ("state_not_found", "地址不存在", "not found"),
+    ("state_timeout", "连接超时", "timeout"),
+    ("state_stalled", "无画面", "stalled"),
+    ("state_disconnected", "连接中断", "disconnected"),
+    ("state_error", "协议错误", "stream error"),
+    ("state_misconfigured", "配置错误", "misconfigured"),
+    ("state_frozen", "画面冻结", "frozen picture"),
+    ("state_dark", "黑屏/遮挡", "dark or covered"),
     // Evidence images
     ("evidence_first", "首次发现", "first sighting"),
     ("evidence_first-crop", "首次发现（特写）", "first sighting (close-up)"),
@@ -205,5 +215,15 @@ mod tests {
         }
         assert_eq!(Lang::parse("en").text("confirm"), "Confirm");
         assert_eq!(Lang::parse("zh-CN").text("confirm"), "确认");
+    }
+
+    #[test]
+    fn every_camera_state_and_problem_has_a_name() {
+        for condition in crate::api::CameraCondition::all() {
+            let key = format!("state_{}", condition.as_str());
+            for lang in [Lang::Zh, Lang::En] {
+                assert_ne!(lang.text(&key), "?", "{key}");
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@ use super::i18n::Lang;
 use super::time::{local_date, local_time, offset_label, parse_local_date};
 use super::writes::{self, event_names, Action};
 use super::{charts, export};
-use crate::api::{ApiError, AppState, CameraState, CameraView};
+use crate::api::{ApiError, AppState, CameraCondition, CameraView};
 use crate::cases::{Case, RejectReason, Status, VerdictKind};
 use crate::clock::unix_now;
 use crate::store::CaseFilter;
@@ -735,6 +735,9 @@ struct CameraRow {
     address: String,
     state: &'static str,
     state_name: &'static str,
+    /// What is wrong, if anything ("" when nothing).
+    problem: &'static str,
+    problem_name: &'static str,
     last_frame: String,
     last_error: String,
     revisit: String,
@@ -762,6 +765,10 @@ fn camera_rows(
                     .unwrap_or_default(),
                 state: v.state.as_str(),
                 state_name: lang.text(&format!("state_{}", v.state.as_str())),
+                problem: v.problem.map_or("", |p| p.as_str()),
+                problem_name: v
+                    .problem
+                    .map_or("", |p| lang.text(&format!("state_{}", p.as_str()))),
                 last_frame: v
                     .last_frame_at
                     .map(|t| local_time(t, offset))
@@ -815,7 +822,7 @@ async fn cameras_page(
     let total = rows.len();
     let without_zones = rows.iter().filter(|r| r.zones == 0).count();
     if !query.state.is_empty() {
-        rows.retain(|r| r.state == query.state);
+        rows.retain(|r| r.state == query.state || r.problem == query.state);
     }
     if !query.no_zones.is_empty() {
         rows.retain(|r| r.zones == 0);
@@ -832,8 +839,7 @@ async fn cameras_page(
         Lang::Zh => format!("共 {total} 路，{without_zones} 路未划区域"),
         Lang::En => format!("{total} cameras, {without_zones} without zones"),
     };
-    let states: Vec<Value> = CameraState::ALL
-        .iter()
+    let states: Vec<Value> = CameraCondition::all()
         .map(|s| context! { id => s.as_str(), name => lang.text(&format!("state_{}", s.as_str())) })
         .collect();
     let frame = viewer.frame("cameras", query.flash);

@@ -4,10 +4,12 @@
 
 mod preprocess;
 mod sampling;
+mod signature;
 mod thumbnail;
 
 pub use preprocess::{Letterbox, ModelInput, Preprocessor};
 pub use sampling::{KeyframePolicy, LiveSampler, Sampling, SamplingError};
+pub use signature::LumaSignature;
 pub use thumbnail::thumbnail_size;
 
 use std::time::{Duration, Instant};

@@ -278,9 +278,12 @@ impl DecodeWorker {
         frames: Vec<Frame>,
     ) -> Result<(), ()> {
         for frame in frames {
+            let shows_the_scene =
+                feed.observe_picture(feed.time_offset + frame.pts, &frame.picture);
             let sample = Sample {
                 feed: feed.clone(),
                 epoch,
+                shows_the_scene,
                 frame,
                 received,
             };

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::picture::{PictureLimits, PictureWatch};
+use crate::api::CameraProblem;
 use crate::config::Camera;
-use crate::decode::{DecodeStats, Frame, Sampling};
+use crate::decode::{DecodeStats, Frame, LumaSignature, Picture, Sampling};
 use crate::metrics::Counter;
 use crate::source::{AccessUnit, StreamParameters};
 
@@ -42,6 +44,8 @@ pub struct Feed {
     last_error: Mutex<Option<String>>,
     last_frame_at: Mutex<Option<f64>>,
     analysed_at: Mutex<VecDeque<Instant>>,
+    /// Judges the analysed pictures; `None` where nobody asked (files).
+    picture: Option<Mutex<PictureWatch>>,
     /// Woken for every analysed frame, so a patrol visit ends as soon as it has its samples.
     analysed: tokio::sync::Notify,
     /// When detection last took a frame of this feed (its service number): the least
@@ -62,13 +66,49 @@ impl Feed {
             last_error: Mutex::new(None),
             last_frame_at: Mutex::new(None),
             analysed_at: Mutex::new(VecDeque::new()),
+            picture: None,
             analysed: tokio::sync::Notify::new(),
             detect_served: AtomicU64::new(0),
         }
     }
 
+    /// Judges this feed's analysed pictures for frozen and dark ones.
+    pub fn watching_pictures(mut self, limits: PictureLimits) -> Self {
+        self.picture = Some(Mutex::new(PictureWatch::new(limits)));
+        self
+    }
+
     pub fn id(&self) -> &str {
         &self.camera.info.id
+    }
+
+    /// Called by the decode stage for every analysed picture; returns whether the picture
+    /// shows the scene (see [`PictureWatch::shows_the_scene`]). A change of the verdict
+    /// is logged once.
+    pub(super) fn observe_picture(&self, ts: f64, picture: &Picture) -> bool {
+        let Some(watch) = &self.picture else {
+            return true;
+        };
+        let signature = LumaSignature::of(picture);
+        let mut watch = lock(watch);
+        match watch.observe(ts, signature) {
+            Some(Some(problem)) => {
+                tracing::warn!(
+                    camera = self.id(),
+                    problem = problem.as_str(),
+                    "camera picture is {}",
+                    problem.as_str()
+                );
+            }
+            Some(None) => tracing::info!(camera = self.id(), "camera picture is live again"),
+            None => {}
+        }
+        watch.shows_the_scene()
+    }
+
+    /// Frozen or dark, when the analysed pictures say so.
+    pub fn picture_problem(&self) -> Option<CameraProblem> {
+        self.picture.as_ref().and_then(|w| lock(w).problem())
     }
 
     /// No more of this feed is wanted: what is queued is skipped.
@@ -174,6 +214,9 @@ pub struct Sample {
     pub feed: Arc<Feed>,
     pub epoch: u64,
     pub frame: Frame,
+    /// Whether the picture can count as evidence (not frozen, not uniform): cases are
+    /// filed and verified only on such frames.
+    pub shows_the_scene: bool,
     /// When the access unit it was decoded from arrived.
     pub received: Instant,
 }

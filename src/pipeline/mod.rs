@@ -19,11 +19,13 @@ mod feed;
 mod filing;
 pub mod live;
 mod outlet;
+mod picture;
 mod store_health;
 
 pub use feed::{Feed, FeedCounters, Sample, Unit};
 pub use filing::{Filing, FilingStats};
 pub use outlet::{Analysed, FilingSetup, Outlet, OutletError};
+pub use picture::{PictureLimits, PictureWatch};
 pub use store_health::StoreHealth;
 
 use std::path::{Path, PathBuf};
@@ -124,6 +126,9 @@ pub struct Metrics {
     /// Frames handed from detection to filing, and taken by filing.
     pub frames_detected: Counter,
     pub frames_filed: Counter,
+    /// RTSP handshakes started.
+    pub connection_attempts: Counter,
+    /// Sessions started after one that delivered video.
     pub reconnects: Counter,
     pub detections: Counter,
     pub inference_errors: Counter,

@@ -90,9 +90,13 @@ pub(super) fn filing_worker<O: Outlet>(
         }
         let started = Instant::now();
         let ts = sample.ts();
+        // A frozen or blank picture says nothing about the street: it neither files nor
+        // verifies (closes) a case.
         let filed = match setup.as_mut() {
-            Some(setup) => file(&mut filings, setup, &model_input, &sample, &detections),
-            None => Ok(FilingStats::default()),
+            Some(setup) if sample.shows_the_scene => {
+                file(&mut filings, setup, &model_input, &sample, &detections)
+            }
+            _ => Ok(FilingStats::default()),
         };
         let outcome = filed.and_then(|filed| {
             metrics.cases_filed.add(filed.filed);
@@ -218,4 +222,74 @@ fn file(
         closed: filing.stats.closed - before.closed,
         ..FilingStats::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::{Categories, Status};
+    use crate::pipeline::test_support::street_sample;
+    use crate::store::CaseFilter;
+
+    /// A case of a parked van is filed; then the picture goes black (or freezes) with the
+    /// van gone from it: nothing is verified or closed until the scene is seen again.
+    #[test]
+    fn frames_that_do_not_show_the_scene_neither_file_nor_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let (camera, input, _) = street_sample();
+        let feed = Arc::new(Feed::new(camera, 0, 0.0));
+        let van = vec![Detection {
+            label: "truck".into(),
+            class: 7,
+            score: 0.8,
+            bbox: [520.0, 213.0, 640.0, 337.0],
+        }];
+        // (time, van seen, picture shows the scene)
+        let frames = [
+            (0.0, true, true),
+            (10.0, true, true),
+            (40.0, true, true),
+            (42.0, false, false),
+            (60.0, false, false),
+            (300.0, false, false),
+        ];
+        let run = |frames: &[(f64, bool, bool)]| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            for &(t, seen, shows_the_scene) in frames {
+                let (_, _, mut frame) = street_sample();
+                frame.pts = t;
+                let sample = Sample {
+                    feed: feed.clone(),
+                    epoch: 0,
+                    frame,
+                    shows_the_scene,
+                    received: Instant::now(),
+                };
+                tx.send((sample, if seen { van.clone() } else { Vec::new() }))
+                    .unwrap();
+            }
+            drop(tx);
+            let setup = FilingSetup {
+                store: Store::open(&dir.path().join("cases.db")).unwrap(),
+                categories: Categories::builtin(),
+            };
+            let policy = QueuePolicy::Freshness;
+            let (_, done) =
+                filing_worker(rx, Some(setup), input.clone(), (), policy, Arc::default());
+            done.unwrap();
+            let store = Store::open(&dir.path().join("cases.db")).unwrap();
+            store.cases(&CaseFilter::default()).unwrap()
+        };
+        let cases = run(&frames);
+        assert_eq!(cases.len(), 1);
+        assert_eq!(
+            cases[0].status,
+            Status::Filed,
+            "a blank picture verifies nothing"
+        );
+        assert_eq!(cases[0].last_seen, 40.0);
+        // The scene again, without the van: now it is verified.
+        let cases = run(&[(302.0, false, true), (400.0, false, true)]);
+        assert_ne!(cases[0].status, Status::Filed);
+    }
 }

@@ -101,9 +101,16 @@ impl Default for RtspOptions {
 pub enum RtspError {
     #[error("{url}: not a camera URL: {reason}")]
     BadUrl { url: String, reason: String },
-    /// Refused, unreachable, closed before answering, or no answer in time.
+    /// Refused, unreachable, or closed before answering.
     #[error("{url}: cannot connect: {reason}")]
     Connect { url: String, reason: String },
+    /// No answer to a step of the handshake in time.
+    #[error("{url}: no answer to {method} within {}", humantime::format_duration(*.after))]
+    Timeout {
+        url: String,
+        method: &'static str,
+        after: Duration,
+    },
     #[error("{url}: authentication failed: {}", if *.credentials_given {
         "the camera rejected the user name and password"
     } else {
@@ -559,13 +566,10 @@ impl Handshake<'_> {
         match tokio::time::timeout_at(self.deadline, request).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(self.error(step, &e)),
-            Err(_) => Err(RtspError::Connect {
+            Err(_) => Err(RtspError::Timeout {
                 url: self.url.to_string(),
-                reason: format!(
-                    "no answer to {} within {}",
-                    step.method(),
-                    humantime::format_duration(self.timeout)
-                ),
+                method: step.method(),
+                after: self.timeout,
             }),
         }
     }

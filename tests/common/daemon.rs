@@ -55,7 +55,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Writes `run.toml` (with `settings` after the generated `cameras`, `db` and `[api]`)
+    /// Writes `run.toml` (with `settings` after the generated `cameras` and `db`, and the
+    /// `[api]` listen address)
     /// into `dir` and starts the daemon; waits until /readyz answers.
     pub fn start(dir: &Path, cameras: &str, settings: &str) -> Daemon {
         Self::launch(dir, cameras, settings, Path::new("cases.db"), &[])
@@ -74,8 +75,14 @@ impl Daemon {
 
     fn launch(dir: &Path, cameras: &str, settings: &str, db: &Path, wrapper: &[&str]) -> Daemon {
         let port = free_port();
+        // Into the settings' own [api] table, if they have one.
+        let listen = format!("[api]\nlisten = \"127.0.0.1:{port}\"\n");
+        let settings = match settings.split_once("[api]\n") {
+            Some((before, after)) => format!("{before}{listen}{after}"),
+            None => format!("{settings}\n{listen}"),
+        };
         let config = format!(
-            "cameras = \"{cameras}\"\ndb = \"{}\"\n{settings}\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+            "cameras = \"{cameras}\"\ndb = \"{}\"\n{settings}",
             db.display()
         );
         std::fs::write(dir.join("run.toml"), config).unwrap();

@@ -9,15 +9,15 @@ use tokio::sync::watch;
 
 use super::LiveContext;
 use crate::backoff::Backoff;
-use crate::config::{Camera, StreamChoice};
+use crate::config::{Camera, RtspSettings, StreamChoice};
 use crate::decode::LiveSampler;
 use crate::metrics::Counter;
-use crate::pipeline::{Feed, Unit};
+use crate::pipeline::{Feed, PictureLimits, Unit};
 use crate::redact::redact_url;
 use crate::source::{RtspError, RtspOptions, StreamParameters, Transport};
 
 // Defined with the API that serves it, so the names exist once.
-pub use crate::api::CameraState;
+pub use crate::api::{CameraProblem, CameraState};
 
 pub struct LiveCamera {
     /// The camera's way through the pipeline, with its configuration and figures.
@@ -25,35 +25,99 @@ pub struct LiveCamera {
     url: Option<String>,
     /// The URL as it may be shown: credentials replaced.
     pub shown_url: Option<String>,
+    /// Handshakes started.
+    pub connection_attempts: Counter,
+    /// Sessions started after one that delivered video (continuous watching only: patrol
+    /// visits end their sessions on purpose).
     pub reconnects: Counter,
-    state: Mutex<CameraState>,
     /// The transport that worked when it was not the configured one (VLC's server
     /// refuses TCP; a firewall drops UDP): tried first from then on, for the life of the
     /// process.
     working_transport: Mutex<Option<Transport>>,
+    /// When the camera joined the list.
+    pub joined: Instant,
+    health: Mutex<Health>,
+}
+
+/// Where the camera stands, and what was last logged about it.
+#[derive(Debug)]
+struct Health {
+    state: CameraState,
+    /// Why connecting or streaming failed; cleared when video arrives.
+    problem: Option<CameraProblem>,
+    /// Failed attempts since video last arrived.
+    failures: u64,
+    /// When the camera was last given up on (`failed`), on the runtime's clock.
+    failed_at: Option<tokio::time::Instant>,
+    /// The condition last logged (see [`Health::condition`]).
+    logged: Option<&'static str>,
+}
+
+impl Health {
+    /// What an operator should hear about: failed, a problem, or streaming; the passing
+    /// states between retries are not news.
+    fn condition(&self) -> Option<&'static str> {
+        match (self.state, self.problem) {
+            (CameraState::Failed, _) => Some("failed"),
+            (_, Some(problem)) => Some(problem.as_str()),
+            (CameraState::Streaming, None) => Some("streaming"),
+            _ => None,
+        }
+    }
+}
+
+/// The problem an RTSP failure shows.
+pub fn problem_of(error: &RtspError) -> CameraProblem {
+    match error {
+        RtspError::BadUrl { .. } => CameraProblem::Misconfigured,
+        RtspError::Connect { .. } => CameraProblem::Refused,
+        RtspError::Timeout { .. } | RtspError::UdpSilent { .. } => CameraProblem::Timeout,
+        RtspError::Unauthorized { .. } => CameraProblem::Unauthorized,
+        RtspError::Status { status: 404, .. } => CameraProblem::NotFound,
+        RtspError::Stalled { .. } => CameraProblem::Stalled,
+        RtspError::Ended { .. } => CameraProblem::Disconnected,
+        RtspError::Status { .. }
+        | RtspError::Protocol { .. }
+        | RtspError::UnsupportedCodec { .. } => CameraProblem::Error,
+    }
 }
 
 impl LiveCamera {
-    pub fn new(config: Camera, generation: u64, choice: StreamChoice) -> Self {
-        let (first, second) = match choice {
+    pub fn new(config: Camera, generation: u64, settings: &RtspSettings) -> Self {
+        let (first, second) = match settings.stream {
             StreamChoice::Main => (&config.main_stream, &config.sub_stream),
             StreamChoice::Sub => (&config.sub_stream, &config.main_stream),
         };
         let url = first.clone().or_else(|| second.clone());
+        let limits = PictureLimits {
+            frozen_after: settings.frozen_after,
+            dark_after: settings.dark_after,
+        };
         let camera = Self {
             shown_url: url.as_deref().map(redact_url),
             url,
             // Live units are stamped in Unix seconds.
-            feed: Arc::new(Feed::new(config, generation, 0.0)),
+            feed: Arc::new(Feed::new(config, generation, 0.0).watching_pictures(limits)),
+            connection_attempts: Counter::default(),
             reconnects: Counter::default(),
-            state: Mutex::new(CameraState::Waiting),
             working_transport: Mutex::new(None),
+            joined: Instant::now(),
+            health: Mutex::new(Health {
+                state: CameraState::Waiting,
+                problem: None,
+                failures: 0,
+                failed_at: None,
+                logged: None,
+            }),
         };
         if camera.url.is_none() {
             camera
                 .feed
                 .record_error("no main_stream or sub_stream configured");
-            camera.set_state(CameraState::Failed);
+            camera.update(|h| {
+                h.state = CameraState::Failed;
+                h.problem = Some(CameraProblem::Misconfigured);
+            });
         }
         camera
     }
@@ -71,11 +135,33 @@ impl LiveCamera {
     }
 
     pub fn state(&self) -> CameraState {
-        *lock(&self.state)
+        lock(&self.health).state
+    }
+
+    /// What is wrong: the connection's problem, else (while it delivers or waits for its
+    /// next visit) the picture's.
+    pub fn problem(&self) -> Option<CameraProblem> {
+        let health = lock(&self.health);
+        health.problem.or_else(|| match health.state {
+            CameraState::Streaming | CameraState::Waiting => self.feed.picture_problem(),
+            _ => None,
+        })
+    }
+
+    /// Failed attempts since video last arrived.
+    pub fn consecutive_failures(&self) -> u64 {
+        lock(&self.health).failures
+    }
+
+    /// Healthy: delivering (or, patrolled, last found delivering) a picture worth
+    /// analysing.
+    pub fn is_healthy(&self) -> bool {
+        matches!(self.state(), CameraState::Streaming | CameraState::Waiting)
+            && self.problem().is_none()
     }
 
     pub fn set_state(&self, state: CameraState) {
-        *lock(&self.state) = state;
+        self.update(|h| h.state = state);
     }
 
     /// The session options for this camera: the configured ones, with the transport
@@ -106,6 +192,76 @@ impl LiveCamera {
         self.feed.stop();
         self.set_state(CameraState::Stopped);
     }
+
+    /// Video arrived: whatever was wrong with the connection is over.
+    fn delivering(&self) {
+        self.update(|h| {
+            h.state = CameraState::Streaming;
+            h.problem = None;
+            h.failures = 0;
+            h.failed_at = None;
+        });
+    }
+
+    /// An attempt or session failed: records why, and gives the camera up (`failed`) after
+    /// `fail_after` failures in a row or when its configuration cannot work. Otherwise it
+    /// goes to `then`.
+    fn failed(&self, error: &RtspError, fail_after: u32, then: CameraState) {
+        let problem = problem_of(error);
+        self.feed.record_error(error.to_string());
+        self.update(|h| {
+            h.failures += 1;
+            h.problem = Some(problem);
+            let give_up =
+                h.failures >= u64::from(fail_after) || problem == CameraProblem::Misconfigured;
+            if give_up {
+                h.failed_at = Some(tokio::time::Instant::now());
+                h.state = CameraState::Failed;
+            } else {
+                h.state = then;
+            }
+        });
+        tracing::debug!(camera = self.id(), error = %error, "camera attempt failed");
+    }
+
+    /// Whether a failed camera's slower retry is due.
+    fn retry_due(&self, failed_retry: Duration) -> bool {
+        let health = lock(&self.health);
+        health.state != CameraState::Failed
+            || health
+                .failed_at
+                .is_none_or(|at| at.elapsed() >= failed_retry)
+    }
+
+    /// Applies a change, and logs once when the camera's condition changed.
+    fn update(&self, change: impl FnOnce(&mut Health)) {
+        let mut health = lock(&self.health);
+        change(&mut health);
+        let Some(now) = health.condition() else {
+            return;
+        };
+        let before = health.logged.replace(now);
+        if before == Some(now) {
+            return;
+        }
+        let id = self.id();
+        let error = self.feed.last_error().unwrap_or_default();
+        match (now, before) {
+            // Streaming from the start is not news.
+            ("streaming", None) => {}
+            ("streaming", Some(before)) => {
+                tracing::info!(camera = id, was = before, "camera streaming again")
+            }
+            ("failed", _) => tracing::warn!(
+                camera = id,
+                problem = health.problem.map_or("", CameraProblem::as_str),
+                failures = health.failures,
+                %error,
+                "camera failed: retried only every rtsp.failed_retry"
+            ),
+            (problem, _) => tracing::warn!(camera = id, problem, %error, "camera problem"),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,7 +289,8 @@ pub(super) struct Visit {
 }
 
 /// Keeps the camera's session up until `stop`: reconnects with jittered exponential
-/// backoff after failures, stalls and disconnects.
+/// backoff after failures, stalls and disconnects, and only every `rtsp.failed_retry` once
+/// the camera has failed `rtsp.fail_after` times in a row.
 pub(super) async fn watch_continuously(
     camera: Arc<LiveCamera>,
     ctx: Arc<LiveContext>,
@@ -144,29 +301,30 @@ pub(super) async fn watch_continuously(
     };
     let settings = &ctx.config.rtsp;
     let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
+    let mut delivered = false;
     loop {
-        camera.set_state(CameraState::Connecting);
+        if delivered {
+            camera.reconnects.inc();
+            ctx.metrics.reconnects.inc();
+        }
+        if camera.state() != CameraState::Failed {
+            camera.set_state(CameraState::Connecting);
+        }
         let received_before = camera.feed.counters.frames_received.get();
         let forever = tokio::time::Instant::now() + FOREVER;
         match session(&camera, &ctx, &url, None, forever, &mut stop).await {
             Ended::Stopped | Ended::VisitDone | Ended::IntakeDone => break,
-            Ended::Failed(e) => {
-                let stalled = matches!(e, RtspError::Stalled { .. });
-                tracing::warn!(camera = camera.id(), error = %e, "camera session ended");
-                camera.feed.record_error(e.to_string());
-                camera.set_state(if stalled {
-                    CameraState::Stalled
-                } else {
-                    CameraState::Backoff
-                });
-            }
+            Ended::Failed(e) => camera.failed(&e, settings.fail_after, CameraState::Backoff),
         }
-        if camera.feed.counters.frames_received.get() > received_before {
+        delivered = camera.feed.counters.frames_received.get() > received_before;
+        if delivered {
             backoff.reset();
         }
-        camera.reconnects.inc();
-        ctx.metrics.reconnects.inc();
-        let delay = backoff.next_delay();
+        let delay = if camera.state() == CameraState::Failed {
+            settings.failed_retry
+        } else {
+            backoff.next_delay()
+        };
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep(delay) => {}
@@ -177,7 +335,8 @@ pub(super) async fn watch_continuously(
 
 /// One patrol visit: connect, admit `visit.samples` sampled units, disconnect, and wait
 /// (within the visit's time) until they are analysed. Whatever of the visit is still
-/// queued when it ends is skipped by the stages.
+/// queued when it ends is skipped by the stages. A failed camera is visited only every
+/// `rtsp.failed_retry`; its other visits end at once.
 pub(super) async fn visit(
     camera: Arc<LiveCamera>,
     ctx: Arc<LiveContext>,
@@ -187,7 +346,13 @@ pub(super) async fn visit(
     let Some(url) = camera.url.clone() else {
         return;
     };
-    camera.set_state(CameraState::Connecting);
+    let settings = &ctx.config.rtsp;
+    if !camera.retry_due(settings.failed_retry) {
+        return;
+    }
+    if camera.state() != CameraState::Failed {
+        camera.set_state(CameraState::Connecting);
+    }
     let deadline = tokio::time::Instant::now() + visit.timeout;
     let target = camera.feed.counters.frames_analysed.get() + visit.samples;
     let ended = match session(&camera, &ctx, &url, Some(visit), deadline, &mut stop).await {
@@ -200,11 +365,7 @@ pub(super) async fn visit(
     camera.feed.next_epoch();
     match ended {
         Ended::Stopped => camera.set_state(CameraState::Stopped),
-        Ended::Failed(e) => {
-            tracing::warn!(camera = camera.id(), error = %e, "patrol visit failed");
-            camera.feed.record_error(e.to_string());
-            camera.set_state(CameraState::Waiting);
-        }
+        Ended::Failed(e) => camera.failed(&e, settings.fail_after, CameraState::Waiting),
         Ended::VisitDone | Ended::IntakeDone => camera.set_state(CameraState::Waiting),
     }
 }
@@ -266,6 +427,8 @@ async fn session(
             }
         }
     };
+    camera.connection_attempts.inc();
+    ctx.metrics.connection_attempts.inc();
     let connected = tokio::select! {
         _ = stop.wait_for(|s| *s) => return Ended::Stopped,
         _ = tokio::time::sleep_until(deadline) => return Ended::VisitDone,
@@ -299,7 +462,7 @@ async fn session(
             Err(e) => break Ended::Failed(e),
         };
         if camera.state() != CameraState::Streaming {
-            camera.set_state(CameraState::Streaming);
+            camera.delivering();
         }
         feed.counters.frames_received.inc();
         ctx.metrics.frames_received.inc();
@@ -342,6 +505,8 @@ mod tests {
     enum Script {
         /// Connecting fails.
         Refuse,
+        /// Connecting fails this many times, then keyframes every second.
+        RefuseFirst(usize),
         /// Keyframes every `every`, forever.
         Keyframes { every: Duration },
         /// One keyframe, then silence until the session stalls after `after`.
@@ -416,9 +581,15 @@ mod tests {
             _url: &'a str,
             options: &'a RtspOptions,
         ) -> BoxFuture<'a, Result<Box<dyn LiveSession>, RtspError>> {
-            self.connects.fetch_add(1, Ordering::SeqCst);
+            let earlier = self.connects.fetch_add(1, Ordering::SeqCst);
             lock(&self.asked).push(options.transport);
-            let script = self.script;
+            let script = match self.script {
+                Script::RefuseFirst(n) if earlier < n => Script::Refuse,
+                Script::RefuseFirst(_) => Script::Keyframes {
+                    every: Duration::from_secs(1),
+                },
+                script => script,
+            };
             let transport = self.plays_over;
             let closes = self.closes.clone();
             Box::pin(async move {
@@ -440,17 +611,19 @@ mod tests {
 
     fn setup(
         script: Script,
+        rtsp: &str,
     ) -> (
         Arc<LiveCamera>,
         Arc<LiveContext>,
         Arc<ScriptedOpener>,
         crossbeam_channel::Receiver<Message>,
     ) {
-        setup_over(script, Transport::Tcp)
+        setup_over(script, rtsp, Transport::Tcp)
     }
 
     fn setup_over(
         script: Script,
+        rtsp: &str,
         plays_over: Transport,
     ) -> (
         Arc<LiveCamera>,
@@ -458,11 +631,11 @@ mod tests {
         Arc<ScriptedOpener>,
         crossbeam_channel::Receiver<Message>,
     ) {
-        let config: RunConfig = toml::from_str(
+        let config: RunConfig = toml::from_str(&format!(
             "cameras = \"cams.toml\"\n\
              [sampling]\ninterval = \"2s\"\n\
-             [rtsp]\nbackoff_initial = \"1s\"\nbackoff_max = \"8s\"\n",
-        )
+             [rtsp]\nbackoff_initial = \"1s\"\nbackoff_max = \"8s\"\n{rtsp}",
+        ))
         .expect("a valid run config");
         let opener = Arc::new(ScriptedOpener {
             script,
@@ -482,26 +655,32 @@ mod tests {
         });
         let mut camera = Camera::unconfigured("cam-1");
         camera.main_stream = Some("rtsp://user:secret@cam/main".into());
-        let camera = Arc::new(LiveCamera::new(camera, 1, StreamChoice::Main));
+        let camera = Arc::new(LiveCamera::new(camera, 1, &ctx.config.rtsp));
         (camera, ctx, opener, units)
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_refusing_camera_is_retried_with_capped_backoff_in_simulated_time() {
-        let (camera, ctx, opener, _units) = setup(Script::Refuse);
+    async fn a_refusing_camera_backs_off_then_fails_and_is_retried_slowly() {
+        let (camera, ctx, opener, _units) =
+            setup(Script::Refuse, "fail_after = 5\nfailed_retry = \"30s\"\n");
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(watch_continuously(camera.clone(), ctx, stop_rx));
+        let task = tokio::spawn(watch_continuously(camera.clone(), ctx.clone(), stop_rx));
         let wall = std::time::Instant::now();
-        tokio::time::sleep(Duration::from_secs(120)).await;
-        let attempts = opener.connects.load(Ordering::SeqCst);
-        // Full jitter below a cap of 8 s: at least 120 / 8 attempts, and far fewer than
-        // one per second once the cap is reached.
-        assert!(
-            (15..=120).contains(&attempts),
-            "{attempts} attempts in 120 s"
-        );
-        assert_eq!(camera.reconnects.get() as usize, attempts);
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(camera.state(), CameraState::Backoff);
+        assert_eq!(camera.problem(), Some(CameraProblem::Refused));
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        // Five attempts within the backoff (delays below 1 + 2 + 4 + 8 s), then one per
+        // failed_retry: three or four more in the rest of the 120 s.
+        let attempts = opener.connects.load(Ordering::SeqCst);
+        assert!((8..=9).contains(&attempts), "{attempts} attempts in 120 s");
+        assert_eq!(camera.connection_attempts.get() as usize, attempts);
+        assert_eq!(ctx.metrics.connection_attempts.get() as usize, attempts);
+        assert_eq!(camera.consecutive_failures() as usize, attempts);
+        assert_eq!(camera.reconnects.get(), 0, "it never delivered video");
+        assert_eq!(camera.state(), CameraState::Failed);
+        assert_eq!(camera.problem(), Some(CameraProblem::Refused));
+        assert!(!camera.is_healthy());
         let error = camera.feed.last_error().unwrap();
         assert!(error.contains("connection refused"), "{error}");
         stop.send(true).unwrap();
@@ -514,12 +693,136 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_failed_camera_that_heals_streams_again() {
+        let (camera, ctx, opener, _units) = setup(
+            Script::RefuseFirst(3),
+            "fail_after = 2\nfailed_retry = \"30s\"\n",
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(watch_continuously(camera.clone(), ctx, stop_rx));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(camera.state(), CameraState::Failed);
+        assert_eq!(opener.connects.load(Ordering::SeqCst), 2);
+        // The third attempt, 30 s later, fails too; the fourth, 30 s after it, works.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(camera.state(), CameraState::Failed);
+        assert_eq!(opener.connects.load(Ordering::SeqCst), 3);
+        tokio::time::sleep(Duration::from_secs(33)).await;
+        assert_eq!(camera.state(), CameraState::Streaming);
+        assert_eq!(camera.problem(), None);
+        assert_eq!(camera.consecutive_failures(), 0);
+        assert_eq!(camera.reconnects.get(), 0);
+        assert!(camera.is_healthy());
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn rtsp_failures_name_their_problem() {
+        let url = || "rtsp://cam".to_string();
+        for (error, problem) in [
+            (
+                RtspError::Connect {
+                    url: url(),
+                    reason: "Connection refused".into(),
+                },
+                CameraProblem::Refused,
+            ),
+            (
+                RtspError::Timeout {
+                    url: url(),
+                    method: "DESCRIBE",
+                    after: Duration::from_secs(10),
+                },
+                CameraProblem::Timeout,
+            ),
+            (
+                RtspError::Unauthorized {
+                    url: url(),
+                    credentials_given: false,
+                },
+                CameraProblem::Unauthorized,
+            ),
+            (
+                RtspError::Status {
+                    url: url(),
+                    method: "DESCRIBE",
+                    status: 404,
+                },
+                CameraProblem::NotFound,
+            ),
+            (
+                RtspError::Status {
+                    url: url(),
+                    method: "SETUP",
+                    status: 461,
+                },
+                CameraProblem::Error,
+            ),
+            (
+                RtspError::Stalled {
+                    url: url(),
+                    after: Duration::from_secs(10),
+                },
+                CameraProblem::Stalled,
+            ),
+            (
+                RtspError::Ended {
+                    url: url(),
+                    reason: "closed".into(),
+                },
+                CameraProblem::Disconnected,
+            ),
+            (
+                RtspError::BadUrl {
+                    url: url(),
+                    reason: "no host".into(),
+                },
+                CameraProblem::Misconfigured,
+            ),
+        ] {
+            assert_eq!(problem_of(&error), problem, "{error}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn patrol_visits_classify_failures_and_skip_a_failed_camera_until_its_retry() {
+        let (camera, ctx, opener, _units) =
+            setup(Script::Refuse, "fail_after = 2\nfailed_retry = \"60s\"\n");
+        let (_stop, stop_rx) = watch::channel(false);
+        let one = Visit {
+            samples: 1,
+            timeout: Duration::from_secs(5),
+        };
+        visit(camera.clone(), ctx.clone(), stop_rx.clone(), one).await;
+        assert_eq!(camera.state(), CameraState::Waiting);
+        assert_eq!(camera.problem(), Some(CameraProblem::Refused));
+        visit(camera.clone(), ctx.clone(), stop_rx.clone(), one).await;
+        assert_eq!(camera.state(), CameraState::Failed);
+        visit(camera.clone(), ctx.clone(), stop_rx.clone(), one).await;
+        assert_eq!(opener.connects.load(Ordering::SeqCst), 2, "not due yet");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        visit(camera.clone(), ctx, stop_rx, one).await;
+        assert_eq!(
+            opener.connects.load(Ordering::SeqCst),
+            3,
+            "retried when due"
+        );
+        assert_eq!(camera.state(), CameraState::Failed);
+        assert_eq!(camera.reconnects.get(), 0, "patrol sessions end on purpose");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_stalled_session_is_closed_reported_and_reconnected() {
         let after = Duration::from_secs(10);
-        let (camera, ctx, opener, units) = setup(Script::OneThenStall { after });
+        let (camera, ctx, opener, units) = setup(Script::OneThenStall { after }, "");
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(watch_continuously(camera.clone(), ctx, stop_rx));
         tokio::time::sleep(Duration::from_secs(25)).await;
+        assert!(
+            camera.reconnects.get() >= 1,
+            "a session that delivered video was re-established"
+        );
         assert!(opener.connects.load(Ordering::SeqCst) >= 2, "reconnected");
         assert!(
             opener.closes.load(Ordering::SeqCst) >= 1,
@@ -540,7 +843,7 @@ mod tests {
     async fn the_transport_that_worked_is_tried_first_from_then_on() {
         let after = Duration::from_secs(10);
         let (camera, ctx, opener, _units) =
-            setup_over(Script::OneThenStall { after }, Transport::Udp);
+            setup_over(Script::OneThenStall { after }, "", Transport::Udp);
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(watch_continuously(camera.clone(), ctx.clone(), stop_rx));
         tokio::time::sleep(Duration::from_secs(25)).await;
@@ -564,7 +867,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_patrol_visit_stops_intake_at_its_samples_and_ends_its_epoch() {
         let every = Duration::from_millis(500);
-        let (camera, ctx, opener, units) = setup(Script::Keyframes { every });
+        let (camera, ctx, opener, units) = setup(Script::Keyframes { every }, "");
         let (_stop, stop_rx) = watch::channel(false);
         let started = tokio::time::Instant::now();
         let timeout = Duration::from_secs(10);

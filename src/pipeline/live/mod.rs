@@ -8,7 +8,7 @@ mod snapshots;
 mod supervisor;
 mod view;
 
-pub use camera::{CameraState, LiveCamera};
+pub use camera::{CameraProblem, CameraState, LiveCamera};
 pub use snapshots::{
     encode as encode_snapshot, Snapshot, SnapshotError, SnapshotOutlet, Snapshots,
     SNAPSHOT_QUALITY, SNAPSHOT_WIDTH,
@@ -271,6 +271,10 @@ pub fn run(
             registry: registry.clone(),
             metrics: metrics.clone(),
             depths: pipeline.depths(),
+            ready: view::CameraReadiness {
+                min_healthy: config.api.ready_min_healthy,
+                grace: config.api.ready_grace,
+            },
         });
         let api_task = tokio::spawn(api::serve(
             listener,

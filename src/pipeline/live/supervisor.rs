@@ -80,7 +80,7 @@ impl Supervisor {
         let camera = Arc::new(LiveCamera::new(
             config,
             self.generation,
-            self.ctx.config.rtsp.stream,
+            &self.ctx.config.rtsp,
         ));
         let (stop, stop_rx) = watch::channel(false);
         let id = camera.id().to_string();

@@ -2,9 +2,9 @@
 //! latest pictures and metrics.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::camera::CameraState;
+use super::camera::{CameraProblem, CameraState, LiveCamera};
 use super::{read, Registry, Snapshot};
 use crate::api::{CameraView, DaemonView};
 use crate::metrics::Exposition;
@@ -14,6 +14,35 @@ pub(super) struct LiveView {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub depths: QueueDepths,
+    pub ready: CameraReadiness,
+}
+
+/// Ready only while enough of the cameras are healthy (`api.ready_min_healthy`).
+pub(super) struct CameraReadiness {
+    pub min_healthy: f64,
+    /// Cameras this new count as healthy: they may still be connecting.
+    pub grace: Duration,
+}
+
+impl CameraReadiness {
+    fn check(&self, cameras: &[Arc<LiveCamera>]) -> Result<(), String> {
+        let watched: Vec<_> = cameras
+            .iter()
+            .filter(|c| c.state() != CameraState::Stopped)
+            .collect();
+        let healthy = watched
+            .iter()
+            .filter(|c| c.is_healthy() || c.joined.elapsed() < self.grace)
+            .count();
+        let total = watched.len();
+        if total == 0 || healthy as f64 >= self.min_healthy * total as f64 {
+            return Ok(());
+        }
+        Err(format!(
+            "only {healthy} of {total} cameras are healthy (api.ready_min_healthy is {})",
+            self.min_healthy
+        ))
+    }
 }
 
 impl DaemonView for LiveView {
@@ -23,7 +52,7 @@ impl DaemonView for LiveView {
         }
         match read(&self.registry.not_ready).clone() {
             Some(reason) => Err(reason),
-            None => Ok(()),
+            None => self.ready.check(&self.registry.cameras()),
         }
     }
 
@@ -44,12 +73,15 @@ impl DaemonView for LiveView {
                     id: c.id().to_string(),
                     name: c.config().info.name.clone(),
                     state: c.state(),
+                    problem: c.problem(),
                     stream: c.shown_url.clone(),
                     priority: c.config().priority,
                     last_frame_at: feed.last_frame_at(),
                     sampled_fps: feed.sampled_fps(),
                     last_error: feed.last_error(),
+                    connection_attempts: c.connection_attempts.get(),
                     reconnects: c.reconnects.get(),
+                    consecutive_failures: c.consecutive_failures(),
                     frames_received: counters.frames_received.get(),
                     frames_decoded: counters.frames_decoded.get(),
                     frames_analysed: counters.frames_analysed.get(),
@@ -85,6 +117,20 @@ impl DaemonView for LiveView {
             "state",
             &by_state,
         );
+        let by_problem: Vec<(&str, f64)> = CameraProblem::ALL
+            .iter()
+            .map(|&p| {
+                let n = cameras.iter().filter(|c| c.problem() == Some(p)).count();
+                (p.as_str(), n as f64)
+            })
+            .collect();
+        out.labelled(
+            "cgbot_camera_problems",
+            "gauge",
+            "Cameras by what is wrong with them or their picture (see a camera's last_error).",
+            "problem",
+            &by_problem,
+        );
         out.labelled(
             "cgbot_queue_depth",
             "gauge",
@@ -113,8 +159,13 @@ impl DaemonView for LiveView {
                 &m.frames_analysed,
             ),
             (
+                "cgbot_connection_attempts_total",
+                "RTSP handshakes started, first connections and retries alike.",
+                &m.connection_attempts,
+            ),
+            (
                 "cgbot_reconnects_total",
-                "Camera sessions re-established after a failure, stall or disconnect.",
+                "Camera sessions started after one that delivered video (a working stream lost and re-established).",
                 &m.reconnects,
             ),
             ("cgbot_detections_total", "Objects detected.", &m.detections),
@@ -235,4 +286,103 @@ fn store_metrics(out: &mut Exposition, store: &StoreHealth) {
         "Evidence images not written yet, wanted from their cameras' next samples.",
         store.missing_images() as f64,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::{Camera, PatrolConfig, RtspSettings};
+    use crate::pipeline::detection::FrameQueue;
+    use crate::pipeline::live::Snapshots;
+    use crate::pipeline::{QueueDepths, QueuePolicy};
+
+    /// A view of cameras `cam-0…` in the given states, all joined just now.
+    fn view(states: &[CameraState], grace: Duration) -> LiveView {
+        let registry = Arc::new(Registry::new(
+            PatrolConfig::default(),
+            Arc::new(Snapshots::new(1 << 20)),
+        ));
+        let settings = RtspSettings::default();
+        let cameras = states
+            .iter()
+            .enumerate()
+            .map(|(i, &state)| {
+                let mut config = Camera::unconfigured(&format!("cam-{i}"));
+                config.main_stream = Some(format!("rtsp://cam/{i}"));
+                let camera = Arc::new(LiveCamera::new(config, 1, &settings));
+                camera.set_state(state);
+                (camera.id().to_string(), camera)
+            })
+            .collect();
+        registry.set(cameras);
+        let metrics = Arc::new(Metrics::default());
+        LiveView {
+            registry,
+            depths: QueueDepths {
+                frames: Arc::new(FrameQueue::new(QueuePolicy::Freshness, 1)),
+                metrics: metrics.clone(),
+            },
+            metrics,
+            ready: CameraReadiness {
+                min_healthy: 0.5,
+                grace,
+            },
+        }
+    }
+
+    #[test]
+    fn readiness_needs_a_share_of_healthy_cameras_after_the_grace() {
+        use CameraState::*;
+        let no_grace = Duration::ZERO;
+        let reason = view(&[Streaming, Backoff, Failed, Connecting], no_grace)
+            .readiness()
+            .unwrap_err();
+        assert_eq!(
+            reason,
+            "only 1 of 4 cameras are healthy (api.ready_min_healthy is 0.5)"
+        );
+        // Half is enough; patrolled cameras between visits and stopped ones do not count against.
+        assert!(view(&[Streaming, Waiting, Failed, Backoff], no_grace)
+            .readiness()
+            .is_ok());
+        assert!(view(&[Streaming, Stopped, Stopped, Failed], no_grace)
+            .readiness()
+            .is_ok());
+        // Cameras still within their grace are not judged yet.
+        let young = view(&[Connecting, Backoff, Failed], Duration::from_secs(60));
+        assert!(young.readiness().is_ok());
+        assert!(view(&[], no_grace).readiness().is_ok());
+    }
+
+    #[test]
+    fn metrics_count_cameras_by_state_and_by_problem() {
+        use CameraState::*;
+        let view = view(&[Streaming, Streaming, Failed], Duration::ZERO);
+        // A camera without a stream URL is failed and misconfigured from the start.
+        let mut config = Camera::unconfigured("cam-9");
+        config.main_stream = None;
+        let unconfigured = Arc::new(LiveCamera::new(config, 1, &RtspSettings::default()));
+        let mut cameras: BTreeMap<String, Arc<LiveCamera>> = view
+            .registry
+            .cameras()
+            .into_iter()
+            .map(|c| (c.id().to_string(), c))
+            .collect();
+        cameras.insert("cam-9".into(), unconfigured);
+        view.registry.set(cameras);
+        let text = view.metrics_text();
+        for line in [
+            "cgbot_cameras{state=\"streaming\"} 2",
+            "cgbot_cameras{state=\"failed\"} 2",
+            "cgbot_cameras{state=\"backoff\"} 0",
+            "cgbot_camera_problems{problem=\"misconfigured\"} 1",
+            "cgbot_camera_problems{problem=\"unauthorized\"} 0",
+            "cgbot_connection_attempts_total 0",
+            "cgbot_reconnects_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
 }
