@@ -4,8 +4,11 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::daemon::{camera_file, free_port, start_sim, Daemon, TOKEN};
@@ -106,18 +109,20 @@ impl Served {
     }
 }
 
-/// Starts curl processes, at the lowest CPU priority (in a deployment clients run
-/// elsewhere), keeping `parallel` requests in flight over the daemon's read routes until
-/// they are killed. One curl keeps at most 300 in flight, hence several.
-fn load(daemon: &Daemon, dir: &std::path::Path, parallel: usize) -> Vec<std::process::Child> {
+/// Keeps `parallel` requests in flight over the daemon's read routes, from curl processes
+/// at the lowest CPU priority (in a deployment clients run elsewhere), until stopped;
+/// returns curl's `status seconds` lines. One curl keeps at most 300 in flight, hence
+/// several, each started again when it has been through its list.
+fn load(daemon: &Daemon, dir: &Path, parallel: usize, stop: Arc<AtomicBool>) -> JoinHandle<String> {
     let routes = [
         "/api/cameras",
         "/api/cases?limit=50",
         "/metrics",
         "/api/cameras?state=streaming",
     ];
-    let mut config = std::fs::File::create(dir.join("load.curl")).unwrap();
-    for i in 0..100_000 {
+    let list = dir.join("load.curl");
+    let mut config = std::fs::File::create(&list).unwrap();
+    for i in 0..20_000 {
         let route = routes[i % routes.len()];
         writeln!(
             config,
@@ -127,28 +132,48 @@ fn load(daemon: &Daemon, dir: &std::path::Path, parallel: usize) -> Vec<std::pro
         .unwrap();
     }
     let processes = parallel.div_ceil(250);
-    (0..processes)
-        .map(|_| {
-            Command::new("nice")
-                .args([
-                    "-n",
-                    "19",
-                    "curl",
-                    "--silent",
-                    "--parallel",
-                    "--parallel-immediate",
-                ])
-                .args(["--parallel-max", &(parallel / processes).to_string()])
-                .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
-                .args(["--write-out", "%{http_code} %{time_total}\\n"])
-                .arg("--config")
-                .arg(dir.join("load.curl"))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start curl")
-        })
-        .collect()
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let mut replies = String::new();
+        while !stop.load(Ordering::Relaxed) {
+            let curls: Vec<_> = (0..processes)
+                .map(|i| {
+                    // To a file: a pipe read only at the end would fill and stall curl.
+                    let path = dir.join(format!("replies-{i}.txt"));
+                    let out = std::fs::File::create(&path).unwrap();
+                    let curl = Command::new("nice")
+                        .args([
+                            "-n",
+                            "19",
+                            "curl",
+                            "--silent",
+                            "--parallel",
+                            "--parallel-immediate",
+                        ])
+                        .args(["--parallel-max", &(parallel / processes).to_string()])
+                        .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+                        .args(["--write-out", "%{http_code} %{time_total}\\n"])
+                        .arg("--config")
+                        .arg(&list)
+                        .stdout(out)
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("start curl");
+                    (curl, path)
+                })
+                .collect();
+            for (mut curl, path) in curls {
+                while curl.try_wait().unwrap().is_none() {
+                    if stop.load(Ordering::Relaxed) {
+                        let _ = curl.kill();
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                replies += &std::fs::read_to_string(path).unwrap();
+            }
+        }
+        replies
+    })
 }
 
 #[test]
@@ -181,14 +206,11 @@ fn five_hundred_concurrent_api_requests_leave_the_analysed_rate_within_ten_perce
         daemon.metric("cgbot_frames_analysed_total") - before
     };
     let quiet = analysed_over(&daemon);
-    let curls = load(&daemon, dir.path(), 500);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(&daemon, dir.path(), 500, stop.clone());
     let loaded = analysed_over(&daemon);
-    let mut replies = String::new();
-    for mut curl in curls {
-        let _ = curl.kill();
-        let output = curl.wait_with_output().unwrap();
-        replies += &String::from_utf8_lossy(&output.stdout);
-    }
+    stop.store(true, Ordering::Relaxed);
+    let replies = load.join().expect("load thread");
     let served = Served::parse(&replies);
     let ok = served.statuses.iter().filter(|&&s| s == 200).count();
     eprintln!(
