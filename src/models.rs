@@ -289,6 +289,15 @@ impl Catalogue {
         })
     }
 
+    /// Like [`Catalogue::locate`], but a locally made model (one with a `recipe`) whose file
+    /// was never made is `None` rather than an error: it is optional until asked for.
+    pub fn locate_if_made(&self, spec: &ModelSpec) -> Result<Option<ResolvedModel>, ModelError> {
+        if spec.recipe.is_some() && self.find_file(spec).is_none() {
+            return Ok(None);
+        }
+        self.locate(spec).map(Some)
+    }
+
     /// The first existing file for `spec` in the search directories.
     pub fn find_file(&self, spec: &ModelSpec) -> Option<PathBuf> {
         self.search_dirs
@@ -404,6 +413,19 @@ mod tests {
         assert!(err.contains("yolox_nano.onnx"), "{err}");
         assert!(err.contains("4903c9058f6e2553"), "{err}");
         assert!(err.contains("make setup"), "{err}");
+    }
+
+    #[test]
+    fn a_locally_made_model_not_yet_made_is_optional_until_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalogue = Catalogue::with_dirs(vec![dir.path().to_path_buf()]).unwrap();
+        let int8 = catalogue.get("yolox_nano_int8").unwrap();
+        assert!(catalogue.locate_if_made(int8).unwrap().is_none());
+        // A downloaded model that is missing is still an error.
+        let fp32 = catalogue.get("yolox_nano").unwrap();
+        assert!(catalogue.locate_if_made(fp32).is_err());
+        std::fs::write(dir.path().join("yolox_nano_int8.onnx"), b"made").unwrap();
+        assert!(catalogue.locate_if_made(int8).unwrap().is_some());
     }
 
     #[test]
