@@ -7,8 +7,11 @@ DEMO_CLIP  ?= $(SAMPLES)/people-walking.mp4
 DEMO_OUT   ?= out/demo
 TOOLS_VENV := .venv
 TEST_MODELS := target/test-models
+# Pinned Python packages of the venv (the baseline's; the INT8 recipe uses the same
+# onnxruntime and numpy).
+BASELINE_REQS := benches/baseline/requirements.txt
 
-.PHONY: setup build demo test test-models baseline-env lint bench clean
+.PHONY: setup build demo test test-models int8-model baseline-env lint bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -35,7 +38,24 @@ $(TEST_MODELS)/tiny_yolov8.onnx: scripts/make_test_models.py
 
 test-models: $(TEST_MODELS)/tiny_yolov8.onnx
 
-test: setup test-models
+# YOLOX-Nano quantised to INT8 from the FP32 file (catalogue entry yolox_nano_int8),
+# calibrated on the shared samples with onnxruntime's quantisation tools in the venv.
+INT8_MODEL := models/yolox_nano_int8.onnx
+ORT_PY_STAMP := $(TOOLS_VENV)/.onnxruntime
+
+$(ORT_PY_STAMP): $(BASELINE_REQS)
+	test -x $(TOOLS_VENV)/bin/python || python3 -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check onnx==1.23.2 \
+		$$(grep -E '^(onnxruntime|numpy)==' $(BASELINE_REQS))
+	touch $@
+
+$(INT8_MODEL): scripts/make_int8_model.py $(ORT_PY_STAMP)
+	python3 scripts/fetch_models.py yolox_nano
+	$(TOOLS_VENV)/bin/python scripts/make_int8_model.py models/yolox_nano.onnx $@ $(SAMPLES)
+
+int8-model: $(INT8_MODEL)
+
+test: setup test-models int8-model
 	$(CARGO) test --release --all-targets
 
 lint:
@@ -44,7 +64,6 @@ lint:
 
 # The "usual Python pipeline" baseline the benchmark compares with (benches/baseline/):
 # OpenCV and onnxruntime, pinned, in the same venv. Not part of `make test`.
-BASELINE_REQS := benches/baseline/requirements.txt
 BASELINE_STAMP := $(TOOLS_VENV)/.baseline-env
 
 $(BASELINE_STAMP): $(BASELINE_REQS)

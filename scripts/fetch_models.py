@@ -74,6 +74,9 @@ def main():
               or (not args.names and m.get("default"))]
     mirror = os.environ.get("CGBOT_MODEL_MIRROR", os.path.join(ROOT, "..", "shared", "models"))
     for model in chosen:
+        if "recipe" in model:
+            print(f"{model['name']}: made locally by `{model['recipe']}`, nothing to fetch")
+            continue
         print(ensure(model, mirror))
 
 

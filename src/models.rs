@@ -20,9 +20,8 @@ pub enum ModelError {
     #[error("unknown model `{name}`; known models: {known}")]
     Unknown { name: String, known: String },
     #[error(
-        "model file {} for `{}` not found (looked in {searched}); run `make setup`, \
-         or download {} (sha256 {}) into one of those directories or CGBOT_MODEL_DIR",
-        spec.file, spec.name, origin(spec), spec.sha256.as_deref().unwrap_or("not recorded")
+        "model file {} for `{}` not found (looked in {searched}); {}",
+        spec.file, spec.name, remedy(spec)
     )]
     Missing {
         spec: Box<ModelSpec>,
@@ -52,6 +51,19 @@ pub enum ModelError {
 /// Where to get a model file, for error messages.
 fn origin(spec: &ModelSpec) -> &str {
     spec.source.as_deref().unwrap_or("its publisher")
+}
+
+/// How to get a missing model file: its recipe for files made locally, else the download.
+fn remedy(spec: &ModelSpec) -> String {
+    match &spec.recipe {
+        Some(recipe) => format!("it is made locally: run `{recipe}`"),
+        None => format!(
+            "run `make setup`, or download {} (sha256 {}) into one of those directories or \
+             CGBOT_MODEL_DIR",
+            origin(spec),
+            spec.sha256.as_deref().unwrap_or("not recorded")
+        ),
+    }
 }
 
 /// Output layouts we can decode.
@@ -104,6 +116,9 @@ pub struct ModelSpec {
     pub license: Option<String>,
     /// Official download URL.
     pub source: Option<String>,
+    /// The command that makes the file locally (e.g. an INT8 model quantised from another
+    /// entry), for files that have no download.
+    pub recipe: Option<String>,
     pub description: Option<String>,
     pub format: OutputFormat,
     /// Feature-map strides of a YOLOX head.
@@ -274,6 +289,15 @@ impl Catalogue {
         })
     }
 
+    /// Like [`Catalogue::locate`], but a locally made model (one with a `recipe`) whose file
+    /// was never made is `None` rather than an error: it is optional until asked for.
+    pub fn locate_if_made(&self, spec: &ModelSpec) -> Result<Option<ResolvedModel>, ModelError> {
+        if spec.recipe.is_some() && self.find_file(spec).is_none() {
+            return Ok(None);
+        }
+        self.locate(spec).map(Some)
+    }
+
     /// The first existing file for `spec` in the search directories.
     pub fn find_file(&self, spec: &ModelSpec) -> Option<PathBuf> {
         self.search_dirs
@@ -389,6 +413,31 @@ mod tests {
         assert!(err.contains("yolox_nano.onnx"), "{err}");
         assert!(err.contains("4903c9058f6e2553"), "{err}");
         assert!(err.contains("make setup"), "{err}");
+    }
+
+    #[test]
+    fn a_locally_made_model_not_yet_made_is_optional_until_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalogue = Catalogue::with_dirs(vec![dir.path().to_path_buf()]).unwrap();
+        let int8 = catalogue.get("yolox_nano_int8").unwrap();
+        assert!(catalogue.locate_if_made(int8).unwrap().is_none());
+        // A downloaded model that is missing is still an error.
+        let fp32 = catalogue.get("yolox_nano").unwrap();
+        assert!(catalogue.locate_if_made(fp32).is_err());
+        std::fs::write(dir.path().join("yolox_nano_int8.onnx"), b"made").unwrap();
+        assert!(catalogue.locate_if_made(int8).unwrap().is_some());
+    }
+
+    #[test]
+    fn missing_locally_made_model_names_its_recipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalogue = Catalogue::with_dirs(vec![dir.path().to_path_buf()]).unwrap();
+        let err = catalogue
+            .resolve(Some("yolox_nano_int8"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("yolox_nano_int8.onnx"), "{err}");
+        assert!(err.contains("make int8-model"), "{err}");
     }
 
     #[test]

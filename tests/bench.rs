@@ -45,7 +45,27 @@ fn bench_reports_throughput_cpu_latency_and_memory() {
     assert!(stages["receive"].as_f64().unwrap() >= 0.0, "{stages}");
     assert!(point["latency_p99"]["seconds"].as_f64().is_some());
     assert!(point["peak_rss_mib"].as_f64().unwrap() >= point["base_rss_mib"].as_f64().unwrap());
-    assert!(report["inference_ceiling"]["batch1_fps"].as_f64().unwrap() > 1.0);
+    // Served cameras count the analysed share of the wanted frames, per core.
+    let (served, cores) = (
+        point["served_cameras"].as_f64().unwrap(),
+        point["cpu_cores"].as_f64().unwrap(),
+    );
+    assert!(
+        (served - 2.0 * (analysed / 2.0).min(1.0)).abs() < 1e-9,
+        "{point}"
+    );
+    let per_core = point["served_cameras_per_core"].as_f64().unwrap();
+    assert!((per_core - served / cores).abs() < 1e-9, "{point}");
+    for stage in ["receive", "decode", "detect"] {
+        assert!(point["skipped"][stage].as_u64().is_some(), "{point}");
+    }
+    // Inference alone is measured with the point, and the pipeline's share of it given.
+    let alone = &point["inference_alone"];
+    assert!(alone["batch1_fps"].as_f64().unwrap() > 1.0, "{alone}");
+    let share = point["share_of_inference_alone"].as_f64().unwrap();
+    assert!(share > 0.0 && share < 1.0, "{point}");
+    // Without a baseline there is nothing to compare with.
+    assert!(report["served_cameras_per_core_vs_baseline"].is_null());
     assert!(work.join("2-cameras/daemon.log").is_file());
 }
 

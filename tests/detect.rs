@@ -289,3 +289,148 @@ fn models_verify_reports_a_corrupt_model_file() {
     );
     assert!(err.contains("1 model(s) failed"), "{err}");
 }
+
+/// The INT8 catalogue model, made by `make int8-model` when missing (never skipped).
+fn int8_model() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("models/yolox_nano_int8.onnx");
+    if !model.is_file() {
+        let out = std::process::Command::new("make")
+            .args(["int8-model", &format!("SAMPLES={}", samples().display())])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        ok(out);
+    }
+    model
+}
+
+/// Frames of every shared clip as JPEGs (four, away from the calibration frames), plus the
+/// shared images: what the INT8 model is compared on.
+fn parity_images(dir: &std::path::Path) -> Vec<String> {
+    let mut images = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(samples())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("jpg") => images.push(path.display().to_string()),
+            Some("mp4") => {
+                let stem = path.file_stem().unwrap().to_string_lossy();
+                let pattern = dir.join(format!("{stem}-%d.jpg"));
+                let out = std::process::Command::new("ffmpeg")
+                    .args(["-v", "error", "-ss", "3", "-i"])
+                    .arg(&path)
+                    .args(["-vf", "fps=1/7", "-frames:v", "4", "-q:v", "2"])
+                    .arg(&pattern)
+                    .output()
+                    .unwrap();
+                ok(out);
+                images.extend(
+                    (1..=4)
+                        .map(|i| dir.join(format!("{stem}-{i}.jpg")))
+                        .filter(|p| p.is_file())
+                        .map(|p| p.display().to_string()),
+                );
+            }
+            _ => {}
+        }
+    }
+    images
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// INT8 against FP32 as the reference, on the shared images and frames of every shared
+/// clip: an FP32 detection at or above 0.3 is matched when INT8 finds the same class with
+/// IoU ≥ 0.8 (at any score down to 0.1). INT8 may be the catalogue's default only when 95 %
+/// are matched and the same classes found; the figures are printed for the README.
+#[test]
+fn int8_model_parity_with_fp32_decides_the_default() {
+    const REFERENCE_CONF: f64 = 0.3;
+    const MATCH_IOU: f64 = 0.8;
+    let model = int8_model();
+    let dir = tempfile::tempdir().unwrap();
+    let images = parity_images(dir.path());
+    assert!(images.len() >= 20, "only {} images", images.len());
+    let detect = |model: &str| -> Vec<Vec<Det>> {
+        let mut args = vec!["detect", "--json", "--conf", "0.1", "--model", model];
+        args.extend(images.iter().map(String::as_str));
+        let out: Value = serde_json::from_str(&ok(cgbot(&args))).unwrap();
+        out.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| parse(&i["detections"]))
+            .collect()
+    };
+    let fp32 = detect("yolox_nano");
+    let int8 = detect(model.to_str().unwrap());
+    let (mut ious, mut shifts, mut missed, mut extra) = (Vec::new(), Vec::new(), 0, 0);
+    let (mut classes_fp32, mut classes_int8) = (Vec::new(), Vec::new());
+    // The best same-class twin of `d` in `among`, by IoU.
+    let twin = |d: &Det, among: &[Det]| -> Option<(f64, f64)> {
+        among
+            .iter()
+            .filter(|t| t.label == d.label)
+            .map(|t| (iou(&t.bbox, &d.bbox), t.score))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    for (reference, quantised) in fp32.iter().zip(&int8) {
+        for d in reference.iter().filter(|d| d.score >= REFERENCE_CONF) {
+            classes_fp32.push(d.label.clone());
+            match twin(d, quantised) {
+                Some((overlap, score)) if overlap >= MATCH_IOU => {
+                    ious.push(overlap);
+                    shifts.push((score - d.score).abs());
+                }
+                _ => missed += 1,
+            }
+        }
+        for d in quantised.iter().filter(|d| d.score >= REFERENCE_CONF) {
+            classes_int8.push(d.label.clone());
+            if !twin(d, reference).is_some_and(|(overlap, _)| overlap >= MATCH_IOU) {
+                extra += 1;
+            }
+        }
+    }
+    for classes in [&mut classes_fp32, &mut classes_int8] {
+        classes.sort();
+        classes.dedup();
+    }
+    let reference = ious.len() + missed;
+    let matched_share = ious.len() as f64 / reference.max(1) as f64;
+    let min_iou = ious.iter().copied().fold(f64::INFINITY, f64::min);
+    let max_shift = shifts.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "INT8 vs FP32 on {} images: {} of {reference} FP32 detections ≥ {REFERENCE_CONF} matched \
+         ({:.1}%), IoU median {:.3} min {min_iou:.3}, score shift median {:.3} max {max_shift:.3}, \
+         missed {missed}, extra {extra}; classes FP32 {classes_fp32:?}, INT8 {classes_int8:?}",
+        images.len(),
+        ious.len(),
+        100.0 * matched_share,
+        median(&mut ious),
+        median(&mut shifts),
+    );
+    assert!(reference >= 30, "only {reference} FP32 detections compared");
+    // A broken recipe (wrong preprocessing in calibration, a lost output) finds next to
+    // nothing; today's INT8 finds about half (see the README).
+    assert!(
+        matched_share >= 0.35,
+        "{:.1}% matched",
+        100.0 * matched_share
+    );
+    assert!(median(&mut ious) >= 0.85);
+    let holds_up = matched_share >= 0.95 && classes_fp32 == classes_int8;
+    let catalogue = cgbot::models::Catalogue::load().unwrap();
+    let default = catalogue.default_model().unwrap();
+    assert!(
+        default.name != "yolox_nano_int8" || holds_up,
+        "yolox_nano_int8 is the default but matches only {:.1}% of FP32's detections",
+        100.0 * matched_share
+    );
+}

@@ -75,7 +75,11 @@ pub struct PointReport {
     pub wanted_fps: f64,
     /// CPU cores the pipeline process used (user + system time / wall time).
     pub cpu_cores: f64,
-    pub cameras_per_core: f64,
+    /// Cameras counted by the share of their wanted frames that were analysed: frames
+    /// skipped to stay fresh are cameras not served.
+    pub served_cameras: f64,
+    /// `served_cameras / cpu_cores`: what a city can size servers by.
+    pub served_cameras_per_core: f64,
     pub cpu_ms_per_frame: StageSplit,
     /// Share of the process's CPU outside the ONNX Runtime call.
     pub non_inference_share: f64,
@@ -85,11 +89,34 @@ pub struct PointReport {
     /// Units and frames left out to stay fresh, by stage.
     pub skipped: Skipped,
     pub reconnects: u64,
-    /// RSS once the model is loaded, before the cameras' frames flow.
+    /// RSS once start-up has settled: the model has run (ONNX Runtime's buffers exist) and
+    /// the RSS stopped climbing; the camera sessions open by then are in it.
     pub base_rss_mib: f64,
     pub peak_rss_mib: f64,
     /// (peak − base) / cameras.
     pub rss_per_camera_mib: f64,
+    /// ONNX Runtime alone on the same frames, measured right after this point's window
+    /// (same machine load), so the two rates compare.
+    pub inference_alone: Ceiling,
+    /// Analysed frames/s over the inference-alone rate at the pipeline's batch.
+    pub share_of_inference_alone: f64,
+}
+
+/// Cameras served per CPU core: each camera counts by the share of its wanted frames that
+/// were analysed (`analysed ÷ wanted`, at most 1), so a pipeline that keeps up with only
+/// part of its cameras does not claim them all.
+pub fn served_cameras_per_core(
+    cameras: usize,
+    analysed_fps: f64,
+    wanted_fps: f64,
+    cpu_cores: f64,
+) -> f64 {
+    served_cameras(cameras, analysed_fps, wanted_fps) / cpu_cores.max(f64::MIN_POSITIVE)
+}
+
+fn served_cameras(cameras: usize, analysed_fps: f64, wanted_fps: f64) -> f64 {
+    let served_share = (analysed_fps / wanted_fps.max(f64::MIN_POSITIVE)).clamp(0.0, 1.0);
+    cameras as f64 * served_share
 }
 
 /// What each stage skipped to stay fresh (the daemon's `cgbot_frames_skipped_total`).
@@ -103,6 +130,18 @@ pub struct Skipped {
 impl Skipped {
     pub fn total(&self) -> u64 {
         self.receive + self.decode + self.detect
+    }
+}
+
+impl BaselineReport {
+    /// The same figure as [`PointReport::served_cameras_per_core`], from the baseline's own.
+    pub fn served_cameras_per_core(&self) -> f64 {
+        served_cameras_per_core(
+            self.cameras,
+            self.analysed_fps,
+            self.wanted_fps,
+            self.cpu_cores,
+        )
     }
 }
 
@@ -250,19 +289,22 @@ fn start_pipeline(
     }
 }
 
-/// Measures the pipeline with `cameras` simulated cameras: warm-up, then `duration`.
+/// Measures the pipeline with `cameras` simulated cameras: warm-up, then `duration`, then
+/// `ceiling` (ONNX Runtime alone) right after, under the same load of the machine.
 /// `progress` gets a line every 10 s.
 pub fn run_point(
     sim: &SimHandle,
     options: &BenchOptions,
     cameras: usize,
+    ceiling: &mut InferenceCeiling,
     progress: &mut dyn FnMut(String),
 ) -> Result<PointReport, BenchError> {
     let pipeline = start_pipeline(sim, options, cameras)?;
     let pid = pipeline.pid();
-    let base_rss = memory_mib(pid, "VmRSS").unwrap_or(0.0);
+    let warmup_started = Instant::now();
+    let base_rss = settled_rss(&pipeline, options.warmup)?;
     wait_showing(
-        options.warmup,
+        options.warmup.saturating_sub(warmup_started.elapsed()),
         &format!("{cameras} cameras: warming up"),
         progress,
     );
@@ -277,6 +319,8 @@ pub fn run_point(
     let wall = started.elapsed().as_secs_f64();
     let peak_rss = memory_mib(pid, "VmHWM").unwrap_or(0.0);
     pipeline.stop()?;
+    progress(format!("{cameras} cameras: inference alone"));
+    let inference_alone = ceiling.measure(ceiling_budget(options.duration))?;
 
     let delta = |key: &str| metrics_after.delta(&metrics_before, key);
     let latency_histogram = |m: &Metrics| m.histogram("cgbot_frame_latency_seconds");
@@ -308,13 +352,23 @@ pub fn run_point(
         other: per_frame((total_cpu - accounted).max(0.0)),
     };
     let cpu_cores = total_cpu / wall;
+    let (analysed_fps, wanted_fps) = (
+        analysed / wall,
+        cameras as f64 / options.interval.as_secs_f64(),
+    );
     Ok(PointReport {
         cameras,
         duration_s: wall,
-        analysed_fps: analysed / wall,
-        wanted_fps: cameras as f64 / options.interval.as_secs_f64(),
+        analysed_fps,
+        wanted_fps,
         cpu_cores,
-        cameras_per_core: cameras as f64 / cpu_cores.max(f64::MIN_POSITIVE),
+        served_cameras: served_cameras(cameras, analysed_fps, wanted_fps),
+        served_cameras_per_core: served_cameras_per_core(
+            cameras,
+            analysed_fps,
+            wanted_fps,
+            cpu_cores,
+        ),
         cpu_ms_per_frame: split,
         non_inference_share: 1.0 - inference / total_cpu.max(f64::MIN_POSITIVE),
         latency_p50: latency.as_ref().and_then(|l| l.quantile(0.5)),
@@ -332,7 +386,35 @@ pub fn run_point(
         base_rss_mib: base_rss,
         peak_rss_mib: peak_rss,
         rss_per_camera_mib: (peak_rss - base_rss).max(0.0) / cameras.max(1) as f64,
+        share_of_inference_alone: analysed_fps / inference_alone.at_batch().max(f64::MIN_POSITIVE),
+        inference_alone,
     })
+}
+
+/// How long ONNX Runtime alone runs after a point: long enough to average over the noise
+/// of a shared machine, short beside the pipeline's window.
+fn ceiling_budget(duration: Duration) -> Duration {
+    (duration / 5).clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
+/// The RSS once start-up has settled: the first frame analysed (the model's buffers are
+/// allocated on its first run) and two samples 500 ms apart within 1 MiB, or at the end
+/// of `limit`, whichever comes first.
+fn settled_rss(pipeline: &Pipeline, limit: Duration) -> Result<f64, BenchError> {
+    let started = Instant::now();
+    let rss = || memory_mib(pipeline.pid(), "VmRSS").unwrap_or(0.0);
+    let mut last = rss();
+    let mut model_ran = false;
+    while started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(500));
+        model_ran = model_ran || pipeline.metrics()?.get("cgbot_frames_analysed_total") > 0.0;
+        let now = rss();
+        if model_ran && (now - last).abs() < 1.0 {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
 }
 
 fn wait_showing(total: Duration, what: &str, progress: &mut dyn FnMut(String)) {
@@ -344,46 +426,75 @@ fn wait_showing(total: Duration, what: &str, progress: &mut dyn FnMut(String)) {
     }
 }
 
-/// ONNX Runtime alone, on a real preprocessed frame of the clip, for about `budget` per
-/// batch size.
-pub fn inference_ceiling(options: &BenchOptions, budget: Duration) -> Result<Ceiling, BenchError> {
-    let setup = |e: String| BenchError::Setup(e);
-    let provider: Provider = options.provider.parse().map_err(setup)?;
-    let model = Catalogue::load()
-        .and_then(|c| c.resolve(options.model.as_deref()))
+impl Ceiling {
+    /// The rate at the batch the pipeline uses.
+    pub fn at_batch(&self) -> f64 {
+        self.batch_fps.unwrap_or(self.batch1_fps)
+    }
+}
+
+/// ONNX Runtime alone on a real preprocessed frame of the clip, with the pipeline's model,
+/// provider and threads: loaded once, measured after each point.
+pub struct InferenceCeiling {
+    detector: Detector,
+    input: crate::decode::ModelInput,
+}
+
+impl InferenceCeiling {
+    pub fn new(options: &BenchOptions) -> Result<Self, BenchError> {
+        let setup = |e: String| BenchError::Setup(e);
+        let provider: Provider = options.provider.parse().map_err(setup)?;
+        let model = Catalogue::load()
+            .and_then(|c| c.resolve(options.model.as_deref()))
+            .map_err(|e| setup(e.to_string()))?;
+        let detector = Detector::new(
+            model,
+            DetectorOptions {
+                provider,
+                threads: options.threads,
+                max_batch: options.batch.max(1),
+                ..DetectorOptions::default()
+            },
+        )
         .map_err(|e| setup(e.to_string()))?;
-    let mut detector = Detector::new(
-        model,
-        DetectorOptions {
-            provider,
-            threads: options.threads,
-            max_batch: options.batch.max(1),
-            ..DetectorOptions::default()
-        },
-    )
-    .map_err(|e| setup(e.to_string()))?;
-    let spec = detector.model().spec.input.clone();
-    let input = first_keyframe(&options.clip, &spec)
-        .map_err(|e| setup(e.to_string()))?
-        .input;
-    let batch = detector.batch_size();
-    let mut rate = |batch: usize| -> Result<f64, BenchError> {
-        let inputs = vec![&input; batch];
+        let spec = detector.model().spec.input.clone();
+        let input = first_keyframe(&options.clip, &spec)
+            .map_err(|e| setup(e.to_string()))?
+            .input;
+        Ok(Self { detector, input })
+    }
+
+    /// Frames/s at batch 1 and at the pipeline's batch, about `budget` each.
+    pub fn measure(&mut self, budget: Duration) -> Result<Ceiling, BenchError> {
+        let batch = self.detector.batch_size();
+        Ok(Ceiling {
+            batch1_fps: self.rate(1, budget)?,
+            batch,
+            batch_fps: if batch > 1 {
+                Some(self.rate(batch, budget)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn rate(&mut self, batch: usize, budget: Duration) -> Result<f64, BenchError> {
+        let inputs = vec![&self.input; batch];
+        let mut run = || {
+            self.detector
+                .detect(&inputs)
+                .map_err(|e| BenchError::Setup(e.to_string()))
+        };
         for _ in 0..3 {
-            detector.detect(&inputs).map_err(|e| setup(e.to_string()))?;
+            run()?;
         }
         let (started, mut frames) = (Instant::now(), 0);
         while started.elapsed() < budget {
-            detector.detect(&inputs).map_err(|e| setup(e.to_string()))?;
+            run()?;
             frames += batch;
         }
         Ok(frames as f64 / started.elapsed().as_secs_f64())
-    };
-    Ok(Ceiling {
-        batch1_fps: rate(1)?,
-        batch,
-        batch_fps: if batch > 1 { Some(rate(batch)?) } else { None },
-    })
+    }
 }
 
 /// The baseline's interpreter and script, once they are known to work: checked before a
@@ -457,4 +568,36 @@ pub fn run_baseline(
         .unwrap_or("");
     serde_json::from_str(json)
         .map_err(|e| BenchError::Baseline(format!("unreadable report ({e}): {text}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shortfall_of_analysed_frames_counts_as_cameras_not_served() {
+        // 60 cameras wanting 30 frames/s on 2 cores, 20 of them analysed: 40 cameras served.
+        assert_eq!(served_cameras_per_core(60, 20.0, 30.0, 2.0), 20.0);
+        // Keeping up in full (or a little over, timing) counts every camera, no more.
+        assert_eq!(served_cameras_per_core(60, 30.0, 30.0, 2.0), 30.0);
+        assert_eq!(served_cameras_per_core(60, 31.0, 30.0, 2.0), 30.0);
+        // Nothing analysed or nothing wanted: no camera served, and no division by zero.
+        assert_eq!(served_cameras_per_core(60, 0.0, 30.0, 2.0), 0.0);
+        assert_eq!(served_cameras_per_core(0, 0.0, 0.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn the_baseline_is_held_to_the_same_formula() {
+        let baseline = BaselineReport {
+            cameras: 4,
+            analysed_fps: 1.5,
+            wanted_fps: 2.0,
+            cpu_cores: 1.0,
+            cores_per_camera: 0.25,
+            peak_rss_mb: None,
+            latency_p50_s: None,
+            latency_p99_s: None,
+        };
+        assert_eq!(baseline.served_cameras_per_core(), 3.0);
+    }
 }

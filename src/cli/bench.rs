@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use cgbot::bench::{self, BaselineReport, BenchOptions, Ceiling, PointReport};
+use cgbot::bench::{self, BaselineReport, BenchOptions, InferenceCeiling, PointReport};
 use cgbot::metrics::Quantile;
 use cgbot::sim::{SimConfig, SimHandle};
 
@@ -70,11 +70,12 @@ struct Report {
     interval_s: f64,
     provider: String,
     machine: String,
-    inference_ceiling: Ceiling,
     points: Vec<PointReport>,
     baseline: Option<BaselineReport>,
-    /// The baseline's CPU per camera over ours (at the largest camera count).
-    cameras_per_core_vs_baseline: Option<f64>,
+    /// The baseline's cameras served per core, by the same formula as ours.
+    baseline_served_cameras_per_core: Option<f64>,
+    /// Our served cameras per core (at the largest camera count) over the baseline's.
+    served_cameras_per_core_vs_baseline: Option<f64>,
 }
 
 impl BenchArgs {
@@ -119,11 +120,11 @@ impl BenchArgs {
         let sim = SimHandle::start(sim_config)?;
         let mut progress = |line: String| eprintln!("bench: {line}");
 
-        progress("inference alone (ONNX Runtime on a ready-made input)".into());
-        let ceiling = bench::inference_ceiling(&options, Duration::from_secs(5))?;
+        progress("loading the model for the inference-alone runs".into());
+        let mut ceiling = InferenceCeiling::new(&options)?;
         let mut points = Vec::new();
         for &cameras in &counts {
-            let point = bench::run_point(&sim, &options, cameras, &mut progress)?;
+            let point = bench::run_point(&sim, &options, cameras, &mut ceiling, &mut progress)?;
             if !self.json {
                 eprintln!("{}", point_line(&point));
             }
@@ -140,18 +141,20 @@ impl BenchArgs {
         };
         sim.shutdown();
         let ours = points.last().expect("at least one count");
-        let ratio = baseline
+        let baseline_served = baseline
             .as_ref()
-            .map(|b| b.cores_per_camera * ours.cameras_per_core);
+            .map(BaselineReport::served_cameras_per_core);
+        let ratio = baseline_served
+            .map(|theirs| ours.served_cameras_per_core / theirs.max(f64::MIN_POSITIVE));
         let report = Report {
             clip: clip.display().to_string(),
             interval_s: self.interval.as_secs_f64(),
             provider: self.provider.clone(),
             machine: machine(),
-            inference_ceiling: ceiling,
             points,
             baseline,
-            cameras_per_core_vs_baseline: ratio,
+            baseline_served_cameras_per_core: baseline_served,
+            served_cameras_per_core_vs_baseline: ratio,
         };
         if counts.len() > 1 {
             if let Some(dir) = self.plot.parent() {
@@ -196,15 +199,19 @@ fn machine() -> String {
 
 fn point_line(p: &PointReport) -> String {
     format!(
-        "bench: {} cameras: {:.1} of {:.1} frames/s analysed, {:.2} cores, p99 {} s, skipped {} (decode {}, detect {})",
+        "bench: {} cameras: {:.1} of {:.1} frames/s analysed ({:.1} cameras served), {:.2} cores, \
+         p99 {} s, skipped {} (receive {}, decode {}, detect {}), inference alone {:.1} frames/s",
         p.cameras,
         p.analysed_fps,
         p.wanted_fps,
+        p.served_cameras,
         p.cpu_cores,
         shown(p.latency_p99),
         p.skipped.total(),
+        p.skipped.receive,
         p.skipped.decode,
-        p.skipped.detect
+        p.skipped.detect,
+        p.inference_alone.at_batch()
     )
 }
 
@@ -218,20 +225,22 @@ fn render(r: &Report) -> String {
         "clip {}, one frame per camera every {} s, provider {}, {}\n\n",
         r.clip, r.interval_s, r.provider, r.machine
     );
-    out += "cameras  analysed/s  wanted/s  cores  cams/core  p50 s  p99 s  skipped: receive  decode  detect  peak RSS MiB  RSS/camera MiB\n";
+    out += "cameras  analysed/s  wanted/s  served  cores  served/core  p50 s  p99 s  skipped: receive  decode  detect  base RSS MiB  peak RSS MiB  RSS/camera MiB\n";
     for p in &r.points {
         out += &format!(
-            "{:>7}  {:>10.1}  {:>8.1}  {:>5.2}  {:>9.1}  {:>5}  {:>5}  {:>16}  {:>6}  {:>6}  {:>12.0}  {:>14.2}\n",
+            "{:>7}  {:>10.1}  {:>8.1}  {:>6.1}  {:>5.2}  {:>11.1}  {:>5}  {:>5}  {:>16}  {:>6}  {:>6}  {:>12.0}  {:>12.0}  {:>14.2}\n",
             p.cameras,
             p.analysed_fps,
             p.wanted_fps,
+            p.served_cameras,
             p.cpu_cores,
-            p.cameras_per_core,
+            p.served_cameras_per_core,
             shown(p.latency_p50),
             shown(p.latency_p99),
             p.skipped.receive,
             p.skipped.decode,
             p.skipped.detect,
+            p.base_rss_mib,
             p.peak_rss_mib,
             p.rss_per_camera_mib
         );
@@ -251,34 +260,37 @@ fn render(r: &Report) -> String {
             p.non_inference_share * 100.0
         );
     }
-    let c = &r.inference_ceiling;
-    out += &format!(
-        "\ninference alone: {:.1} frames/s at batch 1{}\n",
-        c.batch1_fps,
-        c.batch_fps
-            .map_or(String::new(), |f| format!(", {f:.1} at batch {}", c.batch))
-    );
-    if let Some(last) = r.points.last() {
+    out += "\ninference alone (ONNX Runtime on the same frames, right after each point)\ncameras  batch 1 frames/s  at batch  frames/s  pipeline share\n";
+    for p in &r.points {
+        let c = &p.inference_alone;
         out += &format!(
-            "pipeline at {} cameras: {:.0}% of the inference-alone rate\n",
-            last.cameras,
-            100.0 * last.analysed_fps / c.batch_fps.unwrap_or(c.batch1_fps).max(f64::MIN_POSITIVE)
+            "{:>7}  {:>16.1}  {:>8}  {:>8.1}  {:>13.0}%\n",
+            p.cameras,
+            c.batch1_fps,
+            c.batch,
+            c.at_batch(),
+            100.0 * p.share_of_inference_alone
         );
     }
-    if let (Some(b), Some(ratio), Some(ours)) =
-        (&r.baseline, r.cameras_per_core_vs_baseline, r.points.last())
-    {
+    if let (Some(b), Some(theirs), Some(ratio), Some(ours)) = (
+        &r.baseline,
+        r.baseline_served_cameras_per_core,
+        r.served_cameras_per_core_vs_baseline,
+        r.points.last(),
+    ) {
         out += &format!(
-            "\nbaseline (Python, OpenCV decodes every frame, onnxruntime): {} cameras, {:.1} of {:.1} frames/s, {:.2} cores = {:.3} cores per camera ({:.1} cameras per core)\n\
-             cgbot: {:.3} cores per camera ({:.1} cameras per core): {ratio:.1}× the baseline's cameras per core\n",
+            "\nserved cameras per core = cameras × (analysed ÷ wanted) ÷ cores\n\
+             baseline (Python, OpenCV decodes every frame, onnxruntime): {} cameras, {:.1} of {:.1} frames/s, {:.2} cores: {theirs:.2} served cameras per core\n\
+             cgbot at {} cameras: {:.1} of {:.1} frames/s, {:.2} cores: {:.2} served cameras per core = {ratio:.1}× the baseline's\n",
             b.cameras,
             b.analysed_fps,
             b.wanted_fps,
             b.cpu_cores,
-            b.cores_per_camera,
-            1.0 / b.cores_per_camera.max(f64::MIN_POSITIVE),
-            1.0 / ours.cameras_per_core.max(f64::MIN_POSITIVE),
-            ours.cameras_per_core,
+            ours.cameras,
+            ours.analysed_fps,
+            ours.wanted_fps,
+            ours.cpu_cores,
+            ours.served_cameras_per_core,
         );
     }
     out

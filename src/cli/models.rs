@@ -83,8 +83,19 @@ fn models_verify(names: &[String]) -> Result<()> {
     };
     let mut failed = 0;
     for spec in specs {
-        match catalogue.locate(spec) {
-            Ok(found) => println!("ok      {}  {}", spec.name, found.path.display()),
+        // A model made locally is optional unless named.
+        let found = if names.is_empty() {
+            catalogue.locate_if_made(spec)
+        } else {
+            catalogue.locate(spec).map(Some)
+        };
+        match found {
+            Ok(Some(found)) => println!("ok      {}  {}", spec.name, found.path.display()),
+            Ok(None) => println!(
+                "absent  {}  made locally: run `{}`",
+                spec.name,
+                spec.recipe.as_deref().unwrap_or_default()
+            ),
             Err(e) => {
                 failed += 1;
                 println!("FAILED  {}  {e}", spec.name);
