@@ -349,7 +349,7 @@ fn wait_showing(total: Duration, what: &str, progress: &mut dyn FnMut(String)) {
 pub fn inference_ceiling(options: &BenchOptions, budget: Duration) -> Result<Ceiling, BenchError> {
     let setup = |e: String| BenchError::Setup(e);
     let provider: Provider = options.provider.parse().map_err(setup)?;
-    let model = Catalogue::load()
+    let model = Catalogue::load(None)
         .and_then(|c| c.resolve(options.model.as_deref()))
         .map_err(|e| setup(e.to_string()))?;
     let mut detector = Detector::new(
@@ -417,7 +417,7 @@ pub fn run_baseline(
     cameras: usize,
 ) -> Result<BaselineReport, BenchError> {
     let (python, script) = baseline_ready()?;
-    let model = Catalogue::load()
+    let model = Catalogue::load(None)
         .and_then(|c| c.resolve(options.model.as_deref()))
         .map_err(|e| BenchError::Baseline(e.to_string()))?;
     let template = sim.url(0).replace("/cam/0", "/cam/{i}");
