@@ -138,3 +138,53 @@ fn installed_copy_detects_and_runs_without_source_tree_or_environment() {
     let (status, _) = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", daemon.log());
 }
+
+#[test]
+fn installed_copy_finds_onnx_runtime_through_the_dynamic_loader_search_path() {
+    let root = tempfile::tempdir().unwrap();
+    assert_outside_source_tree(root.path());
+    // The library in a directory named on LD_LIBRARY_PATH, neither beside the binary nor
+    // in its ../lib/cgbot.
+    install(root.path());
+    let system_lib = root.path().join("system-lib");
+    std::fs::rename(root.path().join("lib/cgbot"), &system_lib).unwrap();
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let binary = elsewhere.join("cgbot");
+    std::fs::rename(root.path().join("bin/cgbot"), &binary).unwrap();
+    copy_model(&elsewhere.join("models"));
+    let out = Command::new(&binary)
+        .args(["-v", "detect"])
+        .arg(sample("street-bus-car.jpg"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LD_LIBRARY_PATH", &system_lib)
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("libonnxruntime.so.1.31.1 in the system library path"),
+        "{log}"
+    );
+
+    // Without it, the error lists every place looked.
+    let out = Command::new(&binary)
+        .args(["detect"])
+        .arg(sample("street-bus-car.jpg"))
+        .env_clear()
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for place in [
+        format!("{}/libonnxruntime.so.1.31.1", elsewhere.display()),
+        format!("{}/../lib/cgbot/libonnxruntime.so", elsewhere.display()),
+        "libonnxruntime.so in the system library path: ".to_string(),
+    ] {
+        assert!(err.contains(&place), "{place} not in: {err}");
+    }
+    assert!(!err.contains(".ort"), "a source tree was searched: {err}");
+}
