@@ -78,7 +78,7 @@ fn preprocess_and_detect(c: &mut Criterion) {
     let (info, units) = demux("people-walking-1080p-h264.mp4");
     let frames = decode_all(&info, &units[..1], Sampling::All);
     let picture = frames[0].picture.as_frame();
-    let catalogue = Catalogue::load().unwrap();
+    let catalogue = Catalogue::load(None).unwrap();
     let model = catalogue
         .resolve(None)
         .expect("default model: run `make setup`");

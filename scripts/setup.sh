@@ -33,7 +33,7 @@ browser_apt=(chromium chromium-driver)
 
 need_apt=()
 for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang \
-    pkg-config ffmpeg fonts-dejavu-core fonts-wqy-microhei python3 python3-venv python3-pip unzip curl \
+    pkg-config ffmpeg fonts-dejavu-core fonts-wqy-microhei python3 python3-venv python3-pip python3-yaml unzip curl \
     "${gst_apt[@]}" "${vlc_apt[@]}" "${browser_apt[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done

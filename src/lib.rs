@@ -17,6 +17,7 @@ pub mod evidence;
 #[cfg(test)]
 mod fuzz;
 pub mod geometry;
+pub mod install;
 pub mod limits;
 pub mod metrics;
 pub mod models;

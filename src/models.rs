@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 
 /// The manifest shipped with the source tree, compiled in so the binary works anywhere.
 const BUILTIN_MANIFEST: &str = include_str!("../models/manifest.toml");
-/// `models/` of the source tree the binary was built from: found without configuration
-/// after `make setup`, wherever the command is run from.
-const SOURCE_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -58,8 +55,8 @@ fn remedy(spec: &ModelSpec) -> String {
     match &spec.recipe {
         Some(recipe) => format!("it is made locally: run `{recipe}`"),
         None => format!(
-            "run `make setup`, or download {} (sha256 {}) into one of those directories or \
-             CGBOT_MODEL_DIR",
+            "run `make setup`, or download {} (sha256 {}) into one of those directories \
+             (models_dir in run.toml or CGBOT_MODEL_DIR name another)",
             origin(spec),
             spec.sha256.as_deref().unwrap_or("not recorded")
         ),
@@ -154,15 +151,15 @@ pub struct Catalogue {
 
 impl Catalogue {
     /// Loads the built-in manifest and overlays those found in the model directories:
-    /// `CGBOT_MODEL_DIR`, then `./models`, then the source tree's `models/`.
-    pub fn load() -> Result<Self, ModelError> {
-        let mut dirs = Vec::new();
-        if let Some(dir) = std::env::var_os("CGBOT_MODEL_DIR") {
-            dirs.push(PathBuf::from(dir));
-        }
-        dirs.push(PathBuf::from("models"));
-        dirs.push(PathBuf::from(SOURCE_MODEL_DIR));
-        Self::with_dirs(dirs)
+    /// `configured` (run.toml's `models_dir`), `CGBOT_MODEL_DIR`, the installation's
+    /// `/var/lib/cgbot/models`, `./models`, and last the source tree's `models/` while the
+    /// binary runs from that tree (after `make setup`, from any working directory).
+    pub fn load(configured: Option<&Path>) -> Result<Self, ModelError> {
+        Self::with_dirs(model_dirs(
+            configured,
+            std::env::var_os("CGBOT_MODEL_DIR").map(PathBuf::from),
+            crate::install::development_tree(),
+        ))
     }
 
     pub fn with_dirs(search_dirs: Vec<PathBuf>) -> Result<Self, ModelError> {
@@ -307,6 +304,20 @@ impl Catalogue {
     }
 }
 
+/// The model search path, most specific first.
+fn model_dirs(
+    configured: Option<&Path>,
+    from_env: Option<PathBuf>,
+    source_tree: Option<&Path>,
+) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = configured.map(Path::to_path_buf).into_iter().collect();
+    dirs.extend(from_env);
+    dirs.push(PathBuf::from(crate::install::DEFAULT_MODEL_DIR));
+    dirs.push(PathBuf::from("models"));
+    dirs.extend(source_tree.map(|tree| tree.join("models")));
+    dirs
+}
+
 fn parse_manifest(text: &str, origin: &str) -> Result<Vec<ModelSpec>, ModelError> {
     let file: ManifestFile = toml::from_str(text).map_err(|e| ModelError::Manifest {
         path: origin.to_string(),
@@ -390,6 +401,33 @@ pub fn verify_hash(spec: &ModelSpec, path: &Path) -> Result<(), ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_search_path_puts_configured_dirs_first_and_source_tree_last() {
+        let dirs = model_dirs(
+            Some(Path::new("/etc/cgbot/models")),
+            Some("/env/models".into()),
+            Some(Path::new("/src/cgbot")),
+        );
+        let expected: Vec<PathBuf> = [
+            "/etc/cgbot/models",
+            "/env/models",
+            "/var/lib/cgbot/models",
+            "models",
+            "/src/cgbot/models",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(dirs, expected);
+        assert_eq!(
+            model_dirs(None, None, None),
+            [
+                PathBuf::from("/var/lib/cgbot/models"),
+                PathBuf::from("models")
+            ]
+        );
+    }
 
     #[test]
     fn builtin_manifest_describes_yolox_nano_with_coco_labels() {

@@ -96,6 +96,44 @@ fn run_with_a_bad_config_exits_78_and_other_failures_exit_1() {
 }
 
 #[test]
+fn run_check_validates_without_starting_and_exits_78_on_a_bad_camera_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        "cameras = \"cams.toml\"\nmodels_dir = \"models\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("cams.toml"),
+        "[[camera]]\nid = \"c1\"\nmain_stream = \"rtsp://10.0.0.1/s\"\n",
+    )
+    .unwrap();
+    let out = cgbot(&["run", "--check", "--config", &path_arg(&config)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("valid, 1 camera(s)"),
+        "{}",
+        stdout(&out)
+    );
+    // Nothing was started: no database was created.
+    assert!(!dir.path().join("cgbot.db").exists());
+
+    std::fs::write(
+        dir.path().join("cams.toml"),
+        "[[camera]]\nid = \"c1\"\nmain_stream = \"str\"\n",
+    )
+    .unwrap();
+    let out = cgbot(&["run", "--check", "--config", &path_arg(&config)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{err}");
+    assert!(
+        err.contains("cams.toml: camera[0] `c1`.main_stream"),
+        "{err}"
+    );
+}
+
+#[test]
 fn log_format_json_writes_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("run.toml");

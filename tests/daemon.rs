@@ -183,6 +183,49 @@ fn patrol_visits_500_cameras_through_50_slots_and_dwell_spans_visits() {
     assert!(status.success(), "{}", daemon.log());
 }
 
+/// A camera directory mounted from a Kubernetes ConfigMap changes the way the kubelet
+/// changes it: the files are links through `..data`, which is renamed over to a new
+/// version's directory; the daemon applies the new list.
+#[test]
+fn config_map_update_of_the_camera_directory_rotates_the_list() {
+    use std::os::unix::fs::symlink;
+    let _serial = serial();
+    let port = free_port();
+    let _sim = start_sim("street-static-h264.mp4", 2, port, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cameras = dir.path().join("cameras");
+    std::fs::create_dir(&cameras).unwrap();
+    let version = |name: &str, text: String| {
+        std::fs::create_dir(cameras.join(name)).unwrap();
+        std::fs::write(cameras.join(name).join("district.toml"), text).unwrap();
+    };
+    version(
+        "..2026_12_01_06_00_00.000000001",
+        camera_file(port, [0], ""),
+    );
+    symlink("..2026_12_01_06_00_00.000000001", cameras.join("..data")).unwrap();
+    symlink("..data/district.toml", cameras.join("district.toml")).unwrap();
+    let mut daemon = Daemon::start(dir.path(), "cameras/", "[sampling]\ninterval = \"1s\"\n");
+    assert_eq!(daemon.cameras().len(), 1);
+
+    version(
+        "..2026_12_01_06_05_00.000000002",
+        camera_file(port, [0, 1], ""),
+    );
+    symlink(
+        "..2026_12_01_06_05_00.000000002",
+        cameras.join("..data_tmp"),
+    )
+    .unwrap();
+    std::fs::rename(cameras.join("..data_tmp"), cameras.join("..data")).unwrap();
+    std::fs::remove_dir_all(cameras.join("..2026_12_01_06_00_00.000000001")).unwrap();
+    daemon.wait_for("the ConfigMap's new list", Duration::from_secs(30), |d| {
+        d.metric("cgbot_rotations_total") >= 1.0 && d.cameras().len() == 2
+    });
+    let (status, _) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", daemon.log());
+}
+
 #[test]
 fn camera_rotation_applies_without_restart_and_keeps_cases() {
     let _serial = serial();

@@ -426,7 +426,7 @@ fn int8_model_parity_with_fp32_decides_the_default() {
     );
     assert!(median(&mut ious) >= 0.85);
     let holds_up = matched_share >= 0.95 && classes_fp32 == classes_int8;
-    let catalogue = cgbot::models::Catalogue::load().unwrap();
+    let catalogue = cgbot::models::Catalogue::load(None).unwrap();
     let default = catalogue.default_model().unwrap();
     assert!(
         default.name != "yolox_nano_int8" || holds_up,

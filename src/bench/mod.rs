@@ -444,7 +444,7 @@ impl InferenceCeiling {
     pub fn new(options: &BenchOptions) -> Result<Self, BenchError> {
         let setup = |e: String| BenchError::Setup(e);
         let provider: Provider = options.provider.parse().map_err(setup)?;
-        let model = Catalogue::load()
+        let model = Catalogue::load(None)
             .and_then(|c| c.resolve(options.model.as_deref()))
             .map_err(|e| setup(e.to_string()))?;
         let detector = Detector::new(
@@ -528,7 +528,7 @@ pub fn run_baseline(
     cameras: usize,
 ) -> Result<BaselineReport, BenchError> {
     let (python, script) = baseline_ready()?;
-    let model = Catalogue::load()
+    let model = Catalogue::load(None)
         .and_then(|c| c.resolve(options.model.as_deref()))
         .map_err(|e| BenchError::Baseline(e.to_string()))?;
     let template = sim.url(0).replace("/cam/0", "/cam/{i}");

@@ -47,7 +47,7 @@ impl DetectorArgs {
         if !(0.0..=1.0).contains(&self.conf) || !(0.0..=1.0).contains(&self.nms) {
             bail!("--conf and --nms must be between 0 and 1");
         }
-        let model = Catalogue::load()?.resolve(self.model.as_deref())?;
+        let model = Catalogue::load(None)?.resolve(self.model.as_deref())?;
         let options = DetectorOptions {
             conf: self.conf,
             nms_iou: self.nms,

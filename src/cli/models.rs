@@ -36,7 +36,7 @@ struct ModelRow<'a> {
 }
 
 fn models_list(json: bool) -> Result<()> {
-    let catalogue = Catalogue::load()?;
+    let catalogue = Catalogue::load(None)?;
     let rows: Vec<ModelRow> = catalogue
         .models()
         .iter()
@@ -72,7 +72,7 @@ fn models_list(json: bool) -> Result<()> {
 }
 
 fn models_verify(names: &[String]) -> Result<()> {
-    let catalogue = Catalogue::load()?;
+    let catalogue = Catalogue::load(None)?;
     let specs: Vec<_> = if names.is_empty() {
         catalogue.models().iter().collect()
     } else {

@@ -16,6 +16,10 @@ pub struct RunArgs {
     /// Listen address of the HTTP API, overriding the file's `api.listen`.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Check the file and the camera files it names, then exit without starting (for
+    /// deployment pipelines: a ConfigMap, a package's /etc/cgbot).
+    #[arg(long)]
+    check: bool,
 }
 
 impl RunArgs {
@@ -23,6 +27,20 @@ impl RunArgs {
         let mut config = RunConfig::load(&self.config)?;
         if let Some(listen) = self.listen {
             config.api.listen = listen;
+        }
+        if self.check {
+            let cameras = cgbot::config::load_cameras_with(
+                &config.cameras,
+                &cgbot::rules::EventCatalogue::builtin(),
+                &config.camera_secrets(),
+            )?;
+            println!(
+                "{}: valid, {} camera(s) in {}",
+                self.config.display(),
+                cameras.len(),
+                config.cameras.display()
+            );
+            return Ok(());
         }
         let report = cgbot::pipeline::live::run(config, stop_signal())?;
         tracing::info!(

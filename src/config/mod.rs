@@ -175,7 +175,8 @@ pub(crate) fn check_model_name(
         return Ok(());
     }
     // A catalogue that does not load is reported when the model is resolved.
-    let Some(catalogue) = catalogue.get_or_insert_with(|| crate::models::Catalogue::load().ok())
+    let Some(catalogue) =
+        catalogue.get_or_insert_with(|| crate::models::Catalogue::load(None).ok())
     else {
         return Ok(());
     };

@@ -5,6 +5,7 @@
 //! cameras = "cameras/"            # camera file or directory, watched for rotation
 //! secrets = "secrets.toml"        # camera credentials named by the camera files (else $CGBOT_SECRETS)
 //! db = "cgbot.db"
+//! models_dir = "/var/lib/cgbot/models"   # searched first for model files (then $CGBOT_MODEL_DIR)
 //! snapshot_every = "10s"          # each camera's latest picture for the console, at most this often
 //! snapshot_budget_mib = 128       # memory for those pictures; the oldest go beyond it
 //!
@@ -73,6 +74,8 @@ pub struct RunConfig {
     pub db: PathBuf,
     /// Case category table replacing the built-in one.
     pub catalogue: Option<PathBuf>,
+    /// Directory searched first for model files and `manifest.toml`.
+    pub models_dir: Option<PathBuf>,
     #[serde(default)]
     pub detector: DetectorSettings,
     #[serde(default)]
@@ -373,6 +376,7 @@ impl RunConfig {
         rebase(&mut config.db);
         for p in [
             config.catalogue.as_mut(),
+            config.models_dir.as_mut(),
             config.sinks.jsonl.as_mut(),
             config.api.token_file.as_mut(),
             config.console.users.as_mut(),
@@ -397,7 +401,9 @@ impl RunConfig {
     fn check(&self) -> Result<(), (&'static str, String)> {
         self.detector_options()?;
         if let Some(model) = &self.detector.model {
-            super::check_model_name(model, &mut None).map_err(|e| ("detector.model", e))?;
+            let catalogue = crate::models::Catalogue::load(self.models_dir.as_deref()).ok();
+            super::check_model_name(model, &mut Some(catalogue))
+                .map_err(|e| ("detector.model", e))?;
         }
         self.check_durations()?;
         if self.sampling.interval.is_zero() {

@@ -3,6 +3,7 @@
 //! and retries them, and this says so — once in the log when it starts and once when it
 //! ends (not once per frame), on `/readyz` while it lasts, and in the metrics.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ pub struct StoreHealth {
     pub write_failures: Counter,
     pending_rows: AtomicU64,
     missing_images: AtomicU64,
+    /// Case events each sink has not acknowledged yet, as of its last delivery round.
+    outbox_pending: Mutex<BTreeMap<String, u64>>,
     outage: Mutex<Option<Outage>>,
 }
 
@@ -95,6 +98,24 @@ impl StoreHealth {
     /// Evidence images wanted and not written yet.
     pub fn missing_images(&self) -> u64 {
         self.missing_images.load(Ordering::Relaxed)
+    }
+
+    /// A delivery round to `sink` ended with `pending` events still in the outbox.
+    pub fn set_outbox_pending(&self, sink: &str, pending: u64) {
+        let mut backlog = self
+            .outbox_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        backlog.insert(sink.to_string(), pending);
+    }
+
+    /// Undelivered case events by sink.
+    pub fn outbox_pending(&self) -> Vec<(String, u64)> {
+        let backlog = self
+            .outbox_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        backlog.iter().map(|(s, n)| (s.clone(), *n)).collect()
     }
 }
 

@@ -47,6 +47,11 @@ pub fn van_zone(dwell: &str) -> String {
     )
 }
 
+/// The `cgbot` binary cargo built for these tests.
+fn built_binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cgbot"))
+}
+
 pub struct Daemon {
     child: Option<Child>,
     pub api: String,
@@ -59,21 +64,49 @@ impl Daemon {
     /// `[api]` listen address)
     /// into `dir` and starts the daemon; waits until /readyz answers.
     pub fn start(dir: &Path, cameras: &str, settings: &str) -> Daemon {
-        Self::launch(dir, cameras, settings, Path::new("cases.db"), &[])
+        Self::launch(
+            dir,
+            cameras,
+            settings,
+            Path::new("cases.db"),
+            built_binary(),
+        )
     }
 
     /// [`Daemon::start`] with the case database at `db` (relative to `dir`).
     pub fn start_with_db(dir: &Path, cameras: &str, settings: &str, db: &Path) -> Daemon {
-        Self::launch(dir, cameras, settings, db, &[])
+        Self::launch(dir, cameras, settings, db, built_binary())
     }
 
     /// [`Daemon::start`] with the daemon run by `wrapper` (a command and its arguments,
     /// e.g. `prlimit --nofile=1024:1024 --`).
     pub fn start_under(dir: &Path, cameras: &str, settings: &str, wrapper: &[&str]) -> Daemon {
-        Self::launch(dir, cameras, settings, Path::new("cases.db"), wrapper)
+        let (program, args) = wrapper.split_first().expect("a wrapper command");
+        let mut command = Command::new(program);
+        command.args(args).arg(env!("CARGO_BIN_EXE_cgbot"));
+        Self::launch(dir, cameras, settings, Path::new("cases.db"), command)
     }
 
-    fn launch(dir: &Path, cameras: &str, settings: &str, db: &Path, wrapper: &[&str]) -> Daemon {
+    /// [`Daemon::start`] of an installed copy of the binary, run from `dir` with nothing of
+    /// the test's environment but PATH and HOME.
+    pub fn start_installed(dir: &Path, cameras: &str, settings: &str, binary: &Path) -> Daemon {
+        let mut command = Command::new(binary);
+        command.env_clear().current_dir(dir);
+        for name in ["PATH", "HOME"] {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        Self::launch(dir, cameras, settings, Path::new("cases.db"), command)
+    }
+
+    fn launch(
+        dir: &Path,
+        cameras: &str,
+        settings: &str,
+        db: &Path,
+        mut command: Command,
+    ) -> Daemon {
         let port = free_port();
         // Into the settings' own [api] table, if they have one.
         let listen = format!("[api]\nlisten = \"127.0.0.1:{port}\"\n");
@@ -87,15 +120,6 @@ impl Daemon {
         );
         std::fs::write(dir.join("run.toml"), config).unwrap();
         let log = dir.join("daemon.log");
-        let cgbot = env!("CARGO_BIN_EXE_cgbot");
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(cgbot);
-                command
-            }
-            None => Command::new(cgbot),
-        };
         let child = command
             .args(["run", "--config"])
             .arg(dir.join("run.toml"))

@@ -36,13 +36,17 @@ pub(super) fn delivery_worker(
             Err(RecvTimeoutError::Disconnected) => (Instant::now(), true),
         };
         match sinks::deliver(&mut store, sink.as_mut(), until, &mut backoff) {
-            Ok(report) if report.pending > 0 => tracing::warn!(
-                sink = sink.name(),
-                pending = report.pending,
-                error = report.last_error.as_deref().unwrap_or(""),
-                "case events wait in the outbox"
-            ),
-            Ok(_) => {}
+            Ok(report) => {
+                health.set_outbox_pending(sink.name(), report.pending);
+                if report.pending > 0 {
+                    tracing::warn!(
+                        sink = sink.name(),
+                        pending = report.pending,
+                        error = report.last_error.as_deref().unwrap_or(""),
+                        "case events wait in the outbox"
+                    );
+                }
+            }
             Err(e) => health.failed(&e),
         }
         if last {

@@ -170,7 +170,8 @@ pub fn run(
             reason,
         }
     })?;
-    let model = Catalogue::load()?.resolve(config.detector.model.as_deref())?;
+    let model =
+        Catalogue::load(config.models_dir.as_deref())?.resolve(config.detector.model.as_deref())?;
     let detector = Detector::new(model, options)?;
     let store = Store::open(&config.db)?;
     let sinks = build_sinks(&config)?;

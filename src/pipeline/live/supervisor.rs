@@ -3,6 +3,7 @@
 //! camera list while running.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -342,6 +343,11 @@ async fn stop_watched(watched: Watched) {
     watched.camera.stop();
 }
 
+/// Kubernetes updates a mounted ConfigMap by writing a new hidden directory and renaming a
+/// `..data` symlink to it over the old one; the visible `*.toml` files are symlinks through
+/// `..data`, so they themselves see no event.
+const CONFIG_MAP_DATA: &str = "..data";
+
 /// Watches the camera file (or directory) and signals on any change. Without a watcher
 /// (inotify limits reached, say) rotation needs a restart, which is logged.
 fn watch_camera_files(
@@ -365,9 +371,12 @@ fn watch_camera_files(
         if event.kind.is_access() {
             return;
         }
-        let relevant = event.paths.iter().any(|p| match &file_name {
-            Some(name) => p.file_name() == Some(name.as_os_str()),
-            None => p.extension().is_some_and(|x| x == "toml"),
+        let relevant = event.paths.iter().any(|p| {
+            p.file_name() == Some(OsStr::new(CONFIG_MAP_DATA))
+                || match &file_name {
+                    Some(name) => p.file_name() == Some(name.as_os_str()),
+                    None => p.extension().is_some_and(|x| x == "toml"),
+                }
         });
         if relevant {
             let _ = changes.send(());
@@ -383,5 +392,87 @@ fn watch_camera_files(
             tracing::error!(path = %dir.display(), error = %e, "cannot watch the camera list; rotations need a restart");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A ConfigMap volume as the kubelet writes it: `..<timestamp>/` holding the files,
+    /// `..data -> ..<timestamp>`, and `name -> ..data/name` for each key.
+    fn write_config_map_version(dir: &Path, version: &str, files: &[(&str, &str)]) {
+        let data = dir.join(version);
+        std::fs::create_dir(&data).unwrap();
+        for (name, text) in files {
+            std::fs::write(data.join(name), text).unwrap();
+        }
+    }
+
+    /// The kubelet's atomic update: a new `..data_tmp` symlink renamed over `..data`.
+    fn swap_config_map_data(dir: &Path, version: &str) {
+        let tmp = dir.join("..data_tmp");
+        symlink(version, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join(CONFIG_MAP_DATA)).unwrap();
+    }
+
+    fn config_map(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        write_config_map_version(dir.path(), "..2026_12_01_06_00_00.000000001", files);
+        symlink(
+            "..2026_12_01_06_00_00.000000001",
+            dir.path().join(CONFIG_MAP_DATA),
+        )
+        .unwrap();
+        for (name, _) in files {
+            symlink(format!("..data/{name}"), dir.path().join(name)).unwrap();
+        }
+        dir
+    }
+
+    /// Whether a change is signalled within a few seconds.
+    fn signalled(changes: &mut mpsc::UnboundedReceiver<()>) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if changes.try_recv().is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn config_map_swap_of_a_camera_directory_is_noticed() {
+        let dir = config_map(&[("street.toml", "# one camera")]);
+        let (sender, mut changes) = mpsc::unbounded_channel();
+        let _watcher = watch_camera_files(dir.path(), sender).expect("a watcher");
+        write_config_map_version(
+            dir.path(),
+            "..2026_12_01_06_05_00.000000002",
+            &[("street.toml", "# two cameras")],
+        );
+        swap_config_map_data(dir.path(), "..2026_12_01_06_05_00.000000002");
+        assert!(signalled(&mut changes), "the ..data swap went unnoticed");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("street.toml")).unwrap(),
+            "# two cameras"
+        );
+    }
+
+    #[test]
+    fn config_map_swap_under_a_single_camera_file_is_noticed() {
+        let dir = config_map(&[("cameras.toml", "# one camera")]);
+        let (sender, mut changes) = mpsc::unbounded_channel();
+        let _watcher =
+            watch_camera_files(&dir.path().join("cameras.toml"), sender).expect("a watcher");
+        write_config_map_version(
+            dir.path(),
+            "..2026_12_01_06_05_00.000000002",
+            &[("cameras.toml", "# two cameras")],
+        );
+        swap_config_map_data(dir.path(), "..2026_12_01_06_05_00.000000002");
+        assert!(signalled(&mut changes), "the ..data swap went unnoticed");
     }
 }

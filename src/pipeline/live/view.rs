@@ -286,6 +286,18 @@ fn store_metrics(out: &mut Exposition, store: &StoreHealth) {
         "Evidence images not written yet, wanted from their cameras' next samples.",
         store.missing_images() as f64,
     );
+    let backlog = store.outbox_pending();
+    let by_sink: Vec<(&str, f64)> = backlog
+        .iter()
+        .map(|(sink, n)| (sink.as_str(), *n as f64))
+        .collect();
+    out.labelled(
+        "cgbot_outbox_pending",
+        "gauge",
+        "Case events a sink has not acknowledged yet (after its last delivery round).",
+        "sink",
+        &by_sink,
+    );
 }
 
 #[cfg(test)]
@@ -372,6 +384,7 @@ mod tests {
             .collect();
         cameras.insert("cam-9".into(), unconfigured);
         view.registry.set(cameras);
+        view.metrics.store.set_outbox_pending("webhook", 3);
         let text = view.metrics_text();
         for line in [
             "cgbot_cameras{state=\"streaming\"} 2",
@@ -381,6 +394,7 @@ mod tests {
             "cgbot_camera_problems{problem=\"unauthorized\"} 0",
             "cgbot_connection_attempts_total 0",
             "cgbot_reconnects_total 0",
+            "cgbot_outbox_pending{sink=\"webhook\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
