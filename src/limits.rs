@@ -24,37 +24,44 @@ pub struct OpenFiles {
     pub raised_from: Option<u64>,
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit: systemd and most shells start
-/// services at 1024, far below a camera list's needs, and the hard limit is what the
-/// administrator actually allows.
-pub fn raise_open_files() -> io::Result<OpenFiles> {
+/// The soft and hard `RLIMIT_NOFILE` now.
+pub fn open_files() -> io::Result<OpenFiles> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let before = limit.rlim_cur;
-        if before >= limit.rlim_max {
-            return Ok(OpenFiles {
-                soft: before,
-                hard: limit.rlim_max,
-                raised_from: None,
-            });
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(OpenFiles {
-            soft: limit.rlim_max,
-            hard: limit.rlim_max,
-            raised_from: Some(before),
-        })
+    // SAFETY: getrlimit only writes the struct passed to it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(OpenFiles {
+        soft: limit.rlim_cur,
+        hard: limit.rlim_max,
+        raised_from: None,
+    })
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: systemd and most shells start
+/// services at 1024, far below a camera list's needs, and the hard limit is what the
+/// administrator actually allows.
+pub fn raise_open_files() -> io::Result<OpenFiles> {
+    let now = open_files()?;
+    if now.soft >= now.hard {
+        return Ok(now);
+    }
+    let limit = libc::rlimit {
+        rlim_cur: now.hard,
+        rlim_max: now.hard,
+    };
+    // SAFETY: setrlimit only reads the struct passed to it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(OpenFiles {
+        soft: now.hard,
+        hard: now.hard,
+        raised_from: Some(now.soft),
+    })
 }
 
 /// Descriptors one camera session holds: the RTSP connection, plus an RTP and an RTCP

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cgbot::sim::{SimConfig, SimHandle};
 use common::daemon::{camera_file, free_port, start_sim, van_zone, Daemon};
-use common::{cgbot, ffmpeg, ok, sample};
+use common::{cgbot, dark_clip, ffmpeg, frozen_clip, ok, sample};
 use serde_json::Value;
 
 /// The daemon tests load both cores; run them one at a time.
@@ -821,46 +821,9 @@ fn frozen_and_dark_cameras_are_told_from_a_static_street() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let frozen = dir.path().join("frozen.mp4");
-    let still = sample("street-bus-car.jpg");
-    ffmpeg(&[
-        "-loop",
-        "1",
-        "-i",
-        still.to_str().unwrap(),
-        "-t",
-        "6",
-        "-r",
-        "25",
-        "-vf",
-        "scale=640:-2",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-pix_fmt",
-        "yuv420p",
-        frozen.to_str().unwrap(),
-    ]);
+    frozen_clip(&frozen, 640, 6, 25);
     let dark = dir.path().join("dark.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "color=c=0x101010:s=640x360:r=25:d=6",
-        "-vf",
-        "noise=alls=12:allf=t",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-pix_fmt",
-        "yuv420p",
-        dark.to_str().unwrap(),
-    ]);
+    dark_clip(&dark, 640, 6, 25);
     let sims: Vec<SimHandle> = [
         frozen.as_path(),
         dark.as_path(),

@@ -226,48 +226,9 @@ fn frozen_and_dark_pictures_are_told_from_a_static_street() {
     use cgbot::api::CameraProblem;
     let dir = tempfile::tempdir().unwrap();
     let frozen = dir.path().join("frozen.mp4");
-    let still = sample("street-bus-car.jpg");
-    // What a camera with a hung image pipeline sends: the same picture, re-encoded.
-    ffmpeg(&[
-        "-loop",
-        "1",
-        "-i",
-        still.to_str().unwrap(),
-        "-t",
-        "12",
-        "-r",
-        "25",
-        "-vf",
-        "scale=1280:-2",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "50",
-        "-pix_fmt",
-        "yuv420p",
-        frozen.to_str().unwrap(),
-    ]);
-    // A covered lens at night: black with sensor noise.
+    frozen_clip(&frozen, 1280, 12, 50);
     let dark = dir.path().join("dark.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "color=c=0x101010:s=1280x720:r=25:d=12",
-        "-vf",
-        "noise=alls=12:allf=t",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "50",
-        "-pix_fmt",
-        "yuv420p",
-        dark.to_str().unwrap(),
-    ]);
+    dark_clip(&dark, 1280, 12, 50);
     let (verdict, _, spread) = judge_pictures(&frozen);
     assert_eq!(verdict, Some(CameraProblem::Frozen), "spread {spread}");
     let (verdict, _, _) = judge_pictures(&dark);

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cgbot::sim::SimHandle;
 use common::daemon::{camera_file, free_port, start_sim, Daemon, TOKEN};
 
 /// The tests here measure rates and latencies: one at a time.
@@ -24,18 +25,24 @@ fn streaming(daemon: &Daemon) -> usize {
         .count()
 }
 
+/// `cameras` simulated cameras of people walking, listed in `cams.toml` in the directory.
+fn people_walking(cameras: usize) -> (SimHandle, tempfile::TempDir) {
+    let port = free_port();
+    let sim = start_sim("people-walking.mp4", cameras, port, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cams.toml"),
+        camera_file(port, 0..cameras, ""),
+    )
+    .unwrap();
+    (sim, dir)
+}
+
 #[test]
 fn cameras_beyond_the_open_file_limit_wait_for_a_slot_and_the_api_keeps_answering() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     const CAMERAS: usize = 1500;
-    let port = free_port();
-    let _sim = start_sim("people-walking.mp4", CAMERAS, port, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("cams.toml"),
-        camera_file(port, 0..CAMERAS, ""),
-    )
-    .unwrap();
+    let (_sim, dir) = people_walking(CAMERAS);
     let settings = "[sampling]\ninterval = \"30s\"\n\
                     [rtsp]\nbackoff_initial = \"200ms\"\nbackoff_max = \"2s\"\n";
     // The hard limit too: the daemon raises its soft limit to the hard one.
@@ -181,14 +188,7 @@ fn five_hundred_concurrent_api_requests_leave_the_analysed_rate_within_ten_perce
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     const CAMERAS: usize = 50;
     const WINDOW: Duration = Duration::from_secs(30);
-    let port = free_port();
-    let _sim = start_sim("people-walking.mp4", CAMERAS, port, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("cams.toml"),
-        camera_file(port, 0..CAMERAS, ""),
-    )
-    .unwrap();
+    let (_sim, dir) = people_walking(CAMERAS);
     // 10 frames/s in all: well within this machine, so any loss is the API's doing.
     let mut daemon = Daemon::start(dir.path(), "cams.toml", "[sampling]\ninterval = \"5s\"\n");
     daemon.wait_for(

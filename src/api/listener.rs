@@ -98,7 +98,7 @@ impl axum::serve::Listener for BoundedListener {
                         tracing::error!(
                             error = %e,
                             open_files = open_descriptors(),
-                            limit = soft_limit(),
+                            limit = crate::limits::open_files().ok().map(|f| f.soft),
                             "HTTP API cannot accept connections; retrying every {RETRY_AFTER_EXHAUSTION:?}"
                         );
                     }
@@ -125,15 +125,6 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// Descriptors the process has open (Linux), for the exhaustion log line.
 fn open_descriptors() -> Option<usize> {
     std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
-}
-
-fn soft_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct passed to it.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
 }
 
 impl AsyncRead for Connection {

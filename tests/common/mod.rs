@@ -123,6 +123,60 @@ pub fn ffmpeg(args: &[&str]) {
     assert!(status.success(), "ffmpeg {args:?} failed");
 }
 
+/// A camera with a hung image pipeline: the same still, re-encoded as 25 fps H.264 of
+/// `width` pixels, `seconds` long, a keyframe every `gop` frames.
+pub fn frozen_clip(out: &Path, width: u32, seconds: u32, gop: u32) {
+    let still = sample("street-bus-car.jpg");
+    encode_h264(
+        &[
+            "-loop",
+            "1",
+            "-i",
+            still.to_str().unwrap(),
+            "-t",
+            &seconds.to_string(),
+            "-r",
+            "25",
+        ],
+        &format!("scale={width}:-2"),
+        gop,
+        out,
+    );
+}
+
+/// A covered lens at night: black with sensor noise, 16:9 of `width` pixels.
+pub fn dark_clip(out: &Path, width: u32, seconds: u32, gop: u32) {
+    let color = format!(
+        "color=c=0x101010:s={width}x{}:r=25:d={seconds}",
+        width * 9 / 16
+    );
+    encode_h264(
+        &["-f", "lavfi", "-i", &color],
+        "noise=alls=12:allf=t",
+        gop,
+        out,
+    );
+}
+
+fn encode_h264(input: &[&str], filter: &str, gop: u32, out: &Path) {
+    let gop = gop.to_string();
+    let mut args = input.to_vec();
+    args.extend([
+        "-vf",
+        filter,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        &gop,
+        "-pix_fmt",
+        "yuv420p",
+        out.to_str().unwrap(),
+    ]);
+    ffmpeg(&args);
+}
+
 /// What ffprobe prints about the first video stream of `path` with `entries`, as CSV.
 fn ffprobe(path: &Path, entries: &[&str]) -> String {
     let out = Command::new("ffprobe")
