@@ -31,8 +31,10 @@ fn camera_file(port: u16) -> String {
              location = {{ address = \"演示路 {i} 号\", grid = \"330102001001\" }}\n{zone}"
         )
     };
+    // cam-3's path is not one the simulator serves: the cameras page shows its problem.
+    let wrong_path = camera(3, "站前路南口", "").replace("/cam/3", "/cam/99");
     format!(
-        "# cameras of the console test\n[defaults]\nutc_offset = \"+08:00\"\n{}{}\n# new this quarter: no zones yet\n{}",
+        "# cameras of the console test\n[defaults]\nutc_offset = \"+08:00\"\n{}{}\n# new this quarter: no zones yet\n{}{wrong_path}",
         camera(0, "人民路东口", VAN_ZONE),
         camera(1, "解放路北口", VAN_ZONE),
         camera(2, "新华路西口", ""),
@@ -219,6 +221,16 @@ fn an_operator_reviews_rejects_dispatches_and_draws_a_zone_in_chromium() {
 
     // The zone editor: a camera from this quarter's rotation, with no zones yet.
     browser.goto(&page("/cameras"));
+    wait_browser(&browser, "cam-3's problem", Duration::from_secs(30), |b| {
+        b.refresh();
+        b.wait_for("#cameras", Duration::from_secs(5));
+        text_of(b, ".problem-not_found").is_some()
+    });
+    // It has no picture: the page says so instead of a broken image.
+    assert_eq!(
+        text_of(&browser, "tr[data-id=cam-3] .no-picture").as_deref(),
+        Some("暂无画面")
+    );
     shot(&browser, "cameras");
     browser.goto(&page("/cameras/cam-2"));
     browser.wait_for("#no-zones", Duration::from_secs(5));

@@ -144,6 +144,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("editor_admin_only", "只有管理员可以编辑区域", "Only admins can edit zones"),
     ("picture_live", "画面：守护进程最近分析的一帧", "Picture: the daemon's latest analysed frame"),
     ("picture_evidence", "画面：该摄像头最近的证据图片（无实时画面）", "Picture: the camera's latest evidence image (no live picture)"),
+    ("no_picture", "暂无画面", "No picture yet"),
     ("picture_none", "还没有画面：摄像头连接并分析后显示", "No picture yet: it appears once the camera is analysed"),
     ("not_camera", "不在摄像头配置中", "not in the camera files"),
     // Statuses

@@ -49,4 +49,16 @@
       e.preventDefault();
     });
   }
+
+  // A camera with no picture yet: say so instead of showing a broken image.
+  document.querySelectorAll("img.thumb[data-missing]").forEach((img) => {
+    const missing = () => {
+      const note = document.createElement("span");
+      note.className = "thumb no-picture";
+      note.textContent = img.dataset.missing;
+      img.replaceWith(note);
+    };
+    if (img.complete && img.naturalWidth === 0) missing();
+    else img.addEventListener("error", missing);
+  });
 })();
