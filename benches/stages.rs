@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use cgbot::cases::{CaseEngine, Categories, Status};
 use cgbot::config::CameraInfo;
-use cgbot::decode::{Decoder, Sampling};
+use cgbot::decode::{Decoder, LumaSignature, Sampling, ViewSignature};
 use cgbot::detect::nms::nms;
 use cgbot::detect::{Detection, DetectorOptions, YoloxGrid};
 use cgbot::geometry::{anchor_point, Polygon};
@@ -148,6 +148,28 @@ fn keyframe_decode(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+/// The two picture signatures every analysed 1080p frame gets while a camera is watched
+/// live: the luma lattice (frozen/dark) and the view grid (the view guard).
+fn picture_signatures(c: &mut Criterion) {
+    let input = model_input();
+    let (info, units) = keyframes("people-walking-1080p-h264.mp4", 1);
+    let sampling = Sampling::Keyframes { min_interval: None };
+    let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
+    let mut picture = None;
+    decoder
+        .push(&units[0], &mut |frame| picture = Some(frame.picture))
+        .unwrap();
+    let picture = picture.expect("a decoded keyframe");
+    let mut group = c.benchmark_group("picture_signature_1080p");
+    group.bench_function("luma", |b| {
+        b.iter(|| LumaSignature::of(black_box(&picture)))
+    });
+    group.bench_function("view", |b| {
+        b.iter(|| ViewSignature::of(black_box(&picture)))
+    });
     group.finish();
 }
 
@@ -652,6 +674,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = keyframe_decode, yolox_postprocess, track_update, zone_test, cases_steady_state, snapshot
+    targets = keyframe_decode, picture_signatures, yolox_postprocess, track_update, zone_test, cases_steady_state, snapshot
 }
 criterion_main!(stages);

@@ -72,6 +72,13 @@ pub trait DaemonView: Send + Sync + 'static {
         let _ = camera_id;
         None
     }
+    /// Makes the camera's latest picture its reference view. `None` for a camera this
+    /// daemon does not watch, `Some(false)` when it has no picture yet or its view is not
+    /// guarded.
+    fn rebase_view(&self, camera_id: &str) -> Option<bool> {
+        let _ = camera_id;
+        None
+    }
 }
 
 /// A camera's place in its life cycle; what is wrong with it, if anything, is its
@@ -137,10 +144,14 @@ pub enum CameraProblem {
     /// The picture has been near-uniform (covered lens, black) for longer than
     /// `rtsp.dark_after`.
     Dark,
+    /// The picture shows other ground than the camera's reference view (a PTZ camera
+    /// turned or zoomed): its rules are suspended until the view returns or an operator
+    /// re-bases it (`rtsp.view_guard`).
+    ViewChanged,
 }
 
 impl CameraProblem {
-    pub const ALL: [CameraProblem; 10] = [
+    pub const ALL: [CameraProblem; 11] = [
         CameraProblem::Refused,
         CameraProblem::Unauthorized,
         CameraProblem::NotFound,
@@ -151,6 +162,7 @@ impl CameraProblem {
         CameraProblem::Misconfigured,
         CameraProblem::Frozen,
         CameraProblem::Dark,
+        CameraProblem::ViewChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +177,7 @@ impl CameraProblem {
             CameraProblem::Misconfigured => "misconfigured",
             CameraProblem::Frozen => "frozen",
             CameraProblem::Dark => "dark",
+            CameraProblem::ViewChanged => "view_changed",
         }
     }
 }
@@ -260,6 +273,9 @@ pub struct CameraView {
     /// Seconds since a patrolled camera's last visit started (since it joined the patrol,
     /// if never visited).
     pub since_visit_s: Option<f64>,
+    /// How alike the latest picture is to the reference view (1: the same ground), when it
+    /// could be judged (`rtsp.view_guard`).
+    pub view_likeness: Option<f64>,
 }
 
 impl CameraView {
@@ -285,6 +301,7 @@ impl CameraView {
             visits: 0,
             revisit_interval_s: None,
             since_visit_s: None,
+            view_likeness: None,
         }
     }
 }

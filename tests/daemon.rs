@@ -866,3 +866,75 @@ fn frozen_and_dark_cameras_are_told_from_a_static_street() {
     assert_eq!(log.matches("camera picture is dark").count(), 1, "{log}");
     daemon.terminate(Duration::from_secs(20));
 }
+
+/// A PTZ camera turned away from its zones and back: while it looks elsewhere it is
+/// `view_changed`, its case neither closes (the van is out of sight, not gone) nor does
+/// anything new get filed; on the preset again its rules resume.
+#[test]
+fn a_turned_camera_suspends_its_rules_until_its_view_returns() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // The street looped: 15 s on the preset, 20 s turned left (the van's kerb out of the
+    // picture), 15 s back.
+    let clip = dir.path().join("turned.mp4");
+    ffmpeg(&[
+        "-stream_loop",
+        "-1",
+        "-i",
+        sample("street-static-h264.mp4").to_str().unwrap(),
+        "-t",
+        "50",
+        "-vf",
+        "split[preset][turn];[turn]crop=iw*0.7:ih*0.7:0:ih*0.15,scale=640:480[left];\
+         [preset][left]overlay=enable='between(t,15,35)'",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        "-an",
+        clip.to_str().unwrap(),
+    ]);
+    let port = free_port();
+    let mut config = SimConfig::new(&clip, 1);
+    config.bind = SocketAddr::from(([127, 0, 0, 1], port));
+    let _sim = SimHandle::start(config).expect("start simulator");
+    let zone = "[[camera.zone]]\nid = \"no-parking-east\"\n\
+                polygon = [[0.78, 0.40], [1.0, 0.40], [1.0, 0.80], [0.78, 0.80]]\n\
+                rules = [{ event = \"illegal_parking\", min_dwell = \"3s\", verify_window = \"4s\" }]\n";
+    std::fs::write(dir.path().join("cams.toml"), camera_file(port, 0..1, zone)).unwrap();
+    let settings =
+        "[sampling]\ninterval = \"1s\"\n[sinks]\njsonl = \"events.jsonl\"\nevery = \"1s\"\n";
+    let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
+    let problem = |d: &Daemon| d.get("/api/cameras/cam-0")["problem"].clone();
+    daemon.wait_for("the van's case to be filed", Duration::from_secs(90), |d| {
+        d.metric("cgbot_cases_filed_total") >= 1.0
+    });
+    daemon.wait_for("the camera to be turned", Duration::from_secs(60), |d| {
+        problem(d) == "view_changed"
+    });
+    assert!(daemon.get("/api/cameras/cam-0")["view_likeness"].as_f64() < Some(0.6));
+    daemon.wait_for(
+        "the camera back on its preset",
+        Duration::from_secs(40),
+        |d| problem(d).is_null(),
+    );
+    // Long enough on the preset for a close or a new filing to show.
+    std::thread::sleep(Duration::from_secs(6));
+    let cases = daemon.get("/api/cases");
+    let cases = cases.as_array().unwrap();
+    assert_eq!(cases.len(), 1, "{cases:?}");
+    assert_eq!(cases[0]["status"], "filed", "{cases:?}");
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("camera picture is view_changed").count(),
+        1,
+        "{log}"
+    );
+    daemon.terminate(Duration::from_secs(20));
+    let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    assert!(!events.contains("case.closed"), "{events}");
+}

@@ -183,6 +183,7 @@ fn judge_pictures(path: &Path) -> (Option<cgbot::api::CameraProblem>, f32, f32) 
     let limits = PictureLimits {
         frozen_after: Duration::from_secs(5),
         dark_after: Duration::from_secs(5),
+        view_guard: false,
     };
     let mut watch = PictureWatch::new(limits);
     let input = default_model_input();
@@ -201,7 +202,7 @@ fn judge_pictures(path: &Path) -> (Option<cgbot::api::CameraProblem>, f32, f32) 
             least_difference = least_difference.min(last.difference(&signature));
         }
         last = Some(signature.clone());
-        watch.observe(frame.pts, Some(signature));
+        watch.observe(frame.pts, Some(signature), None);
     };
     while let Some(unit) = source.next_unit().unwrap() {
         decoder.push(&unit, &mut emit).unwrap();
@@ -239,5 +240,104 @@ fn frozen_and_dark_pictures_are_told_from_a_static_street() {
             verdict, None,
             "{clip}: difference {difference}, spread {spread}"
         );
+    }
+}
+
+/// The likeness to the clip's first analysed picture of each picture analysed (one a
+/// second) in `path`.
+fn likeness_to(reference: &cgbot::decode::ViewSignature, path: &Path) -> Vec<f32> {
+    use cgbot::decode::ViewSignature;
+    let input = default_model_input();
+    let (mut source, info) = FileSource::open(path).unwrap();
+    let sampling = Sampling::Interval(std::time::Duration::from_secs(1));
+    let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
+    let mut found = Vec::new();
+    let mut emit = |frame: cgbot::decode::Frame| {
+        let now = ViewSignature::of(&frame.picture).expect("a luma plane");
+        found.push(reference.likeness(&now).unwrap_or(f32::NAN));
+    };
+    while let Some(unit) = source.next_unit().unwrap() {
+        decoder.push(&unit, &mut emit).unwrap();
+    }
+    decoder.finish(&mut emit).unwrap();
+    found
+}
+
+fn first_view(path: &Path) -> cgbot::decode::ViewSignature {
+    let input = default_model_input();
+    let (mut source, info) = FileSource::open(path).unwrap();
+    let mut decoder =
+        Decoder::new(&info, &input, Sampling::Keyframes { min_interval: None }).unwrap();
+    let mut first = None;
+    while first.is_none() {
+        let unit = source.next_unit().unwrap().expect("a picture");
+        decoder
+            .push(&unit, &mut |frame: cgbot::decode::Frame| {
+                first.get_or_insert_with(|| {
+                    cgbot::decode::ViewSignature::of(&frame.picture).unwrap()
+                });
+            })
+            .unwrap();
+    }
+    first.unwrap()
+}
+
+/// Measured (1 picture a second against the first): the static street and people walking
+/// at 1080p stay at 0.90 or more in any light and with noise; panned by a tenth of the
+/// picture they fall to 0.44 and 0.26 at most, zoomed to 0.16. Bare asphalt seen from above
+/// has too little in it to judge.
+#[test]
+fn view_likeness_tells_a_turned_camera_from_light_and_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let even = "scale=trunc(iw/0.9/2)*2:trunc(ih/0.9/2)*2";
+    let pan = format!("crop=iw*0.9:ih*0.9:iw*0.1:ih*0.05,{even}");
+    let zoom = format!("crop=iw*0.7:ih*0.7,{}", even.replace("0.9", "0.7"));
+    for clip in [
+        "street-static-h264.mp4",
+        "people-walking-1080p-h264.mp4",
+        "parking-lot-topdown.mp4",
+    ] {
+        let original = sample(clip);
+        let reference = first_view(&original);
+        for (name, filter, same_ground) in [
+            ("same", "null", true),
+            ("dusk", "eq=brightness=-0.2:contrast=0.7", true),
+            ("noise", "noise=alls=25:allf=t", true),
+            ("pan", pan.as_str(), false),
+            ("zoom", zoom.as_str(), false),
+        ] {
+            let variant = dir.path().join(format!("{name}.mp4"));
+            ffmpeg(&[
+                "-i",
+                original.to_str().unwrap(),
+                "-t",
+                "10",
+                "-vf",
+                filter,
+                "-an",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-pix_fmt",
+                "yuv420p",
+                variant.to_str().unwrap(),
+            ]);
+            let found = likeness_to(&reference, &variant);
+            eprintln!("{clip} {name}: likeness {found:.2?}");
+            let judged: Vec<f32> = found.iter().copied().filter(|l| !l.is_nan()).collect();
+            if clip == "parking-lot-topdown.mp4" {
+                assert!(judged.len() * 2 < found.len(), "{clip} {name}: {found:?}");
+            } else if same_ground {
+                assert!(
+                    judged.len() == found.len() && judged.iter().all(|&l| l >= 0.85),
+                    "{clip} {name}: {found:?}"
+                );
+            } else {
+                assert!(judged.iter().all(|&l| l < 0.5), "{clip} {name}: {found:?}");
+            }
+        }
     }
 }

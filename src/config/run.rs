@@ -24,6 +24,7 @@
 //! failed_retry = "5m"             # … and retried only this often
 //! frozen_after = "60s"            # unchanged picture → `frozen` (0s: never)
 //! dark_after = "60s"              # near-uniform picture → `dark` (0s: never)
+//! view_guard = true               # other ground than the learned view → `view_changed`
 //!
 //! [patrol]
 //! slots = 50                      # 0: every camera watched continuously
@@ -205,6 +206,9 @@ pub struct RtspSettings {
     /// A near-uniform picture (covered lens, black) for this long makes it `dark` (0s: never).
     #[serde(with = "crate::duration")]
     pub dark_after: Duration,
+    /// Compare each analysed picture with the camera's reference view and suspend its
+    /// rules while it shows other ground (`view_changed`).
+    pub view_guard: bool,
 }
 
 impl Default for RtspSettings {
@@ -220,6 +224,7 @@ impl Default for RtspSettings {
             failed_retry: Duration::from_secs(300),
             frozen_after: Duration::from_secs(60),
             dark_after: Duration::from_secs(60),
+            view_guard: true,
         }
     }
 }

@@ -180,6 +180,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("state_misconfigured", "配置错误", "misconfigured"),
     ("state_frozen", "画面冻结", "frozen picture"),
     ("state_dark", "黑屏/遮挡", "dark or covered"),
+    ("state_view_changed", "视角已变（规则暂停）", "view changed (rules paused)"),
     // Evidence images
     ("evidence_first", "首次发现", "first sighting"),
     ("evidence_first-crop", "首次发现（特写）", "first sighting (close-up)"),

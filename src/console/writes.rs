@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/cases/{id}/verdict", post(verdict))
         .route("/api/cameras/{id}/zones", get(get_zones).put(put_zones))
         .route("/api/cameras/{id}/zones/preview", post(preview_zones))
+        .route("/api/cameras/{id}/view/rebase", post(rebase_view))
         .route("/api/suppressions", get(list_suppressions))
         .route("/api/suppressions/{id}/lift", post(lift))
         .route("/api/stats", get(stats))
@@ -364,6 +365,29 @@ async fn put_zones(
     )
     .await;
     Ok(Json(json!({ "camera": id, "version": version })))
+}
+
+/// The camera's latest picture becomes its reference view: the operator turned it for
+/// good, or its zones were redrawn on the new view.
+async fn rebase_view(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require_admin("re-basing a camera's view")?;
+    match state.view.rebase_view(&id) {
+        None => Err(ApiError::not_found(format!(
+            "camera {id} is not watched by this daemon"
+        ))),
+        Some(false) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("camera {id} has no analysed picture yet, or rtsp.view_guard is off"),
+        )),
+        Some(true) => {
+            audit(&state, &principal.name, "view-rebased", &id, "").await;
+            Ok(Json(json!({ "camera": id, "rebased": true })))
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,12 +1,86 @@
-//! A picture's luma signature: the mean brightness of a coarse grid of cells, read from a
-//! sparse lattice of the decoded luma plane. It costs a few microseconds per picture
-//! (a few thousand byte reads whatever the resolution), and is enough to tell a frozen
-//! picture (two signatures alike) and a covered or dark lens (one signature near-uniform)
-//! from a live scene.
+//! Two signatures of a picture's luma plane, each a few microseconds to a fraction of a
+//! millisecond whatever the resolution:
+//! - [`LumaSignature`]: the mean brightness of a coarse grid of cells, read from a sparse
+//!   lattice. Enough to tell a frozen picture (two signatures alike) and a covered or dark
+//!   lens (one signature near-uniform) from a live scene.
+//! - [`ViewSignature`]: the brightness edges between the cells of a grid, each cell averaged
+//!   over its pixels. It tells whether a camera still looks at the same ground: edges keep
+//!   their direction when the light changes, most of them stay put when a vehicle passes,
+//!   and they all move when a PTZ camera is turned or zoomed.
 
 use ffmpeg_next::format::Pixel;
+use ffmpeg_next::util::frame::Video as VideoFrame;
 
 use super::Picture;
+
+/// How a picture's luma plane stores its samples.
+#[derive(Clone, Copy)]
+enum LumaDepth {
+    Bits8,
+    /// 10 bits at the bottom of 16 (planar formats).
+    Bits10Low,
+    /// 10 bits at the top of 16 (P010).
+    Bits10High,
+}
+
+impl LumaDepth {
+    fn of(frame: &VideoFrame) -> Option<LumaDepth> {
+        Some(match frame.format() {
+            Pixel::YUV420P
+            | Pixel::YUVJ420P
+            | Pixel::YUV422P
+            | Pixel::YUVJ422P
+            | Pixel::YUV444P
+            | Pixel::YUVJ444P
+            | Pixel::NV12
+            | Pixel::NV21
+            | Pixel::GRAY8 => LumaDepth::Bits8,
+            Pixel::YUV420P10LE | Pixel::YUV422P10LE | Pixel::YUV444P10LE => LumaDepth::Bits10Low,
+            Pixel::P010LE => LumaDepth::Bits10High,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per sample.
+    fn width(self) -> usize {
+        match self {
+            LumaDepth::Bits8 => 1,
+            LumaDepth::Bits10Low | LumaDepth::Bits10High => 2,
+        }
+    }
+
+    /// The sample starting at `bytes[0]`, in 8-bit luma levels.
+    fn level(self, bytes: &[u8]) -> f32 {
+        match self {
+            LumaDepth::Bits8 => f32::from(bytes[0]),
+            LumaDepth::Bits10Low => f32::from(u16::from_le_bytes([bytes[0], bytes[1]])) / 4.0,
+            LumaDepth::Bits10High => f32::from(u16::from_le_bytes([bytes[0], bytes[1]]) >> 6) / 4.0,
+        }
+    }
+
+    /// The sum of a row's samples, in this depth's own units (see [`LumaDepth::scale`]).
+    fn row_sum(self, row: &[u8]) -> u64 {
+        match self {
+            LumaDepth::Bits8 => row.iter().map(|&v| u64::from(v)).sum(),
+            LumaDepth::Bits10Low => row
+                .chunks_exact(2)
+                .map(|b| u64::from(u16::from_le_bytes([b[0], b[1]])))
+                .sum(),
+            LumaDepth::Bits10High => row
+                .chunks_exact(2)
+                .map(|b| u64::from(u16::from_le_bytes([b[0], b[1]]) >> 6))
+                .sum(),
+        }
+    }
+
+    /// Luma levels per unit of [`LumaDepth::row_sum`].
+    fn scale(self) -> f32 {
+        match self {
+            LumaDepth::Bits8 => 1.0,
+            LumaDepth::Bits10Low | LumaDepth::Bits10High => 0.25,
+        }
+    }
+}
 
 /// Grid cells across and down.
 const COLUMNS: usize = 32;
@@ -25,37 +99,13 @@ impl LumaSignature {
     /// 10-bit luma plane (nothing is judged for those).
     pub fn of(picture: &Picture) -> Option<LumaSignature> {
         let frame = picture.as_frame();
-        let high_depth = match frame.format() {
-            Pixel::YUV420P
-            | Pixel::YUVJ420P
-            | Pixel::YUV422P
-            | Pixel::YUVJ422P
-            | Pixel::YUV444P
-            | Pixel::YUVJ444P
-            | Pixel::NV12
-            | Pixel::NV21
-            | Pixel::GRAY8 => false,
-            Pixel::YUV420P10LE | Pixel::YUV422P10LE | Pixel::YUV444P10LE | Pixel::P010LE => true,
-            _ => return None,
-        };
+        let depth = LumaDepth::of(frame)?;
         let (width, height) = (frame.width() as usize, frame.height() as usize);
         let plane = frame.data(0);
         let stride = frame.stride(0);
         let luma = |x: usize, y: usize| -> Option<f32> {
-            if high_depth {
-                let at = y * stride + 2 * x;
-                let bytes = plane.get(at..at + 2)?;
-                let value = u16::from_le_bytes([bytes[0], bytes[1]]);
-                // P010 keeps its 10 bits at the top; the planar formats at the bottom.
-                let ten_bits = if frame.format() == Pixel::P010LE {
-                    value >> 6
-                } else {
-                    value
-                };
-                Some(f32::from(ten_bits) / 4.0)
-            } else {
-                plane.get(y * stride + x).map(|&v| f32::from(v))
-            }
+            let at = y * stride + depth.width() * x;
+            plane.get(at..at + depth.width()).map(|b| depth.level(b))
         };
         Self::sampled(width, height, luma)
     }
@@ -126,6 +176,122 @@ impl LumaSignature {
     }
 }
 
+/// Grid of the view signature: cells of about 60×60 pixels at 1080p.
+const VIEW_COLUMNS: usize = 32;
+const VIEW_ROWS: usize = 18;
+/// The grid is judged in regions of 8×6 cells, so that something large passing in front
+/// of the camera spoils a few regions, never the verdict.
+const REGION_COLUMNS: usize = 8;
+const REGION_ROWS: usize = 6;
+/// A region whose edges add up to less than this (luma levels) shows nothing to compare
+/// (sky, a blank wall, night).
+const FLAT_REGION: f32 = 20.0;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewSignature {
+    /// Mean luma of each cell, row by row, over every other row of pixels.
+    cells: Vec<f32>,
+}
+
+impl ViewSignature {
+    /// The signature of a decoded picture; `None` for pixel formats without a plain 8- or
+    /// 10-bit luma plane, or a picture smaller than the grid.
+    pub fn of(picture: &Picture) -> Option<ViewSignature> {
+        let frame = picture.as_frame();
+        let depth = LumaDepth::of(frame)?;
+        let (width, height) = (frame.width() as usize, frame.height() as usize);
+        if width < VIEW_COLUMNS || height < VIEW_ROWS {
+            return None;
+        }
+        let (plane, stride) = (frame.data(0), frame.stride(0));
+        let mut sums = vec![0u64; VIEW_COLUMNS * VIEW_ROWS];
+        let mut rows_per_cell = [0u64; VIEW_ROWS];
+        for y in (0..height).step_by(2) {
+            let row = y * VIEW_ROWS / height;
+            let line = plane.get(y * stride..y * stride + width * depth.width())?;
+            for column in 0..VIEW_COLUMNS {
+                let (x0, x1) = (
+                    column * width / VIEW_COLUMNS,
+                    (column + 1) * width / VIEW_COLUMNS,
+                );
+                sums[row * VIEW_COLUMNS + column] +=
+                    depth.row_sum(&line[x0 * depth.width()..x1 * depth.width()]);
+            }
+            rows_per_cell[row] += 1;
+        }
+        let cells = sums
+            .iter()
+            .enumerate()
+            .map(|(i, &sum)| {
+                let column = i % VIEW_COLUMNS;
+                let columns = (column + 1) * width / VIEW_COLUMNS - column * width / VIEW_COLUMNS;
+                let samples = rows_per_cell[i / VIEW_COLUMNS] * columns as u64;
+                sum as f32 * depth.scale() / samples.max(1) as f32
+            })
+            .collect();
+        Some(ViewSignature { cells })
+    }
+
+    /// The horizontal and vertical brightness steps out of each cell of `region`.
+    fn edges(&self, region: usize) -> Vec<f32> {
+        let across = VIEW_COLUMNS / REGION_COLUMNS;
+        let (r0, c0) = (
+            (region / across) * REGION_ROWS,
+            (region % across) * REGION_COLUMNS,
+        );
+        let cell = |r: usize, c: usize| self.cells[r * VIEW_COLUMNS + c];
+        let mut edges = Vec::with_capacity(2 * REGION_ROWS * REGION_COLUMNS);
+        for r in r0..r0 + REGION_ROWS {
+            for c in c0..c0 + REGION_COLUMNS {
+                if c + 1 < VIEW_COLUMNS {
+                    edges.push(cell(r, c + 1) - cell(r, c));
+                }
+                if r + 1 < VIEW_ROWS {
+                    edges.push(cell(r + 1, c) - cell(r, c));
+                }
+            }
+        }
+        edges
+    }
+
+    /// How alike the two pictures' layouts are, from -1 to 1: the median over the regions
+    /// with something to compare of the cosine between their edges. About 1 for the same
+    /// ground under any light, near 0 for different ground. `None` when fewer than half of
+    /// the regions show anything in both (a dark or blank picture, bare asphalt from
+    /// above): a few edges can be anything.
+    pub fn likeness(&self, other: &ViewSignature) -> Option<f32> {
+        let regions = (VIEW_COLUMNS / REGION_COLUMNS) * (VIEW_ROWS / REGION_ROWS);
+        let mut cosines: Vec<f32> = (0..regions)
+            .filter_map(|region| {
+                let (a, b) = (self.edges(region), other.edges(region));
+                let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let (na, nb) = (norm(&a), norm(&b));
+                (na >= FLAT_REGION && nb >= FLAT_REGION)
+                    .then(|| a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>() / (na * nb))
+            })
+            .collect();
+        if cosines.len() * 2 < regions {
+            return None;
+        }
+        cosines.sort_by(f32::total_cmp);
+        let mid = cosines.len() / 2;
+        Some(if cosines.len() % 2 == 0 {
+            (cosines[mid - 1] + cosines[mid]) / 2.0
+        } else {
+            cosines[mid]
+        })
+    }
+
+    /// A signature from cell values given row by row (tests).
+    #[cfg(test)]
+    pub(crate) fn from_cells(cell: impl Fn(usize, usize) -> f32) -> ViewSignature {
+        let cells = (0..VIEW_COLUMNS * VIEW_ROWS)
+            .map(|i| cell(i % VIEW_COLUMNS, i / VIEW_COLUMNS))
+            .collect();
+        ViewSignature { cells }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +318,48 @@ mod tests {
         assert!(LumaSignature::sampled(0, 10, |_, _| Some(0.0)).is_none());
         // A plane shorter than its size says is no signature, not a panic.
         assert!(LumaSignature::sampled(64, 64, |_, y| (y < 32).then_some(1.0)).is_none());
+    }
+
+    /// A scene with structure everywhere: a pattern of stripes and blobs across the grid.
+    fn scene(shift: usize) -> ViewSignature {
+        ViewSignature::from_cells(|c, r| {
+            let c = c + shift;
+            100.0 + 40.0 * ((c * 7 + r * 3) % 5) as f32 + 25.0 * ((c / 3 + r) % 2) as f32
+        })
+    }
+
+    #[test]
+    fn the_same_ground_is_alike_under_other_light_and_with_a_vehicle_in_front() {
+        let day = scene(0);
+        assert!(day.likeness(&day).unwrap() > 0.999);
+        // Dusk: half as bright, a little lifted blacks.
+        let dusk = ViewSignature::from_cells(|c, r| 0.5 * day.cells[r * VIEW_COLUMNS + c] + 12.0);
+        assert!(day.likeness(&dusk).unwrap() > 0.99);
+        // A bus over the left third of the picture.
+        let bus = ViewSignature::from_cells(|c, r| {
+            if c < 11 {
+                60.0 + (r % 3) as f32 * 50.0
+            } else {
+                day.cells[r * VIEW_COLUMNS + c]
+            }
+        });
+        assert!(
+            day.likeness(&bus).unwrap() > 0.9,
+            "{:?}",
+            day.likeness(&bus)
+        );
+    }
+
+    #[test]
+    fn other_ground_is_unlike_and_a_blank_picture_is_not_judged() {
+        let day = scene(0);
+        let turned = scene(2);
+        assert!(
+            day.likeness(&turned).unwrap() < 0.5,
+            "{:?}",
+            day.likeness(&turned)
+        );
+        let black = ViewSignature::from_cells(|_, _| 16.0);
+        assert_eq!(day.likeness(&black), None);
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::picture::{PictureLimits, PictureWatch};
 use crate::api::CameraProblem;
 use crate::config::Camera;
-use crate::decode::{DecodeStats, Frame, LumaSignature, Picture, Sampling};
+use crate::decode::{DecodeStats, Frame, LumaSignature, Picture, Sampling, ViewSignature};
 use crate::metrics::Counter;
 use crate::source::{AccessUnit, StreamParameters};
 
@@ -91,7 +91,11 @@ impl Feed {
         };
         let signature = LumaSignature::of(picture);
         let mut watch = lock(watch);
-        match watch.observe(ts, signature) {
+        let view = watch
+            .guards_the_view()
+            .then(|| ViewSignature::of(picture))
+            .flatten();
+        match watch.observe(ts, signature, view) {
             Some(Some(problem)) => {
                 tracing::warn!(
                     camera = self.id(),
@@ -106,9 +110,27 @@ impl Feed {
         watch.shows_the_scene()
     }
 
-    /// Frozen or dark, when the analysed pictures say so.
+    /// Frozen, dark or a changed view, when the analysed pictures say so.
     pub fn picture_problem(&self) -> Option<CameraProblem> {
         self.picture.as_ref().and_then(|w| lock(w).problem())
+    }
+
+    /// The latest analysed picture becomes the camera's reference view; false when the
+    /// view is not guarded or no picture was analysed yet.
+    pub fn rebase_view(&self) -> bool {
+        let rebased = self.picture.as_ref().is_some_and(|w| lock(w).rebase_view());
+        if rebased {
+            tracing::info!(
+                camera = self.id(),
+                "reference view re-based on the latest picture"
+            );
+        }
+        rebased
+    }
+
+    /// Likeness of the latest picture to the reference view, when judged.
+    pub fn view_likeness(&self) -> Option<f32> {
+        self.picture.as_ref().and_then(|w| lock(w).view_likeness())
     }
 
     /// No more of this feed is wanted: what is queued is skipped.

@@ -92,6 +92,7 @@ impl LiveCamera {
         let limits = PictureLimits {
             frozen_after: settings.frozen_after,
             dark_after: settings.dark_after,
+            view_guard: settings.view_guard,
         };
         let camera = Self {
             shown_url: url.as_deref().map(redact_url),

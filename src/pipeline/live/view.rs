@@ -90,6 +90,10 @@ impl DaemonView for LiveView {
                     revisit_interval_s: visits.map(|v| v.worst_gap(now).as_secs_f64()),
                     since_visit_s: visits
                         .map(|v| now.saturating_duration_since(v.waiting_since).as_secs_f64()),
+                    // Three decimals say all there is to say.
+                    view_likeness: feed
+                        .view_likeness()
+                        .map(|l| (f64::from(l) * 1000.0).round() / 1000.0),
                 }
             })
             .collect()
@@ -97,6 +101,12 @@ impl DaemonView for LiveView {
 
     fn snapshot(&self, camera_id: &str) -> Option<Snapshot> {
         self.registry.snapshots.get(camera_id)
+    }
+
+    fn rebase_view(&self, camera_id: &str) -> Option<bool> {
+        let cameras = self.registry.cameras();
+        let camera = cameras.iter().find(|c| c.id() == camera_id)?;
+        Some(camera.feed.rebase_view())
     }
 
     fn metrics_text(&self) -> String {
