@@ -937,4 +937,86 @@ fn a_turned_camera_suspends_its_rules_until_its_view_returns() {
     daemon.terminate(Duration::from_secs(20));
     let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
     assert!(!events.contains("case.closed"), "{events}");
+
+/// The `<kind>.jpg` evidence images under the daemon's evidence folder, with their sizes.
+fn evidence_sizes(dir: &std::path::Path) -> Vec<(String, (u32, u32))> {
+    let mut found = Vec::new();
+    for case in std::fs::read_dir(dir.join("cases.db.evidence"))
+        .into_iter()
+        .flatten()
+    {
+        for file in std::fs::read_dir(case.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            // Images being written have another extension until they are complete.
+            if name.ends_with(".jpg") {
+                found.push((name, image::image_dimensions(&path).unwrap()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A camera analysed on its 640×360 sub stream files the van with evidence drawn on its
+/// 640×480 main stream, the van's box moved to main-stream pixels; with its main stream
+/// refused (a path the simulator does not serve), the evidence falls back to the sub
+/// stream's frame, counted as such.
+#[test]
+fn sub_stream_cameras_take_evidence_from_the_main_stream() {
+    let _serial = serial();
+    let port = free_port();
+    let sim = start_sim("street-static-h264.mp4", 1, port, &[]);
+    assert_eq!(sim.sub_clip().summary(), "H.264 640x360, 25 fps, GOP 50");
+    let settings = "shutdown_deadline = \"3s\"\n[sampling]\ninterval = \"1s\"\n\
+                    [rtsp]\nstream = \"sub\"\nevidence_grab_timeout = \"5s\"\n";
+    for (main, expected, result) in [
+        ("cam/0", (640, 480), "main"),
+        ("cam/9", (640, 360), "fallback"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cameras = format!(
+            "[[camera]]\nid = \"cam-0\"\nmain_stream = \"rtsp://127.0.0.1:{port}/{main}\"\n\
+             sub_stream = \"rtsp://127.0.0.1:{port}/cam/0/sub\"\n{}",
+            van_zone("3s")
+        );
+        std::fs::write(dir.path().join("cams.toml"), cameras).unwrap();
+        let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
+        daemon.wait_for(
+            "the van filed with its image",
+            Duration::from_secs(90),
+            |d| {
+                evidence_sizes(&d.dir)
+                    .iter()
+                    .any(|(name, _)| name == "filed.jpg")
+            },
+        );
+        let grabs = daemon.metric(&format!(
+            "cgbot_evidence_grabs_total{{result=\"{result}\"}}"
+        ));
+        assert!(grabs >= 1.0, "{result} grabs: {grabs}");
+        let images = evidence_sizes(dir.path());
+        for (name, size) in &images {
+            if !name.contains("crop") {
+                assert_eq!(*size, expected, "{name} with the main stream at {main}");
+            }
+        }
+        if result == "main" {
+            // The van's box on the main stream, with the crop's margin: 173 px high;
+            // the sub stream's box left unscaled would cut 130.
+            let (_, crop) = images.iter().find(|(n, _)| n == "filed-crop.jpg").unwrap();
+            assert!((150..=200).contains(&crop.1), "crop {crop:?}");
+            let kept = std::env::var_os("CGBOT_KEEP_EVIDENCE").map(std::path::PathBuf::from);
+            if let Some(keep) = kept {
+                let case = std::fs::read_dir(dir.path().join("cases.db.evidence"))
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap()
+                    .path();
+                std::fs::copy(case.join("filed.jpg"), keep).unwrap();
+            }
+        }
+        daemon.terminate(Duration::from_secs(20));
+    }
 }

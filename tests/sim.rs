@@ -89,6 +89,7 @@ fn assert_plays(sim: &SimHandle, transport: &str, probe: &str, fps: f64) {
 fn h264_plays_over_tcp_and_udp() {
     let sim = start(&sample("street-static-h264.mp4"), 2);
     assert_eq!(sim.clip().summary(), "H.264 640x480, 25 fps, GOP 50");
+    assert_eq!(sim.sub_clip().summary(), "H.264 640x360, 25 fps, GOP 50");
     assert_plays(&sim, "tcp", "h264,640,480", 25.0);
     assert_plays(&sim, "udp", "h264,640,480", 25.0);
     let stats = sim.stats();
@@ -103,6 +104,36 @@ fn h265_plays_over_tcp() {
     let sim = start(&sample("people-walking-1080p-h265.mp4"), 2);
     assert_eq!(sim.clip().summary(), "H.265 1920x1080, 25 fps, GOP 50");
     assert_plays(&sim, "tcp", "hevc,1920,1080", 25.0);
+}
+
+/// `/cam/<i>/sub` plays the clip scaled down, on the main stream's keyframes and
+/// timeline, and the main stream is unchanged.
+#[test]
+fn sub_stream_is_a_smaller_rendition_on_the_same_keyframes() {
+    let mut config = SimConfig::new(sample("street-static-h264.mp4"), 2);
+    config.sub_stream = "320x240".parse().unwrap();
+    config.credentials = Some(Credentials {
+        user: "admin".into(),
+        password: "pw".into(),
+    });
+    let sim = SimHandle::start(config).expect("start simulator");
+    assert_eq!(sim.sub_clip().summary(), "H.264 320x240, 25 fps, GOP 50");
+    assert_eq!(sim.sub_clip().duration, sim.clip().duration);
+    let with_password = |url: String| url.replace("rtsp://", "rtsp://admin:pw@");
+    assert!(!ffprobe(&sim.sub_url(0), "tcp").succeeded(), "no password");
+    for (url, expected) in [
+        (sim.sub_url(0), "h264,320,240"),
+        (sim.url(0), "h264,640,480"),
+    ] {
+        let probe = ffprobe(&with_password(url), "tcp");
+        assert!(probe.succeeded(), "{}", probe.stderr);
+        assert_eq!(probe.stdout.trim(), expected);
+    }
+    let decoded = decode(&with_password(sim.sub_url(1)), "udp", 4);
+    assert!(decoded.succeeded(), "{}", decoded.stderr);
+    assert!(decoded.frames() >= 60, "{} frames", decoded.frames());
+    let bad: Result<cgbot::sim::SubStream, _> = "641x360".parse();
+    assert!(bad.unwrap_err().contains("even"));
 }
 
 #[test]

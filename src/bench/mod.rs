@@ -45,6 +45,9 @@ pub struct BenchOptions {
     pub batch: usize,
     /// Inference threads (0: one per core).
     pub threads: usize,
+    /// `sub`: cameras are analysed on the simulator's `/cam/<i>/sub`, their main stream
+    /// kept for evidence.
+    pub stream: crate::config::StreamChoice,
     /// The `cgbot` binary that runs the pipeline.
     pub exe: PathBuf,
     /// Where camera lists, configurations, databases and logs of the runs go.
@@ -238,10 +241,11 @@ fn start_pipeline(
     let mut list = String::new();
     for i in 0..cameras {
         list += &format!(
-            "[[camera]]\nid = \"bench-{i}\"\nmain_stream = \"{}\"\n\
+            "[[camera]]\nid = \"bench-{i}\"\nmain_stream = \"{}\"\nsub_stream = \"{}\"\n\
              [[camera.zone]]\nid = \"all\"\npolygon = [[0, 0], [1, 0], [1, 1], [0, 1]]\n\
              rules = [{{ event = \"illegal_parking\" }}]\n\n",
-            sim.url(i)
+            sim.url(i),
+            sim.sub_url(i)
         );
     }
     std::fs::write(dir.join("cameras.toml"), list)?;
@@ -252,11 +256,15 @@ fn start_pipeline(
         .map_or(String::new(), |m| format!("model = {m:?}\n"));
     let config = format!(
         "cameras = \"cameras.toml\"\ndb = \"cases.db\"\n\n[detector]\n{model}provider = {:?}\nbatch = {}\nthreads = {}\n\n\
-         [sampling]\ninterval = \"{}ms\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+         [sampling]\ninterval = \"{}ms\"\n\n[rtsp]\nstream = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
         options.provider,
         options.batch,
         options.threads,
-        options.interval.as_millis()
+        options.interval.as_millis(),
+        match options.stream {
+            crate::config::StreamChoice::Main => "main",
+            crate::config::StreamChoice::Sub => "sub",
+        }
     );
     std::fs::write(dir.join("run.toml"), config)?;
     let child = Command::new(&options.exe)

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// One analysed frame per camera per interval.
     #[arg(long, default_value = "2s", value_parser = cgbot::duration::parse)]
     interval: Duration,
+    /// Which stream the cameras are analysed on: main (the clip), or sub (the simulator's
+    /// 640×360 /cam/N/sub, with evidence grabbed from the main stream).
+    #[arg(long, default_value = "main", value_parser = ["main", "sub"])]
+    stream: String,
     /// Model (catalogue name or ONNX path).
     #[arg(long)]
     model: Option<String>,
@@ -67,6 +71,8 @@ pub struct BenchArgs {
 #[derive(Serialize)]
 struct Report {
     clip: String,
+    /// The stream analysed: main or sub.
+    stream: String,
     interval_s: f64,
     provider: String,
     machine: String,
@@ -101,6 +107,11 @@ impl BenchArgs {
             provider: self.provider.clone(),
             batch: self.batch,
             threads: self.threads,
+            stream: if self.stream == "sub" {
+                cgbot::config::StreamChoice::Sub
+            } else {
+                cgbot::config::StreamChoice::Main
+            },
             exe: std::env::current_exe().context("locating the cgbot binary")?,
             work_dir: self.work_dir.clone(),
         };
@@ -148,6 +159,7 @@ impl BenchArgs {
             .map(|theirs| ours.served_cameras_per_core / theirs.max(f64::MIN_POSITIVE));
         let report = Report {
             clip: clip.display().to_string(),
+            stream: self.stream.clone(),
             interval_s: self.interval.as_secs_f64(),
             provider: self.provider.clone(),
             machine: machine(),
@@ -222,8 +234,8 @@ fn shown(latency: Option<Quantile>) -> String {
 
 fn render(r: &Report) -> String {
     let mut out = format!(
-        "clip {}, one frame per camera every {} s, provider {}, {}\n\n",
-        r.clip, r.interval_s, r.provider, r.machine
+        "clip {} ({} stream analysed), one frame per camera every {} s, provider {}, {}\n\n",
+        r.clip, r.stream, r.interval_s, r.provider, r.machine
     );
     out += "cameras  analysed/s  wanted/s  served  cores  served/core  p50 s  p99 s  skipped: receive  decode  detect  base RSS MiB  peak RSS MiB  RSS/camera MiB\n";
     for p in &r.points {

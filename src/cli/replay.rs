@@ -197,6 +197,8 @@ fn replay(
                 Some(path) => Categories::load(path)?,
                 None => Categories::builtin(),
             },
+            // A file is its own evidence: its frames are drawn on.
+            grabs: None,
         }),
         None => None,
     };

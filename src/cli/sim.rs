@@ -45,6 +45,13 @@ pub struct SimArgs {
     /// e.g. --fault stall=10s@0.1 --fault refuse@cam3.
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<cgbot::sim::FaultRule>,
+    /// Size of every camera's sub stream, rtsp://BIND:PORT/cam/N/sub: the clip scaled
+    /// and encoded again at start-up (H.264, same keyframes and timestamps).
+    #[arg(long, default_value = "640x360", value_name = "WIDTHxHEIGHT")]
+    sub_size: cgbot::sim::SubStream,
+    /// Serve this clip as the sub stream instead of scaling the main one.
+    #[arg(long, value_name = "FILE", conflicts_with = "sub_size")]
+    sub_clip: Option<PathBuf>,
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = cgbot::duration::parse)]
     duration: Option<Duration>,
@@ -57,6 +64,10 @@ impl SimArgs {
             .unwrap_or_else(|| default_clip("people-walking-1080p-h264.mp4"));
         let mut config = cgbot::sim::SimConfig::new(&clip, self.cameras);
         config.bind = std::net::SocketAddr::new(self.bind, self.port);
+        config.sub_stream = match self.sub_clip {
+            Some(path) => cgbot::sim::SubStream::Clip(path),
+            None => self.sub_size,
+        };
         config.credentials = self
             .user
             .zip(self.password)
@@ -64,11 +75,12 @@ impl SimArgs {
         config.faults = cgbot::sim::FaultPlan::new(self.faults);
         let sim = cgbot::sim::SimHandle::start(config)?;
         eprintln!(
-            "serving {} cameras of {} ({}) at {}",
+            "serving {} cameras of {} ({}) at {}, sub streams ({}) at .../cam/N/sub",
             self.cameras,
             clip.display(),
             sim.clip().summary(),
-            sim.url_range()
+            sim.url_range(),
+            sim.sub_clip().summary()
         );
         sim.run_until_stopped(self.duration, Duration::from_secs(10), |line| {
             eprintln!("status: {line}")

@@ -20,6 +20,8 @@
 //! [rtsp]
 //! transport = "tcp"               # tcp | udp
 //! stream = "main"                 # main | sub: which camera stream is analysed
+//! evidence_grabs = 8               # sub: main-stream evidence grabs at a time
+//! evidence_grab_timeout = "10s"    # sub: then evidence is drawn on the sub stream
 //! fail_after = 5                  # failures in a row before a camera is `failed` …
 //! failed_retry = "5m"             # … and retried only this often
 //! frozen_after = "60s"            # unchanged picture → `frozen` (0s: never)
@@ -183,7 +185,14 @@ pub enum StreamChoice {
 pub struct RtspSettings {
     pub transport: Transport,
     /// Which of a camera's streams is analysed (the other is used when it is missing).
+    /// Analysed on `sub`, a camera's evidence images come from its main stream.
     pub stream: StreamChoice,
+    /// Main-stream evidence grabs at a time across the daemon (with `stream = "sub"`).
+    pub evidence_grabs: usize,
+    /// A grab that has no keyframe after this (its wait for a slot included) gives up:
+    /// the evidence is drawn on the analysed sub-stream frame instead.
+    #[serde(with = "crate::duration")]
+    pub evidence_grab_timeout: Duration,
     #[serde(with = "crate::duration")]
     pub connect_timeout: Duration,
     /// No frame for this long: the stream is stalled and reconnected.
@@ -216,6 +225,8 @@ impl Default for RtspSettings {
         Self {
             transport: Transport::Tcp,
             stream: StreamChoice::Main,
+            evidence_grabs: 8,
+            evidence_grab_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(10),
             backoff_initial: Duration::from_secs(1),

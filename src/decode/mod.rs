@@ -81,6 +81,28 @@ impl Picture {
     }
 }
 
+/// Decodes one keyframe on its own into a picture: for an evidence image taken from
+/// another stream than the analysed one, so there is no sampling and no model input.
+pub fn decode_keyframe(info: &StreamInfo, unit: &AccessUnit) -> Result<Picture, DecodeError> {
+    let open = |e: ffmpeg::Error| DecodeError::Open {
+        codec: info.codec,
+        reason: e.to_string(),
+    };
+    let mut decoder = ffmpeg::codec::Context::from_parameters(info.parameters.clone())
+        .map_err(open)?
+        .decoder()
+        .video()
+        .map_err(open)?;
+    let undecodable = |e: ffmpeg::Error| DecodeError::Convert {
+        reason: format!("the keyframe does not decode: {e}"),
+    };
+    decoder.send_packet(&unit.packet).map_err(undecodable)?;
+    let _ = decoder.send_eof();
+    let mut picture = VideoFrame::empty();
+    decoder.receive_frame(&mut picture).map_err(undecodable)?;
+    Ok(Picture(picture))
+}
+
 /// An analysed frame: the model input and the picture it came from.
 pub struct Frame {
     /// Presentation time in seconds (0 when the stream has none).

@@ -3,6 +3,10 @@
 //! before the sample's transaction commits and taken back if it does not, so every image
 //! on disk has its row, and a deleted candidate's images go only once its rows are gone.
 
+mod grab;
+
+pub use grab::{scale_box, scale_detections, GrabError, GrabStats, MainStreamGrabs, PendingGrab};
+
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};

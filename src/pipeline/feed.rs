@@ -36,6 +36,9 @@ pub struct Feed {
     /// Unix time of stream time 0: a file's recording start. Live streams are stamped in
     /// Unix seconds already (0).
     pub time_offset: f64,
+    /// The main stream of a camera analysed on its sub stream: evidence images come
+    /// from it.
+    pub evidence_stream: Option<String>,
     pub counters: FeedCounters,
     stopped: AtomicBool,
     /// Bumped when a patrol visit ends: units and frames of an earlier epoch are stale.
@@ -59,6 +62,7 @@ impl Feed {
             camera,
             generation,
             time_offset,
+            evidence_stream: None,
             counters: FeedCounters::default(),
             stopped: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
@@ -70,6 +74,12 @@ impl Feed {
             analysed: tokio::sync::Notify::new(),
             detect_served: AtomicU64::new(0),
         }
+    }
+
+    /// Takes this feed's evidence images from `url`, the camera's main stream.
+    pub fn with_evidence_stream(mut self, url: Option<String>) -> Self {
+        self.evidence_stream = url;
+        self
     }
 
     /// Judges this feed's analysed pictures for frozen and dark ones.

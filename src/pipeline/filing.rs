@@ -15,6 +15,7 @@
 //! none. Case ids and event keys are stable, so nothing is written twice. Evidence images
 //! that cannot be written are missing until a later sample of the camera provides them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
@@ -22,7 +23,7 @@ use crate::cases::{CaseEngine, Categories, Changes, EvidenceKind, EvidenceReques
 use crate::config::Camera;
 use crate::decode::Frame;
 use crate::detect::Detection;
-use crate::evidence::EvidenceWriter;
+use crate::evidence::{scale_box, scale_detections, EvidenceWriter, MainStreamGrabs, PendingGrab};
 use crate::models::InputSpec;
 use crate::rules::{RuleEngine, Sighting};
 use crate::store::{CaseFilter, Store, StoreError};
@@ -88,10 +89,42 @@ pub struct Filing {
     retry_at: f64,
     backoff: Backoff,
     evidence: EvidenceWriter,
+    /// Where evidence comes from when the camera is analysed on its sub stream.
+    main_stream: Option<MainStream>,
     model_input: InputSpec,
     /// Unix time of presentation time 0.
     base_time: f64,
     pub stats: FilingStats,
+}
+
+/// A sub-stream camera's way to its main stream for evidence images.
+struct MainStream {
+    grabs: Arc<MainStreamGrabs>,
+    url: String,
+    in_flight: Option<InFlight>,
+}
+
+/// A main-stream keyframe on its way, for the images a sample wanted.
+struct InFlight {
+    pending: PendingGrab,
+    /// The requests and detections of that sample, in its (sub-stream) pixels.
+    requests: Vec<EvidenceRequest>,
+    detections: Vec<Detection>,
+    size: (u32, u32),
+}
+
+/// The picture a sample's images are drawn on.
+enum Drawing {
+    /// This sample's frame, with these requests.
+    Sample(Vec<EvidenceRequest>),
+    /// A main-stream keyframe grabbed for an earlier sample, its boxes moved onto it.
+    Main {
+        picture: crate::decode::Picture,
+        requests: Vec<EvidenceRequest>,
+        detections: Vec<Detection>,
+    },
+    /// Nothing yet: the grab is still under way.
+    Waiting,
 }
 
 impl Filing {
@@ -124,12 +157,24 @@ impl Filing {
             ),
             cases,
             evidence: EvidenceWriter::new(store.evidence_dir()),
+            main_stream: None,
             model_input,
             base_time,
             stats: FilingStats::default(),
         };
         filing.reload(store)?;
         Ok(filing)
+    }
+
+    /// Takes the camera's evidence images from `url`, its main stream, through `grabs`:
+    /// for a camera analysed on its sub stream.
+    pub fn with_main_stream(mut self, grabs: Arc<MainStreamGrabs>, url: String) -> Self {
+        self.main_stream = Some(MainStream {
+            grabs,
+            url,
+            in_flight: None,
+        });
+        self
     }
 
     /// Rows of case changes waiting in memory for the store.
@@ -269,8 +314,24 @@ impl Filing {
             Some(_) => self.images_at(ts),
             None => Vec::new(),
         };
-        let mut written = sample
-            .map(|(frame, detections)| self.evidence.write(&frame.picture, detections, &requests));
+        let drawing = match sample {
+            Some((frame, detections)) => self.drawing(requests.clone(), frame, detections),
+            None => Drawing::Waiting,
+        };
+        let mut written = match (&drawing, sample) {
+            (Drawing::Sample(requests), Some((frame, detections))) => {
+                Some(self.evidence.write(&frame.picture, detections, requests))
+            }
+            (
+                Drawing::Main {
+                    picture,
+                    requests,
+                    detections,
+                },
+                _,
+            ) => Some(self.evidence.write(picture, detections, requests)),
+            _ => None,
+        };
         let (unwritten, evidence_error) =
             written.as_mut().map(|w| w.unwritten()).unwrap_or_default();
         self.pending.evidence = written
@@ -299,13 +360,92 @@ impl Filing {
         let committed = std::mem::take(&mut self.pending);
         self.stats.count(&committed);
         if sample.is_some() {
-            self.missing = unwritten;
+            // Requests a main-stream picture did not cover, or that wait for one, stay
+            // missing with those it could not write.
+            let drawn: Vec<(&str, EvidenceKind)> = match &drawing {
+                Drawing::Sample(drawn)
+                | Drawing::Main {
+                    requests: drawn, ..
+                } => drawn.iter().map(|r| (r.case_id.as_str(), r.kind)).collect(),
+                Drawing::Waiting => Vec::new(),
+            };
+            let mut still = unwritten;
+            still.extend(
+                requests
+                    .into_iter()
+                    .filter(|r| !drawn.contains(&(r.case_id.as_str(), r.kind))),
+            );
+            self.missing = still;
         }
         self.backoff.reset();
         self.retry_at = f64::NEG_INFINITY;
         match evidence_error {
             Some(e) => Err(e.into()),
             None => Ok(()),
+        }
+    }
+
+    /// What this sample's wanted images are drawn on. A camera without a main stream to
+    /// grab: this sample. Otherwise a grab is started for them and they wait; when the
+    /// grab brought a keyframe, the requests it was started for (those still wanted) are
+    /// drawn on it with their boxes moved to its pixels; when it failed, on this sample.
+    fn drawing(
+        &mut self,
+        requests: Vec<EvidenceRequest>,
+        frame: &Frame,
+        detections: &[Detection],
+    ) -> Drawing {
+        let Some(main) = self.main_stream.as_mut() else {
+            return Drawing::Sample(requests);
+        };
+        if requests.is_empty() {
+            return Drawing::Waiting;
+        }
+        let Some(in_flight) = main.in_flight.as_ref() else {
+            main.in_flight = Some(InFlight {
+                pending: main.grabs.start(&main.url),
+                requests,
+                detections: detections.to_vec(),
+                size: (frame.picture.width(), frame.picture.height()),
+            });
+            return Drawing::Waiting;
+        };
+        let Some(result) = in_flight.pending.poll() else {
+            return Drawing::Waiting;
+        };
+        let in_flight = main.in_flight.take().expect("polled above");
+        match result {
+            Ok(picture) => {
+                let to = (picture.width(), picture.height());
+                let wanted = |r: &EvidenceRequest| {
+                    requests
+                        .iter()
+                        .any(|w| (&w.case_id, w.kind) == (&r.case_id, r.kind))
+                };
+                let requests = in_flight
+                    .requests
+                    .into_iter()
+                    .filter(wanted)
+                    .map(|mut r| {
+                        r.bbox = scale_box(r.bbox, in_flight.size, to);
+                        r.crop = r.crop.map(|c| scale_box(c, in_flight.size, to));
+                        r
+                    })
+                    .collect();
+                Drawing::Main {
+                    detections: scale_detections(&in_flight.detections, in_flight.size, to),
+                    picture,
+                    requests,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    camera = self.camera_id,
+                    %error,
+                    "no main-stream picture for evidence: drawing it on the analysed sub-stream frame"
+                );
+                Drawing::Sample(requests)
+            }
         }
     }
 

@@ -148,6 +148,8 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Whether the filing's writes reach the store.
     pub store: StoreHealth,
+    /// Main-stream evidence pictures of cameras analysed on their sub stream.
+    pub evidence_grabs: Arc<crate::evidence::GrabStats>,
 }
 
 impl Metrics {

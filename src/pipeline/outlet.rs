@@ -13,6 +13,7 @@ use super::{Feed, Filing, FilingStats, Metrics, PipelineError, QueuePolicy, Samp
 use crate::cases::Categories;
 use crate::decode::Frame;
 use crate::detect::Detection;
+use crate::evidence::MainStreamGrabs;
 use crate::models::InputSpec;
 use crate::store::{Store, StoreError};
 
@@ -23,6 +24,9 @@ pub(super) type Detected = (Sample, Vec<Detection>);
 pub struct FilingSetup {
     pub store: Store,
     pub categories: Categories,
+    /// Main-stream pictures for the evidence of cameras analysed on their sub stream;
+    /// without it (replay, detect) evidence is drawn on the analysed frames.
+    pub grabs: Option<Arc<MainStreamGrabs>>,
 }
 
 /// One analysed frame, as the outlet sees it after its cases were committed.
@@ -212,6 +216,10 @@ fn file(
             model_input.clone(),
             feed.time_offset,
         )?;
+        let filing = match (&setup.grabs, &feed.evidence_stream) {
+            (Some(grabs), Some(url)) => filing.with_main_stream(grabs.clone(), url.clone()),
+            _ => filing,
+        };
         filings.insert(feed.id().to_string(), (feed.clone(), filing));
     }
     let (_, filing) = filings.get_mut(feed.id()).expect("inserted above");
@@ -272,6 +280,7 @@ mod tests {
             let setup = FilingSetup {
                 store: Store::open(&dir.path().join("cases.db")).unwrap(),
                 categories: Categories::builtin(),
+                grabs: None,
             };
             let policy = QueuePolicy::Freshness;
             let (_, done) =

@@ -2,7 +2,9 @@
 //! street cameras, so that the robot (and its tests and benchmarks) can be run against
 //! thousands of cameras without one.
 //!
-//! Every camera `i` is `rtsp://HOST:PORT/cam/<i>` on one port. The clip is demuxed and cut
+//! Every camera `i` is `rtsp://HOST:PORT/cam/<i>` on one port, and its sub stream
+//! `rtsp://HOST:PORT/cam/<i>/sub`: a lower-resolution rendition of the clip made once at
+//! start-up (or a second clip), on the same timeline and keyframes. The clip is demuxed and cut
 //! into RTP packets once ([`Clip`]) and shared by every session; a session only writes its
 //! own RTP headers and paces the packets by the wall clock, looping the clip with
 //! continuous sequence numbers and timestamps. Cameras play the clip at different offsets
@@ -25,6 +27,7 @@
 mod auth;
 mod clip;
 mod faults;
+mod rendition;
 mod rtp;
 mod rtsp;
 
@@ -56,6 +59,58 @@ pub struct SimConfig {
     pub faults: FaultPlan,
     /// How long a UDP session plays on without a request from its client.
     pub session_timeout: Duration,
+    /// What `/cam/<i>/sub` serves.
+    pub sub_stream: SubStream,
+}
+
+/// The cameras' sub stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubStream {
+    /// The clip scaled to this size (even numbers), encoded again as H.264.
+    Scaled { width: u32, height: u32 },
+    /// A second clip, played on the same timeline as the main one.
+    Clip(PathBuf),
+}
+
+impl Default for SubStream {
+    /// 640×360, the commonest sub-stream size of street cameras.
+    fn default() -> Self {
+        SubStream::Scaled {
+            width: 640,
+            height: 360,
+        }
+    }
+}
+
+impl std::str::FromStr for SubStream {
+    type Err = String;
+
+    /// `WIDTHxHEIGHT`, e.g. `640x360`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a size like 640x360");
+        let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+        let width: u32 = w.trim().parse().map_err(|_| bad())?;
+        let height: u32 = h.trim().parse().map_err(|_| bad())?;
+        if width == 0 || height == 0 || width % 2 == 1 || height % 2 == 1 {
+            return Err(format!("`{s}`: both sides must be even and not zero"));
+        }
+        Ok(SubStream::Scaled { width, height })
+    }
+}
+
+/// Sub-stream renditions made in this process, by clip and size: tests and benches start
+/// many simulators on the same clip, and encoding it again each time would cost seconds.
+fn rendition(path: &std::path::Path, width: u32, height: u32) -> Result<Arc<Clip>, SimError> {
+    type Key = (PathBuf, u32, u32);
+    static MADE: Mutex<Vec<(Key, Arc<Clip>)>> = Mutex::new(Vec::new());
+    let key = (path.to_path_buf(), width, height);
+    let mut made = MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, clip)) = made.iter().find(|(k, _)| *k == key) {
+        return Ok(clip.clone());
+    }
+    let clip = Arc::new(rendition::prepare(path, width, height)?);
+    made.push((key, clip.clone()));
+    Ok(clip)
 }
 
 impl SimConfig {
@@ -69,6 +124,7 @@ impl SimConfig {
             credentials: None,
             faults: FaultPlan::default(),
             session_timeout: Duration::from_secs(60),
+            sub_stream: SubStream::default(),
         }
     }
 }
@@ -121,6 +177,7 @@ pub struct SimHandle {
     addr: SocketAddr,
     cameras: usize,
     clip: Arc<Clip>,
+    sub_clip: Arc<Clip>,
     stats: Arc<Stats>,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -133,6 +190,10 @@ impl SimHandle {
             return Err(SimError::NoCameras);
         }
         let clip = Arc::new(Clip::prepare(&config.clip)?);
+        let sub_clip = match &config.sub_stream {
+            SubStream::Scaled { width, height } => rendition(&config.clip, *width, *height)?,
+            SubStream::Clip(path) => Arc::new(Clip::prepare(path)?),
+        };
         let listener =
             std::net::TcpListener::bind(config.bind).map_err(|source| SimError::Listen {
                 addr: config.bind,
@@ -159,6 +220,7 @@ impl SimHandle {
             tokio_listener(listener).map_err(|source| SimError::Listen { addr, source })?;
         let server = Arc::new(rtsp::Server {
             clip: clip.clone(),
+            sub_clip: sub_clip.clone(),
             cameras: config.cameras,
             credentials: config.credentials,
             faults: config.faults,
@@ -171,11 +233,12 @@ impl SimHandle {
         });
         drop(entered);
         runtime.spawn(rtsp::serve(server, listener));
-        tracing::info!(%addr, cameras = config.cameras, clip = %clip.path.display(), "camera simulator started");
+        tracing::info!(%addr, cameras = config.cameras, clip = %clip.path.display(), sub = %sub_clip.summary(), "camera simulator started");
         Ok(SimHandle {
             addr,
             cameras: config.cameras,
             clip,
+            sub_clip,
             stats,
             runtime: Some(runtime),
         })
@@ -195,6 +258,11 @@ impl SimHandle {
         format!("rtsp://{}/cam/{camera}", self.addr)
     }
 
+    /// The URL of camera `camera`'s sub stream (without credentials).
+    pub fn sub_url(&self, camera: usize) -> String {
+        format!("rtsp://{}/cam/{camera}/sub", self.addr)
+    }
+
     /// All cameras, for people: `rtsp://127.0.0.1:8554/cam/0..9`.
     pub fn url_range(&self) -> String {
         format!("rtsp://{}/cam/0..{}", self.addr, self.cameras - 1)
@@ -202,6 +270,11 @@ impl SimHandle {
 
     pub fn clip(&self) -> &Clip {
         &self.clip
+    }
+
+    /// What the sub streams play.
+    pub fn sub_clip(&self) -> &Clip {
+        &self.sub_clip
     }
 
     pub fn stats(&self) -> StatsSnapshot {

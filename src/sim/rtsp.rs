@@ -44,9 +44,20 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(5);
 const PUBLIC_METHODS: &str =
     "OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 
-/// What every connection shares: the clip, the configuration and the session registry.
+/// Which of a camera's two streams a request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rendition {
+    /// `/cam/<i>`: the clip itself.
+    Main,
+    /// `/cam/<i>/sub`: the clip's lower-resolution rendition.
+    Sub,
+}
+
+/// What every connection shares: the clips, the configuration and the session registry.
 pub(super) struct Server {
     pub clip: Arc<Clip>,
+    /// The sub-stream rendition: same GOP and timestamps as `clip`, fewer pixels.
+    pub sub_clip: Arc<Clip>,
     pub cameras: usize,
     pub credentials: Option<Credentials>,
     pub faults: FaultPlan,
@@ -63,6 +74,13 @@ pub(super) struct Server {
 }
 
 impl Server {
+    fn clip_of(&self, rendition: Rendition) -> &Arc<Clip> {
+        match rendition {
+            Rendition::Main => &self.clip,
+            Rendition::Sub => &self.sub_clip,
+        }
+    }
+
     /// Where in the clip camera `camera` is now. Cameras are spread over the clip by the
     /// golden ratio so that neighbours show different moments and send keyframes at
     /// different times.
@@ -114,6 +132,8 @@ enum MediaTransport {
 struct Session {
     id: String,
     camera: usize,
+    /// The clip of the stream set up; both streams share their timeline.
+    clip: Arc<Clip>,
     faults: CameraFaults,
     transport: MediaTransport,
     /// The URL the client set up, echoed in RTP-Info so that clients match it to the track.
@@ -287,7 +307,7 @@ impl Connection {
         };
         let now = Instant::now();
         let sending = (!playback.stalled(now))
-            .then(|| [playback.due(&self.server.clip), playback.next_report])
+            .then(|| [playback.due(&session.clip), playback.next_report])
             .into_iter()
             .flatten();
         sending
@@ -320,8 +340,10 @@ impl Connection {
             return Flow::Continue;
         }
         while self
-            .session_playback()
-            .is_some_and(|p| p.due(&self.server.clip) <= now)
+            .session
+            .as_ref()
+            .and_then(|s| Some((s.playback.as_ref()?, &s.clip)))
+            .is_some_and(|(p, clip)| p.due(clip) <= now)
         {
             if let Err(e) = self.send_unit().await {
                 tracing::debug!(peer = %self.peer, error = %e, "cannot send media");
@@ -359,7 +381,7 @@ impl Connection {
         let Some(playback) = &mut session.playback else {
             return Ok(());
         };
-        let clip = &server.clip;
+        let clip = &session.clip;
         let unit = &clip.units[playback.next_unit];
         let timestamp = session
             .rtp_base
@@ -517,7 +539,7 @@ impl Connection {
         // `OPTIONS *` names no camera; every other request URL must name one.
         let camera = match request.request_uri() {
             None => None,
-            Some(url) => match camera_of(url.path()).filter(|&c| c < self.server.cameras) {
+            Some(url) => match camera_of(url.path()).filter(|&(c, _)| c < self.server.cameras) {
                 Some(camera) => Some(camera),
                 None => {
                     let reply = Reply::new(StatusCode::NotFound);
@@ -525,8 +547,9 @@ impl Connection {
                 }
             },
         };
-        let faults =
-            camera.map_or_else(CameraFaults::default, |c| self.server.faults.for_camera(c));
+        let faults = camera.map_or_else(CameraFaults::default, |(c, _)| {
+            self.server.faults.for_camera(c)
+        });
         if faults.garbage {
             let len = 64 + self.rng.below(448);
             let mut noise: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
@@ -570,7 +593,11 @@ impl Connection {
         self.send_reply(version, cseq, reply).await
     }
 
-    fn describe(&self, request: &Request<Vec<u8>>, camera: usize) -> Reply {
+    fn describe(
+        &self,
+        request: &Request<Vec<u8>>,
+        (camera, rendition): (usize, Rendition),
+    ) -> Reply {
         let url = request
             .request_uri()
             .map_or_else(String::new, |u| u.to_string());
@@ -579,7 +606,8 @@ impl Connection {
         } else {
             format!("{url}/")
         };
-        let sdp = sdp(&self.server.clip, camera, self.stream.local_addr().ok());
+        let clip = self.server.clip_of(rendition);
+        let sdp = sdp(clip, camera, self.stream.local_addr().ok());
         let mut reply = Reply::new(StatusCode::Ok)
             .header(headers::CONTENT_BASE, base)
             .header(headers::CONTENT_TYPE, "application/sdp");
@@ -587,7 +615,12 @@ impl Connection {
         reply
     }
 
-    fn setup(&mut self, request: &Request<Vec<u8>>, camera: usize, faults: CameraFaults) -> Reply {
+    fn setup(
+        &mut self,
+        request: &Request<Vec<u8>>,
+        (camera, rendition): (usize, Rendition),
+        faults: CameraFaults,
+    ) -> Reply {
         if self.session.is_some() {
             // One camera stream, one session per connection, as most cameras allow.
             return Reply::new(StatusCode::MethodNotValidInThisState);
@@ -629,6 +662,7 @@ impl Connection {
         self.session = Some(Session {
             id: id.clone(),
             camera,
+            clip: self.server.clip_of(rendition).clone(),
             faults,
             transport,
             track_url: request
@@ -686,7 +720,7 @@ impl Connection {
         if session_id(request).is_some_and(|id| id != session.id) {
             return Reply::new(StatusCode::SessionNotFound);
         }
-        let clip = &self.server.clip;
+        let clip = &session.clip;
         // A repeated PLAY changes nothing; its RTP-Info describes the next packet as well.
         let playback = session.playback.get_or_insert_with(|| {
             let start = clip.start_unit(self.server.clip_position(session.camera));
@@ -801,15 +835,21 @@ fn sdp(clip: &Clip, camera: usize, server: Option<SocketAddr>) -> String {
     )
 }
 
-/// The camera index of `/cam/<i>`, `/cam/<i>/` or a track below it (`/cam/<i>/trackID=0`).
-fn camera_of(path: &str) -> Option<usize> {
-    let mut segments = path.trim_start_matches('/').split('/');
+/// The camera index and stream of `/cam/<i>` (main) or `/cam/<i>/sub`, with or without a
+/// trailing `/` or a track below it (`/cam/<i>/trackID=0`, `/cam/<i>/sub/trackID=0`).
+fn camera_of(path: &str) -> Option<(usize, Rendition)> {
+    let mut segments = path.trim_start_matches('/').split('/').peekable();
     if segments.next()? != "cam" {
         return None;
     }
     let camera = segments.next()?.parse().ok()?;
+    let rendition = if segments.next_if_eq(&"sub").is_some() {
+        Rendition::Sub
+    } else {
+        Rendition::Main
+    };
     match (segments.next(), segments.next()) {
-        (None | Some("" | "trackID=0" | "*"), None) => Some(camera),
+        (None | Some("" | "trackID=0" | "*"), None) => Some((camera, rendition)),
         _ => None,
     }
 }
@@ -881,9 +921,16 @@ mod tests {
 
     #[test]
     fn camera_paths() {
-        assert_eq!(camera_of("/cam/0"), Some(0));
-        assert_eq!(camera_of("/cam/12/"), Some(12));
-        assert_eq!(camera_of("/cam/3/trackID=0"), Some(3));
+        let main = |c| Some((c, Rendition::Main));
+        let sub = |c| Some((c, Rendition::Sub));
+        assert_eq!(camera_of("/cam/0"), main(0));
+        assert_eq!(camera_of("/cam/12/"), main(12));
+        assert_eq!(camera_of("/cam/3/trackID=0"), main(3));
+        assert_eq!(camera_of("/cam/3/sub"), sub(3));
+        assert_eq!(camera_of("/cam/3/sub/"), sub(3));
+        assert_eq!(camera_of("/cam/3/sub/trackID=0"), sub(3));
+        assert_eq!(camera_of("/cam/3/sub/sub"), None);
+        assert_eq!(camera_of("/cam/3/main"), None);
         assert_eq!(camera_of("/cam/3/trackID=1"), None);
         assert_eq!(camera_of("/cam/x"), None);
         assert_eq!(camera_of("/camera/1"), None);
@@ -928,6 +975,7 @@ mod tests {
         runtime.block_on(async {
             let server = Arc::new(Server {
                 clip: clip(),
+                sub_clip: clip(),
                 cameras: 2,
                 credentials: credentials.then(|| Credentials {
                     user: "admin".into(),

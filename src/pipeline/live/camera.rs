@@ -89,6 +89,11 @@ impl LiveCamera {
             StreamChoice::Sub => (&config.sub_stream, &config.main_stream),
         };
         let url = first.clone().or_else(|| second.clone());
+        // Analysed on the sub stream: evidence images come from the main stream.
+        let evidence_stream = match settings.stream {
+            StreamChoice::Sub if first.is_some() => second.clone(),
+            _ => None,
+        };
         let limits = PictureLimits {
             frozen_after: settings.frozen_after,
             dark_after: settings.dark_after,
@@ -98,7 +103,11 @@ impl LiveCamera {
             shown_url: url.as_deref().map(redact_url),
             url,
             // Live units are stamped in Unix seconds.
-            feed: Arc::new(Feed::new(config, generation, 0.0).watching_pictures(limits)),
+            feed: Arc::new(
+                Feed::new(config, generation, 0.0)
+                    .watching_pictures(limits)
+                    .with_evidence_stream(evidence_stream),
+            ),
             connection_attempts: Counter::default(),
             reconnects: Counter::default(),
             working_transport: Mutex::new(None),

@@ -26,6 +26,7 @@ use crate::cases::Categories;
 use crate::config::{PatrolConfig, RunConfig};
 use crate::console::{ConsoleConfig, Users};
 use crate::detect::Detector;
+use crate::evidence::MainStreamGrabs;
 use crate::models::Catalogue;
 use crate::patrol::Patrol;
 use crate::pipeline::{
@@ -225,7 +226,21 @@ pub fn run(
             max_wait: config.detector.max_wait,
         },
         detector,
-        Some(FilingSetup { store, categories }),
+        Some(FilingSetup {
+            store,
+            categories,
+            grabs: Some(Arc::new(MainStreamGrabs::new(
+                runtime.handle().clone(),
+                config.rtsp.evidence_grabs,
+                config.rtsp.evidence_grab_timeout,
+                RtspOptions {
+                    transport: config.rtsp.transport,
+                    connect_timeout: config.rtsp.connect_timeout,
+                    frame_timeout: config.rtsp.frame_timeout,
+                },
+                metrics.evidence_grabs.clone(),
+            ))),
+        }),
         SnapshotOutlet::new(snapshots, config.snapshot_every),
         metrics.clone(),
     );

@@ -237,6 +237,22 @@ impl DaemonView for LiveView {
                 ("filing", &m.filing),
             ],
         );
+        let grabs = &m.evidence_grabs;
+        out.labelled(
+            "cgbot_evidence_grabs_total",
+            "counter",
+            "Evidence pictures of cameras analysed on their sub stream: main (a main-stream keyframe) or fallback (the grab failed or timed out; drawn on the sub-stream frame).",
+            "result",
+            &[
+                ("main", grabs.main.get() as f64),
+                ("fallback", grabs.fallback.get() as f64),
+            ],
+        );
+        out.histogram(
+            "cgbot_evidence_grab_seconds",
+            "Time of one main-stream evidence grab (connect, first keyframe, decode), or until it gave up.",
+            &grabs.seconds,
+        );
         out.histogram(
             "cgbot_frame_latency_seconds",
             "From an access unit's arrival to its frame's cases being committed.",
