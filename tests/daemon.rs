@@ -937,6 +937,7 @@ fn a_turned_camera_suspends_its_rules_until_its_view_returns() {
     daemon.terminate(Duration::from_secs(20));
     let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
     assert!(!events.contains("case.closed"), "{events}");
+}
 
 /// The `<kind>.jpg` evidence images under the daemon's evidence folder, with their sizes.
 fn evidence_sizes(dir: &std::path::Path) -> Vec<(String, (u32, u32))> {
