@@ -702,6 +702,20 @@ rules = [{ event = "illegal_parking", min_dwell = "30s", active = ["07:00-20:00"
         assert!(load(&bad_tracker)
             .unwrap_err()
             .contains("`cam-1`.tracker: `min_appearance` = 6"));
+        let codes = |table: &str| {
+            GOOD.replace(
+                "location = {",
+                &format!("codes = {{ {table} }}\nlocation = {{"),
+            )
+        };
+        let cams = load(&codes("street_code = \"330102001\"")).unwrap();
+        assert_eq!(cams[0].info.codes["street_code"], "330102001");
+        assert!(load(&codes("Street = \"330102001\""))
+            .unwrap_err()
+            .contains("`cam-1`.codes.Street: a field name is made of a-z"));
+        assert!(load(&codes("street_code = \"\""))
+            .unwrap_err()
+            .contains("`cam-1`.codes.street_code: is empty"));
         let twice = format!("{GOOD}\n[[camera]]\nid = \"cam-1\"\n");
         assert!(load(&twice)
             .unwrap_err()
