@@ -536,10 +536,10 @@ fn cases_steady_state(c: &mut Criterion) {
     let camera = CameraInfo {
         id: "bench-cam".into(),
         name: "Bench street".into(),
-        location: Default::default(),
+        ..CameraInfo::default()
     };
     let categories = Categories::builtin();
-    let mut engine = CaseEngine::new(camera, zones, categories, vec![]).unwrap();
+    let mut engine = CaseEngine::new(camera, 8 * 3600, zones, categories, vec![]).unwrap();
     // A sample every 2 s until the parked cars reach their 180 s dwell and are filed.
     let mut ts = t0;
     while ts <= t0 + 200.0 {

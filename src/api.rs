@@ -44,7 +44,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::cases::{Case, HistoryEntry, Status};
+use crate::cases::{Case, HistoryEntry, LocalTimes, Status};
 use crate::console::auth::Auth;
 use crate::console::{CameraBook, ConsoleConfig};
 pub use crate::pipeline::live::Snapshot;
@@ -699,6 +699,9 @@ pub(crate) fn parse_time(field: &str, text: &str) -> Result<f64, ApiError> {
 struct CaseItem {
     #[serde(flatten)]
     case: Case,
+    /// Each time also as RFC 3339 in the camera's local time.
+    #[serde(flatten)]
+    times: LocalTimes,
     /// Past its deadline and still open.
     overdue: bool,
 }
@@ -707,6 +710,7 @@ impl CaseItem {
     fn at(case: Case, now: f64) -> Self {
         CaseItem {
             overdue: case.is_overdue(now),
+            times: LocalTimes::of(&case),
             case,
         }
     }

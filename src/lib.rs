@@ -19,6 +19,7 @@ mod fuzz;
 pub mod geometry;
 pub mod install;
 pub mod limits;
+pub mod local_time;
 pub mod metrics;
 pub mod models;
 pub mod patrol;

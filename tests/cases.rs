@@ -888,3 +888,151 @@ fn signed_webhook_deliveries_verify_and_a_tampered_body_is_rejected() {
         "{err}"
     );
 }
+
+/// A city's setup end to end: its catalogue gives illegal parking one *working* hour, its
+/// calendar works 08:30–12:00 and 13:30–17:30 on weekdays, and its code table and the
+/// camera's codes give the platform's fields. The van is filed on Friday 2026-12-04 just
+/// before 17:30 (+08:00): due one working hour later, on Monday.
+#[test]
+fn a_city_replay_publishes_its_codes_local_times_and_a_working_hour_deadline() {
+    let scene = Scene::new();
+    let camera = scene.path("camera.toml");
+    std::fs::write(
+        &camera,
+        format!(
+            "[[camera]]\nid = \"cam-van\"\nutc_offset = \"+08:00\"\n\
+             codes = {{ street_code = \"330102001\", community_code = \"330102001002\" }}\n\
+             [[camera.zone]]\nid = \"no-parking\"\npolygon = {VAN_ZONE}\n\
+             rules = [{{ event = \"illegal_parking\", min_dwell = \"30s\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let catalogue = scene.path("categories.toml");
+    std::fs::write(
+        &catalogue,
+        "[[category]]\ncode = \"0505\"\nmajor = \"街面秩序\"\nname = \"机动车乱停放\"\n\
+         time_limit = \"1 working hour\"\n",
+    )
+    .unwrap();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let calendar = samples.join("calendar.toml");
+    let codes = samples.join("city-codes.toml");
+    let jsonl = scene.path("events.jsonl");
+    let clip = sample("street-static-h264.mp4");
+    let db = scene.db();
+    let city_args = |codes: &Path| {
+        vec![
+            "replay".to_string(),
+            clip.display().to_string(),
+            "--every".into(),
+            "2s".into(),
+            "--camera".into(),
+            camera.display().to_string(),
+            "--db".into(),
+            db.clone(),
+            "--start".into(),
+            "2026-12-04T09:29:00Z".into(),
+            "--catalogue".into(),
+            catalogue.display().to_string(),
+            "--calendar".into(),
+            calendar.display().to_string(),
+            "--codes".into(),
+            codes.display().to_string(),
+            "--jsonl".into(),
+            jsonl.display().to_string(),
+        ]
+    };
+
+    // A table without the camera's event is refused before anything is filed.
+    let partial = scene.path("partial-codes.toml");
+    std::fs::write(&partial, "[event.street_vending]\ncity_code = \"602\"\n").unwrap();
+    let args = city_args(&partial);
+    let out = cgbot(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("partial-codes.toml: event.illegal_parking: missing"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let args = city_args(&codes);
+    let out = cgbot(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "replay failed: {}", stderr(&out));
+    let events: Vec<Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let filed = events
+        .iter()
+        .find(|e| e["kind"] == "case.filed")
+        .unwrap_or_else(|| panic!("no case.filed in {events:#?}"));
+    let case = &filed["payload"];
+    assert_eq!(case["city_code"], "605");
+    assert_eq!(
+        case["city_fields"],
+        serde_json::json!({
+            "community_code": "330102001002",
+            "department": "区交警大队",
+            "source": "智能视频发现",
+            "street_code": "330102001",
+        })
+    );
+    let filed_at = case["filed_at"].as_f64().unwrap();
+    let filed_local = case["filed_at_rfc3339"].as_str().unwrap();
+    assert!(
+        filed_local.starts_with("2026-12-04T17:29:") && filed_local.ends_with("+08:00"),
+        "{filed_local}"
+    );
+    // What is left of Friday, the weekend and the night (63 h), then the rest of the
+    // working hour on Monday morning.
+    assert_eq!(case["deadline"].as_f64().unwrap() - filed_at, 64.0 * 3600.0);
+    let deadline_local = case["deadline_rfc3339"].as_str().unwrap();
+    assert!(
+        deadline_local.starts_with("2026-12-07T09:29:") && deadline_local.ends_with("+08:00"),
+        "{deadline_local}"
+    );
+    assert!(case["first_seen_rfc3339"]
+        .as_str()
+        .unwrap()
+        .starts_with("2026-12-04T17:2"));
+
+    // The API's JSON and the exports carry the same.
+    let listed = &scene.cases()[0];
+    assert_eq!(listed["deadline_rfc3339"], deadline_local);
+    assert_eq!(listed["city_code"], "605");
+    let csv = ok(cgbot(&["cases", "export", "--db", &db]));
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(column("city_code"), "605");
+    assert_eq!(column("street_code"), "330102001");
+    assert_eq!(column("deadline"), deadline_local);
+    // Re-mapped at export with another table: its code and fields, the camera's kept.
+    let other = scene.path("other-codes.toml");
+    std::fs::write(
+        &other,
+        "[defaults]\nsource = \"巡查\"\n\
+         [event.illegal_parking]\ncity_code = \"0605\"\n\
+         [event.street_vending]\ncity_code = \"0602\"\n\
+         [event.exposed_litter]\ncity_code = \"0101\"\n",
+    )
+    .unwrap();
+    let json: Value = serde_json::from_str(&ok(cgbot(&[
+        "cases",
+        "export",
+        "--format",
+        "json",
+        "--db",
+        &db,
+        "--codes",
+        other.to_str().unwrap(),
+    ])))
+    .unwrap();
+    assert_eq!(json[0]["city_code"], "0605");
+    assert_eq!(json[0]["city_fields"]["source"], "巡查");
+    assert_eq!(json[0]["city_fields"]["street_code"], "330102001");
+    assert_eq!(json[0]["filed_at_rfc3339"], filed_local);
+}

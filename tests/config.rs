@@ -134,6 +134,57 @@ fn run_check_validates_without_starting_and_exits_78_on_a_bad_camera_file() {
 }
 
 #[test]
+fn run_check_validates_the_citys_calendar_and_code_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        "cameras = \"cams.toml\"\ncalendar = \"calendar.toml\"\ncodes = \"codes.toml\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("cams.toml"),
+        "[[camera]]\nid = \"c1\"\ncodes = { street_code = \"330102001\" }\n\
+         [[camera.zone]]\nid = \"kerb\"\npolygon = [[0, 0], [1, 0], [1, 1]]\n\
+         rules = [{ event = \"illegal_parking\" }]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("calendar.toml"),
+        "hours = [\"08:30-12:00\", \"13:30-17:30\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("codes.toml"),
+        "[event.illegal_parking]\ncity_code = \"605\"\n",
+    )
+    .unwrap();
+    let out = cgbot(&["run", "--check", "--config", &path_arg(&config)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    for (file, text, expected) in [
+        (
+            "calendar.toml",
+            "hours = [\"13:30-17:30\", \"08:30-12:00\"]\n",
+            "calendar.toml: hours: 08:30-12:00 overlaps or precedes 13:30-17:30",
+        ),
+        (
+            "codes.toml",
+            "[event.street_vending]\ncity_code = \"602\"\n",
+            "codes.toml: event.illegal_parking: missing",
+        ),
+    ] {
+        let good = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        std::fs::write(dir.path().join(file), text).unwrap();
+        let out = cgbot(&["run", "--check", "--config", &path_arg(&config)]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(EX_CONFIG), "{err}");
+        assert!(err.contains(expected), "{err}");
+        std::fs::write(dir.path().join(file), good).unwrap();
+    }
+}
+
+#[test]
 fn log_format_json_writes_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("run.toml");

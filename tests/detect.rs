@@ -434,3 +434,41 @@ fn int8_model_parity_with_fp32_decides_the_default() {
         100.0 * matched_share
     );
 }
+
+/// 非机动车乱停放 (0506): the embedded model's bicycle in the sample photo is what the
+/// built-in `non_motor_parking` event takes, and the car beside it is not.
+#[test]
+fn the_detected_bicycle_counts_for_non_motor_parking_and_the_car_does_not() {
+    let image = sample("dog-bicycle-truck.jpg");
+    let (width, height) = image::image_dimensions(&image).unwrap();
+    let json: Value =
+        serde_json::from_str(&ok(cgbot(&["detect", "--json", image.to_str().unwrap()]))).unwrap();
+    let events = cgbot::rules::EventCatalogue::builtin();
+    let rule = |event: &str| {
+        events
+            .resolve(event, &cgbot::rules::RuleFields::default())
+            .unwrap()
+    };
+    let (non_motor, parking) = (rule("non_motor_parking"), rule("illegal_parking"));
+    assert_eq!(non_motor.category, "0506");
+    let mut admitted = Vec::new();
+    for d in json[0]["detections"].as_array().unwrap() {
+        let label = d["label"].as_str().unwrap();
+        let score = d["score"].as_f64().unwrap() as f32;
+        let b: Vec<f32> = d["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let bbox = [b[0], b[1], b[2], b[3]];
+        if non_motor.admits(label, score, bbox, width, height) {
+            assert!(
+                !parking.admits(label, score, bbox, width, height),
+                "{label} is both"
+            );
+            admitted.push(label.to_string());
+        }
+    }
+    assert_eq!(admitted, ["bicycle"], "{json:#}");
+}

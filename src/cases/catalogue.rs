@@ -1,9 +1,15 @@
 //! The table of case categories (code, major class, name, handling time limit). The
 //! default follows the digital city management event classification; cities override it
-//! because their codes differ.
+//! because their codes differ. A city also brings its working calendar (for time limits
+//! in working hours) and its platform's code table; they travel with the categories to
+//! every camera's case engine.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::calendar::{CalendarError, WorkingCalendar};
+use super::codes::{CityCode, CodeTable, CodeTableError};
 
 use serde::Deserialize;
 
@@ -15,16 +21,43 @@ pub struct Category {
     pub major: String,
     pub name: String,
     /// How long the city has to handle a filed case.
-    #[serde(with = "humantime_serde_secs")]
-    pub time_limit: Duration,
+    pub time_limit: TimeLimit,
 }
 
-mod humantime_serde_secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
+/// A handling time limit: on the wall clock (`2h`), or in working time (`4 working
+/// hours`, `4h working`) counted through the city's working calendar only.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TimeLimit {
+    Elapsed(Duration),
+    Working(Duration),
+}
+
+impl TimeLimit {
+    /// The word `working` anywhere makes it working time; the rest is a duration.
+    fn parse(text: &str) -> Result<Self, crate::duration::DurationError> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let rest: Vec<&str> = words.iter().copied().filter(|w| *w != "working").collect();
+        let duration = crate::duration::parse(&rest.join(" "));
+        if rest.len() == words.len() {
+            duration.map(TimeLimit::Elapsed)
+        } else {
+            duration.map(TimeLimit::Working)
+        }
+    }
+}
+
+impl std::fmt::Display for TimeLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TimeLimit::Elapsed(d) => write!(f, "{}", humantime::format_duration(*d)),
+            TimeLimit::Working(d) => write!(f, "{} working", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl serde::Serialize for TimeLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -46,6 +79,10 @@ struct RawCatalogue {
 #[derive(Debug, Clone)]
 pub struct Categories {
     categories: Vec<Category>,
+    /// Where the categories came from, for messages.
+    file: PathBuf,
+    calendar: Option<Arc<WorkingCalendar>>,
+    codes: Option<Arc<CodeTable>>,
 }
 
 /// A catalogue that cannot be used; every variant names the file.
@@ -64,11 +101,102 @@ pub enum CatalogueError {
     },
     #[error("{}: category code {} appears twice", file.display(), crate::config::clip(code))]
     DuplicateCode { file: PathBuf, code: String },
+    #[error("{}: category {} has a time limit in working time ({limit}); give the city's working calendar (`calendar` in the run file, --calendar on replay)", file.display(), crate::config::clip(code))]
+    NeedsCalendar {
+        file: PathBuf,
+        code: String,
+        limit: TimeLimit,
+    },
+    #[error(transparent)]
+    Calendar(#[from] CalendarError),
+    #[error(transparent)]
+    Codes(#[from] CodeTableError),
 }
 
 impl Categories {
     pub fn builtin() -> Self {
         Self::parse(BUILTIN, Path::new("built-in catalogue")).expect("built-in catalogue is valid")
+    }
+
+    /// A city's setup: its catalogue (else the built-in one), working calendar and code
+    /// table, each optional. A time limit in working time needs the calendar; the code
+    /// table knows only `known` events and needs an entry for every one of `used`.
+    pub fn load_city(
+        catalogue: Option<&Path>,
+        calendar: Option<&Path>,
+        codes: Option<&Path>,
+        (known, used): (&[&str], &[&str]),
+    ) -> Result<Self, CatalogueError> {
+        let mut categories = match catalogue {
+            Some(path) => Self::load(path)?,
+            None => Self::builtin(),
+        };
+        categories.calendar = calendar
+            .map(WorkingCalendar::load)
+            .transpose()?
+            .map(Arc::new);
+        categories.codes = codes
+            .map(|path| CodeTable::load(path, known, used))
+            .transpose()?
+            .map(Arc::new);
+        if categories.calendar.is_none() {
+            if let Some(c) = categories
+                .categories
+                .iter()
+                .find(|c| matches!(c.time_limit, TimeLimit::Working(_)))
+            {
+                return Err(CatalogueError::NeedsCalendar {
+                    file: categories.file.clone(),
+                    code: c.code.clone(),
+                    limit: c.time_limit,
+                });
+            }
+        }
+        Ok(categories)
+    }
+
+    /// The same categories with this working calendar.
+    pub fn with_calendar(mut self, calendar: WorkingCalendar) -> Self {
+        self.calendar = Some(Arc::new(calendar));
+        self
+    }
+
+    /// The same categories with this code table.
+    pub fn with_codes(mut self, codes: CodeTable) -> Self {
+        self.codes = Some(Arc::new(codes));
+        self
+    }
+
+    /// When a case of category `code` filed at Unix time `filed_at` is due, counting
+    /// working time in the time zone `utc_offset` seconds east of UTC; `None` for an
+    /// unknown category, or one in working time without a calendar.
+    pub fn deadline(&self, code: &str, filed_at: f64, utc_offset: i64) -> Option<f64> {
+        match self.get(code)?.time_limit {
+            TimeLimit::Elapsed(limit) => Some(filed_at + limit.as_secs_f64()),
+            TimeLimit::Working(limit) => Some(self.calendar.as_ref()?.deadline(
+                filed_at,
+                limit.as_secs_f64(),
+                utc_offset,
+            )),
+        }
+    }
+
+    /// The code table in use that has no entry for `event`.
+    pub fn code_table_without(&self, event: &str) -> Option<&Path> {
+        self.codes
+            .as_deref()
+            .filter(|table| !table.knows(event))
+            .map(CodeTable::file)
+    }
+
+    /// The city platform's code of `event` at a camera with `camera_codes`, when a code
+    /// table is in use.
+    pub fn city_code(
+        &self,
+        event: &str,
+        camera_codes: &std::collections::BTreeMap<String, String>,
+    ) -> Option<CityCode> {
+        self.codes.as_ref()?.city_code(event, camera_codes)
     }
 
     pub fn load(path: &Path) -> Result<Self, CatalogueError> {
@@ -90,7 +218,7 @@ impl Categories {
         let mut categories = Vec::new();
         for (index, c) in raw.category.into_iter().enumerate() {
             let time_limit =
-                crate::duration::parse(&c.time_limit).map_err(|e| CatalogueError::TimeLimit {
+                TimeLimit::parse(&c.time_limit).map_err(|e| CatalogueError::TimeLimit {
                     file: file.to_path_buf(),
                     index,
                     code: c.code.clone(),
@@ -109,7 +237,12 @@ impl Categories {
                 time_limit,
             });
         }
-        Ok(Self { categories })
+        Ok(Self {
+            categories,
+            file: file.to_path_buf(),
+            calendar: None,
+            codes: None,
+        })
     }
 
     pub fn get(&self, code: &str) -> Option<&Category> {
@@ -150,6 +283,49 @@ mod tests {
                 .starts_with("city.toml: category[0] (A1) time_limit: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_time_limit_in_working_time_needs_a_calendar() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalogue = dir.path().join("city.toml");
+        std::fs::write(
+            &catalogue,
+            "[[category]]\ncode = \"0102\"\nmajor = \"x\"\nname = \"y\"\ntime_limit = \"4 working hours\"\n\
+             [[category]]\ncode = \"0505\"\nmajor = \"x\"\nname = \"z\"\ntime_limit = \"1h\"\n",
+        )
+        .unwrap();
+        let err = Categories::load_city(Some(&catalogue), None, None, (&[], &[])).unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "city.toml: category 0102 has a time limit in working time (4h working); give the city's working calendar (`calendar` in the run file, --calendar on replay)"
+            ),
+            "{err}"
+        );
+        let calendar = dir.path().join("calendar.toml");
+        std::fs::write(&calendar, "hours = [\"08:30-12:00\", \"13:30-17:30\"]\n").unwrap();
+        let city =
+            Categories::load_city(Some(&catalogue), Some(&calendar), None, (&[], &[])).unwrap();
+        // Tuesday 2026-12-01 11:00 CST: an hour before noon, three after 13:30.
+        let filed = 1_796_094_000.0;
+        assert_eq!(
+            crate::local_time::rfc3339(city.deadline("0102", filed, 8 * 3600).unwrap(), 8 * 3600),
+            "2026-12-01T16:30:00+08:00"
+        );
+        assert_eq!(city.deadline("0505", filed, 8 * 3600), Some(filed + 3600.0));
+        assert_eq!(city.deadline("0999", filed, 8 * 3600), None);
+        for text in ["4 working hours", "4h working", "working 4h"] {
+            assert_eq!(
+                TimeLimit::parse(text).unwrap(),
+                TimeLimit::Working(Duration::from_secs(4 * 3600)),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            TimeLimit::parse("2h").unwrap(),
+            TimeLimit::Elapsed(Duration::from_secs(7200))
+        );
+        assert!(TimeLimit::parse("working").is_err());
     }
 
     #[test]

@@ -11,19 +11,25 @@
 //! same object stays, and makes no case where an operator rejected one while the
 //! rejection's [`Suppression`] lasts.
 
+mod calendar;
 mod catalogue;
 mod changes;
+mod codes;
+mod published;
 mod status;
 mod suppression;
 mod verdict;
 
-pub use catalogue::{CatalogueError, Categories, Category};
+pub use calendar::{CalendarError, WorkingCalendar};
+pub use catalogue::{CatalogueError, Categories, Category, TimeLimit};
 pub use changes::{Changes, Evidence, EvidenceKind, EvidenceRequest, HistoryEntry, NewEvent};
+pub use codes::{check_fields as check_code_fields, CityCode, CodeTable, CodeTableError};
+pub use published::{LocalTimes, PublishedCase};
 pub use status::{Status, ALL as ALL_STATUSES, SETTABLE as SETTABLE_STATUSES};
 pub use suppression::Suppression;
 pub use verdict::{OperatorAction, RejectReason, Verdict, VerdictKind};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -61,7 +67,8 @@ pub struct Case {
     pub first_seen: f64,
     pub last_seen: f64,
     pub filed_at: Option<f64>,
-    /// `filed_at` plus the category's handling time limit.
+    /// `filed_at` plus the category's handling time limit (counted in working time for
+    /// a limit in working hours).
     pub deadline: Option<f64>,
     pub closed_at: Option<f64>,
     /// `auto-verified` or `operator`.
@@ -88,6 +95,16 @@ pub struct Case {
     pub verdict: Option<Verdict>,
     /// Time of the latest sample that changed this case; older samples are history.
     pub updated_at: f64,
+    /// Seconds east of UTC of the camera's local time, in which the case's times are
+    /// published (0 for cases stored before it was recorded).
+    #[serde(default)]
+    pub utc_offset: i64,
+    /// The city platform's code of the event, when a code table is in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city_code: Option<String>,
+    /// The platform's extra fields (department, source, street and community codes, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub city_fields: BTreeMap<String, String>,
     #[serde(skip)]
     track_id: Option<u64>,
     #[serde(skip)]
@@ -117,6 +134,12 @@ pub enum CaseError {
         code: String,
         known: String,
     },
+    #[error("{}: no city code for event `{event}` of zone `{zone}`", table.display())]
+    NoCityCode {
+        table: std::path::PathBuf,
+        zone: String,
+        event: String,
+    },
     #[error("case {id} is {from}; it cannot become {to}")]
     IllegalTransition {
         id: String,
@@ -130,6 +153,8 @@ pub enum CaseError {
 /// Turns one camera's sightings into case changes.
 pub struct CaseEngine {
     camera: CameraInfo,
+    /// Seconds east of UTC of the camera's local time (working hours, published times).
+    utc_offset: i64,
     zones: Vec<ZoneRules>,
     categories: Categories,
     cases: Vec<Case>,
@@ -140,6 +165,7 @@ impl CaseEngine {
     /// `existing` are the camera's cases from the store, so that a restart continues them.
     pub fn new(
         camera: CameraInfo,
+        utc_offset: i64,
         zones: Vec<ZoneRules>,
         categories: Categories,
         existing: Vec<Case>,
@@ -154,10 +180,18 @@ impl CaseEngine {
                         known: categories.codes().join(", "),
                     });
                 }
+                if let Some(table) = categories.code_table_without(&rule.event) {
+                    return Err(CaseError::NoCityCode {
+                        table: table.to_path_buf(),
+                        zone: zone.id.clone(),
+                        event: rule.event.clone(),
+                    });
+                }
             }
         }
         Ok(Self {
             camera,
+            utc_offset,
             zones,
             categories,
             cases: existing,
@@ -364,9 +398,16 @@ impl CaseEngine {
             transitions: 0,
             verdict: None,
             updated_at: ts,
+            utc_offset: self.utc_offset,
+            city_code: None,
+            city_fields: BTreeMap::new(),
             track_id: Some(s.track_id),
             appearance: s.appearance.clone(),
         };
+        if let Some(city) = self.categories.city_code(&rule.event, &self.camera.codes) {
+            case.city_code = Some(city.code);
+            case.city_fields = city.fields;
+        }
         record(
             &mut case,
             None,
@@ -424,12 +465,10 @@ impl CaseEngine {
             && s.applies
             && case.dwell >= rule.min_dwell.as_secs_f64()
         {
-            let limit = self
-                .categories
-                .get(&rule.category)
-                .map(|c| c.time_limit.as_secs_f64());
             case.filed_at = Some(ts);
-            case.deadline = limit.map(|l| ts + l);
+            case.deadline = self
+                .categories
+                .deadline(&rule.category, ts, self.utc_offset);
             transition(case, Status::Filed, ts, changes);
             changes.events.push(event(case, "filed"));
             let request = self.evidence(&self.cases[i], EvidenceKind::Filed, s.zone, ts);
@@ -556,7 +595,7 @@ fn event(case: &Case, kind: &str) -> NewEvent {
     NewEvent {
         key: format!("{}:{kind}:{}", case.id, case.transitions),
         kind: format!("case.{kind}"),
-        payload: serde_json::to_value(case).expect("cases serialise"),
+        payload: serde_json::to_value(PublishedCase::of(case)).expect("cases serialise"),
     }
 }
 
@@ -703,7 +742,7 @@ mod tests {
             id: "cam-1".into(),
             ..CameraInfo::default()
         };
-        CaseEngine::new(camera, vec![zone], Categories::builtin(), vec![]).unwrap()
+        CaseEngine::new(camera, 8 * 3600, vec![zone], Categories::builtin(), vec![]).unwrap()
     }
 
     fn parked_car(bbox: [f32; 4]) -> Sighting {

@@ -1,5 +1,6 @@
 //! `cgbot cases …` and `cgbot outbox deliver`: reading and steering the case store.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -12,10 +13,12 @@ use serde::Serialize;
 
 use cgbot::backoff::Backoff;
 use cgbot::cases::{
-    Case, Evidence, HistoryEntry, OperatorAction, RejectReason, Status, Suppression,
-    SETTABLE_STATUSES,
+    Case, CodeTable, Evidence, HistoryEntry, OperatorAction, PublishedCase, RejectReason, Status,
+    Suppression, SETTABLE_STATUSES,
 };
 use cgbot::clock::unix_now;
+use cgbot::local_time::rfc3339;
+use cgbot::rules::EventCatalogue;
 use cgbot::sinks::{self, JsonlSink, Sink, WebhookSink};
 use cgbot::store::{CaseFilter, Store};
 
@@ -41,7 +44,8 @@ pub enum CasesCommand {
         #[command(flatten)]
         db: DbArg,
     },
-    /// All cases (or those with a status) as CSV or JSON on stdout.
+    /// All cases (or those with a status) as CSV or JSON on stdout; times are RFC 3339
+    /// in each camera's local time.
     Export {
         #[command(flatten)]
         db: DbArg,
@@ -49,6 +53,10 @@ pub enum CasesCommand {
         format: ExportFormat,
         #[arg(long)]
         status: Option<Status>,
+        /// The city platform's code table: each case's `city_code` and the table's fields
+        /// (replacing those of the same name recorded with the case) come from it.
+        #[arg(long, value_name = "FILE")]
+        codes: Option<PathBuf>,
     },
     /// Record the city's handling: dispatched, handled, closed or reopened. A false
     /// positive is rejected with `cases reject`, a real violation confirmed with
@@ -305,24 +313,45 @@ pub fn run(command: CasesCommand) -> Result<()> {
                 .case(&id)?
                 .with_context(|| format!("{}: no case {id}", db.db.display()))?;
             #[derive(Serialize)]
-            struct Detail {
+            struct Detail<'a> {
                 #[serde(flatten)]
-                case: Case,
+                case: PublishedCase<'a>,
                 evidence: Vec<Evidence>,
                 history: Vec<HistoryEntry>,
             }
             let detail = Detail {
                 evidence: store.evidence(&id)?,
                 history: store.history(&id)?,
-                case,
+                case: PublishedCase::of(&case),
             };
             println!("{}", serde_json::to_string_pretty(&detail)?);
         }
-        CasesCommand::Export { db, format, status } => {
-            let cases = open(&db.db)?.cases(&CaseFilter {
+        CasesCommand::Export {
+            db,
+            format,
+            status,
+            codes,
+        } => {
+            let mut cases = open(&db.db)?.cases(&CaseFilter {
                 status,
                 ..CaseFilter::default()
             })?;
+            if let Some(path) = codes {
+                let events = EventCatalogue::builtin();
+                let table = CodeTable::load(&path, &events.names(), &[])?;
+                for case in &mut cases {
+                    let Some(city) = table.city_code(&case.event, &BTreeMap::new()) else {
+                        bail!(
+                            "{}: case {} is of event `{}`, which the table does not know",
+                            path.display(),
+                            case.id,
+                            case.event
+                        );
+                    };
+                    case.city_code = Some(city.code);
+                    case.city_fields.extend(city.fields);
+                }
+            }
             let now = unix_now();
             match format {
                 ExportFormat::Json => {
@@ -434,7 +463,7 @@ fn act(
 #[derive(Serialize)]
 struct Exported<'a> {
     #[serde(flatten)]
-    case: &'a Case,
+    case: PublishedCase<'a>,
     overdue: bool,
     reject_reason: Option<RejectReason>,
 }
@@ -443,7 +472,7 @@ fn exported(cases: &[Case], now: f64) -> Vec<Exported<'_>> {
     cases
         .iter()
         .map(|case| Exported {
-            case,
+            case: PublishedCase::of(case),
             overdue: case.is_overdue(now),
             reject_reason: case.reject_reason(),
         })
@@ -527,13 +556,27 @@ fn to_csv(cases: &[Case], now: f64) -> String {
             s.to_string()
         }
     };
-    let opt_time = |t: Option<f64>| t.map(time).unwrap_or_default();
+    // Cases with the city platform's codes: `city_code`, then a column per field any of
+    // them has.
+    let city = cases.iter().any(|c| c.city_code.is_some());
+    let city_fields: BTreeSet<&str> = cases
+        .iter()
+        .flat_map(|c| c.city_fields.keys().map(String::as_str))
+        .collect();
     let mut out = String::from(
         "id,status,category_code,category_major,category_name,event,camera_id,camera_name,zone_id,\
          longitude,latitude,address,grid,first_seen,filed_at,deadline,closed_at,close_reason,dwell_s,confidence,label,x1,y1,x2,y2,\
-         overdue,verdict,reject_reason\n",
+         overdue,verdict,reject_reason",
     );
+    if city {
+        out += ",city_code";
+    }
+    for name in &city_fields {
+        out += &format!(",{}", field(name));
+    }
+    out.push('\n');
     for c in cases {
+        let opt_time = |t: Option<f64>| t.map(|t| rfc3339(t, c.utc_offset)).unwrap_or_default();
         let l = &c.location;
         let cells = [
             c.id.clone(),
@@ -549,7 +592,7 @@ fn to_csv(cases: &[Case], now: f64) -> String {
             l.latitude.map(|v| v.to_string()).unwrap_or_default(),
             l.address.clone().unwrap_or_default(),
             l.grid.clone().unwrap_or_default(),
-            time(c.first_seen),
+            rfc3339(c.first_seen, c.utc_offset),
             opt_time(c.filed_at),
             opt_time(c.deadline),
             opt_time(c.closed_at),
@@ -568,7 +611,17 @@ fn to_csv(cases: &[Case], now: f64) -> String {
                 .unwrap_or_default(),
             c.reject_reason().map(|r| r.to_string()).unwrap_or_default(),
         ];
-        let row: Vec<String> = cells.iter().map(|c| field(c)).collect();
+        let city_code = city.then(|| field(c.city_code.as_deref().unwrap_or_default()));
+        let row: Vec<String> = cells
+            .iter()
+            .map(|c| field(c))
+            .chain(city_code)
+            .chain(
+                city_fields
+                    .iter()
+                    .map(|name| field(c.city_fields.get(*name).map_or("", String::as_str))),
+            )
+            .collect();
         out += &row.join(",");
         out.push('\n');
     }

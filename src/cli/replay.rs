@@ -76,6 +76,13 @@ struct FilingArgs {
     /// Case category table replacing the built-in one (a city's own codes).
     #[arg(long, value_name = "FILE", requires = "camera")]
     catalogue: Option<PathBuf>,
+    /// The city's working calendar, for time limits given in working time.
+    #[arg(long, value_name = "FILE", requires = "camera")]
+    calendar: Option<PathBuf>,
+    /// The city platform's code table: cases and sink events carry `city_code` and its
+    /// fields.
+    #[arg(long, value_name = "FILE", requires = "camera")]
+    codes: Option<PathBuf>,
     #[command(flatten)]
     sinks: SinkArgs,
 }
@@ -191,12 +198,17 @@ fn replay(
     };
     let (source, info) = FileSource::open(clip)?;
     let filing = match &camera {
-        Some(_) => Some(FilingSetup {
+        Some(camera) => Some(FilingSetup {
             store: Store::open(&filing_args.db.db)?,
-            categories: match &filing_args.catalogue {
-                Some(path) => Categories::load(path)?,
-                None => Categories::builtin(),
-            },
+            categories: Categories::load_city(
+                filing_args.catalogue.as_deref(),
+                filing_args.calendar.as_deref(),
+                filing_args.codes.as_deref(),
+                (
+                    &EventCatalogue::builtin().names(),
+                    &cgbot::config::events_used(std::slice::from_ref(camera)),
+                ),
+            )?,
             // A file is its own evidence: its frames are drawn on.
             grabs: None,
         }),

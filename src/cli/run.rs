@@ -29,10 +29,18 @@ impl RunArgs {
             config.api.listen = listen;
         }
         if self.check {
+            let events = cgbot::rules::EventCatalogue::builtin();
             let cameras = cgbot::config::load_cameras_with(
                 &config.cameras,
-                &cgbot::rules::EventCatalogue::builtin(),
+                &events,
                 &config.camera_secrets(),
+            )?;
+            // The city's catalogue, calendar and code table, as the daemon loads them.
+            cgbot::cases::Categories::load_city(
+                config.catalogue.as_deref(),
+                config.calendar.as_deref(),
+                config.codes.as_deref(),
+                (&events.names(), &cgbot::config::events_used(&cameras)),
             )?;
             println!(
                 "{}: valid, {} camera(s) in {}",

@@ -79,6 +79,7 @@ fn changed_fields(old: &Camera, new: &Camera) -> Vec<String> {
         ("main_stream", old.main_stream == new.main_stream),
         ("sub_stream", old.sub_stream == new.sub_stream),
         ("location", old.info.location == new.info.location),
+        ("codes", old.info.codes == new.info.codes),
         ("model", old.model == new.model),
         ("utc_offset", old.utc_offset == new.utc_offset),
         ("tracker", old.tracker == new.tracker),
@@ -139,6 +140,7 @@ mod tests {
                     address: Some("人民路 12 号".into()),
                     grid: Some("330102001001".into()),
                 },
+                codes: Default::default(),
             },
             main_stream: Some(format!("rtsp://u:p@10.0.0.1/{id}/main")),
             sub_stream: Some(format!("rtsp://u:p@10.0.0.1/{id}/sub")),
@@ -220,6 +222,12 @@ mod tests {
             ["model"]
         );
         assert_eq!(fields_after(|c| c.utc_offset = 0), ["utc_offset"]);
+        assert_eq!(
+            fields_after(|c| {
+                c.info.codes.insert("street_code".into(), "1".into());
+            }),
+            ["codes"]
+        );
         assert_eq!(fields_after(|c| c.tracker.max_missed = 9), ["tracker"]);
         assert_eq!(fields_after(|c| c.priority = true), ["priority"]);
         assert_eq!(

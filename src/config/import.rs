@@ -1172,7 +1172,12 @@ mod tests {
         let imported = import(&csv, &all).unwrap();
         assert_eq!(
             imported.rules,
-            ["exposed_litter", "illegal_parking", "street_vending"]
+            [
+                "exposed_litter",
+                "illegal_parking",
+                "non_motor_parking",
+                "street_vending"
+            ]
         );
         let cams = reload(&imported);
         let cam = &cams[0];

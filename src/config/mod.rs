@@ -15,6 +15,7 @@
 //! location = { longitude = 120.15, latitude = 30.28, address = "人民路 12 号", grid = "330102001001" }
 //! tracker = { max_missed = 3 }    # samples an object may go undetected and keep its track
 //! priority = true                 # watched continuously even when the daemon patrols
+//! codes = { street_code = "330102001", community_code = "330102001002" }  # city platform fields
 //!
 //! [[camera.zone]]
 //! id = "no-parking"
@@ -57,7 +58,7 @@ pub use run::{
 };
 pub use secrets::{read_secrets_file, Credential, Secrets, SecretsFile, SECRETS_ENV};
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -265,6 +266,9 @@ struct RawCamera {
     password_env: Option<String>,
     #[serde(default)]
     priority: bool,
+    /// The city platform's fields of the camera's place (`street_code`, `community_code`).
+    #[serde(default)]
+    codes: BTreeMap<String, String>,
     /// None: the camera is connected and shown, but files nothing until zones are drawn.
     #[serde(default)]
     zone: Vec<ZoneSpec>,
@@ -280,12 +284,16 @@ pub struct Location {
     pub grid: Option<String>,
 }
 
-/// What a camera's cases say about it: id, display name and place.
+/// What a camera's cases say about it: id, display name, place and the city platform's
+/// codes of the place.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CameraInfo {
     pub id: String,
     pub name: String,
     pub location: Location,
+    /// Fields the city's platform wants with every case of the camera (`[camera.codes]`:
+    /// street and community codes, …); they override the code table's.
+    pub codes: BTreeMap<String, String>,
 }
 
 /// One camera, validated.
@@ -306,6 +314,19 @@ pub struct Camera {
     pub priority: bool,
     /// The file the camera came from.
     pub source: PathBuf,
+}
+
+/// The events the cameras' zones file, each once, sorted.
+pub fn events_used(cameras: &[Camera]) -> Vec<&str> {
+    let mut events: Vec<&str> = cameras
+        .iter()
+        .flat_map(|c| &c.zones)
+        .flat_map(|z| &z.rules)
+        .map(|r| r.event.as_str())
+        .collect();
+    events.sort_unstable();
+    events.dedup();
+    events
 }
 
 /// Default local time of the reference deployment (China Standard Time).
@@ -506,6 +527,9 @@ fn load_text_all(
                 errors.push(invalid(format!("{at}.model"), reason));
             }
         }
+        if let Err((key, reason)) = crate::cases::check_code_fields(&raw.codes) {
+            errors.push(invalid(format!("{at}.codes.{key}"), reason));
+        }
         let zones = zones::check_zones(&raw.zone, events)
             .map_err(|(field, reason)| errors.push(invalid(format!("{at}.{field}"), reason)));
         let own_ref = secrets::CredentialRef {
@@ -556,6 +580,7 @@ fn load_text_all(
                 name: raw.name.unwrap_or_else(|| raw.id.clone()),
                 id: raw.id,
                 location: raw.location,
+                codes: raw.codes,
             },
             main_stream: raw.main_stream,
             sub_stream: raw.sub_stream,
@@ -677,6 +702,20 @@ rules = [{ event = "illegal_parking", min_dwell = "30s", active = ["07:00-20:00"
         assert!(load(&bad_tracker)
             .unwrap_err()
             .contains("`cam-1`.tracker: `min_appearance` = 6"));
+        let codes = |table: &str| {
+            GOOD.replace(
+                "location = {",
+                &format!("codes = {{ {table} }}\nlocation = {{"),
+            )
+        };
+        let cams = load(&codes("street_code = \"330102001\"")).unwrap();
+        assert_eq!(cams[0].info.codes["street_code"], "330102001");
+        assert!(load(&codes("Street = \"330102001\""))
+            .unwrap_err()
+            .contains("`cam-1`.codes.Street: a field name is made of a-z"));
+        assert!(load(&codes("street_code = \"\""))
+            .unwrap_err()
+            .contains("`cam-1`.codes.street_code: is empty"));
         let twice = format!("{GOOD}\n[[camera]]\nid = \"cam-1\"\n");
         assert!(load(&twice)
             .unwrap_err()

@@ -5,6 +5,9 @@
 //! cameras = "cameras/"            # camera file or directory, watched for rotation
 //! secrets = "secrets.toml"        # camera credentials named by the camera files (else $CGBOT_SECRETS)
 //! db = "cgbot.db"
+//! catalogue = "categories.toml"   # the city's case categories and time limits
+//! calendar = "calendar.toml"      # working hours, holidays: for time limits in working time
+//! codes = "city-codes.toml"       # the city platform's codes of the events, in sinks and exports
 //! models_dir = "/var/lib/cgbot/models"   # searched first for model files (then $CGBOT_MODEL_DIR)
 //! snapshot_every = "10s"          # each camera's latest picture for the console, at most this often
 //! snapshot_budget_mib = 128       # memory for those pictures; the oldest go beyond it
@@ -77,6 +80,10 @@ pub struct RunConfig {
     pub db: PathBuf,
     /// Case category table replacing the built-in one.
     pub catalogue: Option<PathBuf>,
+    /// The city's working calendar, for time limits given in working time.
+    pub calendar: Option<PathBuf>,
+    /// The city platform's code table (see `cases::CodeTable`).
+    pub codes: Option<PathBuf>,
     /// Directory searched first for model files and `manifest.toml`.
     pub models_dir: Option<PathBuf>,
     #[serde(default)]
@@ -392,6 +399,8 @@ impl RunConfig {
         rebase(&mut config.db);
         for p in [
             config.catalogue.as_mut(),
+            config.calendar.as_mut(),
+            config.codes.as_mut(),
             config.models_dir.as_mut(),
             config.sinks.jsonl.as_mut(),
             config.api.token_file.as_mut(),

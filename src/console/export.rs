@@ -6,8 +6,8 @@ use rust_xlsxwriter::{Format, Workbook, XlsxError};
 
 use super::book::Loaded;
 use super::i18n::Lang;
-use super::time::local_time;
 use crate::cases::Case;
+use crate::local_time::local_time;
 
 /// (中文, English) column headers, in order.
 const COLUMNS: [(&str, &str); 23] = [

@@ -15,7 +15,6 @@ mod charts;
 mod export;
 mod i18n;
 mod pages;
-mod time;
 mod writes;
 
 use std::path::PathBuf;
@@ -23,9 +22,9 @@ use std::time::Duration;
 
 use axum::Router;
 
+pub use crate::local_time::local_time;
 pub use auth::{hash_password, Role, Users, UsersError};
 pub use book::CameraBook;
-pub use time::local_time;
 
 use crate::api::AppState;
 

@@ -17,12 +17,12 @@ use serde::{Deserialize, Serialize};
 use super::auth::{self, Principal, Role};
 use super::book::{Loaded, DEFAULT_UTC_OFFSET};
 use super::i18n::Lang;
-use super::time::{local_date, local_time, offset_label, parse_local_date};
 use super::writes::{self, event_names, Action};
 use super::{charts, export};
 use crate::api::{ApiError, AppState, CameraCondition, CameraView};
 use crate::cases::{Case, RejectReason, Status, VerdictKind};
 use crate::clock::unix_now;
+use crate::local_time::{local_date, local_time, offset_label, parse_local_date};
 use crate::store::CaseFilter;
 
 const LANG_COOKIE: &str = "cgbot_lang";

@@ -138,6 +138,7 @@ impl Filing {
     ) -> Result<Self, PipelineError> {
         let cases = CaseEngine::new(
             camera.info.clone(),
+            camera.utc_offset,
             camera.zones.clone(),
             categories,
             Vec::new(),

@@ -403,6 +403,26 @@ mod tests {
     }
 
     #[test]
+    fn bicycles_and_e_bikes_are_non_motor_parking_not_motor_vehicle_parking() {
+        let events = EventCatalogue::builtin();
+        let rule = |e: &str| events.resolve(e, &RuleFields::default()).unwrap();
+        let (non_motor, parking) = (rule("non_motor_parking"), rule("illegal_parking"));
+        assert_eq!(non_motor.category, "0506");
+        assert!(non_motor.stationary && non_motor.one_case_per_zone);
+        // A parked bicycle on a 640×480 picture: 60×80 pixels.
+        let bike = [100.0, 100.0, 160.0, 180.0];
+        for label in ["bicycle", "motorcycle"] {
+            assert!(non_motor.admits(label, 0.6, bike, 640, 480), "{label}");
+            assert!(!parking.admits(label, 0.6, bike, 640, 480), "{label}");
+        }
+        assert!(!non_motor.admits("car", 0.9, bike, 640, 480));
+        assert!(
+            !non_motor.admits("bicycle", 0.2, bike, 640, 480),
+            "too unsure"
+        );
+    }
+
+    #[test]
     fn events_list_names_categories_and_defaults() {
         let events = EventCatalogue::builtin().events();
         let summary: Vec<(&str, &str)> = events
@@ -414,6 +434,7 @@ mod tests {
             [
                 ("exposed_litter", "0102"),
                 ("illegal_parking", "0505"),
+                ("non_motor_parking", "0506"),
                 ("street_vending", "0501")
             ]
         );

@@ -160,10 +160,12 @@ pub fn run(
     let events = EventCatalogue::builtin();
     let cameras =
         crate::config::load_cameras_with(&config.cameras, &events, &config.camera_secrets())?;
-    let categories = match &config.catalogue {
-        Some(path) => Categories::load(path)?,
-        None => Categories::builtin(),
-    };
+    let categories = Categories::load_city(
+        config.catalogue.as_deref(),
+        config.calendar.as_deref(),
+        config.codes.as_deref(),
+        (&events.names(), &crate::config::events_used(&cameras)),
+    )?;
     let options = config.detector_options().map_err(|(field, reason)| {
         crate::config::ConfigError::Invalid {
             path: config.cameras.clone(),

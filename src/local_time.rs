@@ -1,4 +1,5 @@
-//! Times as operators read them: in the camera's local time, and local dates in forms.
+//! Times as people and city platforms read them: in the camera's local time (pages,
+//! RFC 3339 with the camera's offset in the API, sinks and exports), and local dates in forms.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -8,6 +9,16 @@ pub fn local_time(unix: f64, utc_offset: i64) -> String {
     let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs_f64(shifted))
         .to_string();
     text.trim_end_matches('Z').replacen('T', " ", 1)
+}
+
+/// `2026-12-01T10:20:30+08:00`: RFC 3339 in the time zone `utc_offset` seconds east of
+/// UTC, to the second.
+pub fn rfc3339(unix: f64, utc_offset: i64) -> String {
+    format!(
+        "{}{}",
+        local_time(unix, utc_offset).replacen(' ', "T", 1),
+        offset_label(utc_offset)
+    )
 }
 
 /// `+08:00` for 28,800 seconds.
@@ -46,6 +57,17 @@ mod tests {
         assert_eq!(local_time(1_796_090_400.0, CST), "2026-12-01 10:00:00");
         assert_eq!(offset_label(CST), "+08:00");
         assert_eq!(offset_label(-(5 * 3600 + 1800)), "-05:30");
+    }
+
+    #[test]
+    fn rfc3339_carries_the_cameras_offset_and_names_the_same_instant() {
+        let unix = 1_796_090_400.0;
+        assert_eq!(rfc3339(unix, CST), "2026-12-01T10:00:00+08:00");
+        assert_eq!(rfc3339(unix, 0), "2026-12-01T02:00:00+00:00");
+        assert_eq!(
+            rfc3339(unix, -(5 * 3600 + 1800)),
+            "2026-11-30T20:30:00-05:30"
+        );
     }
 
     #[test]
