@@ -5,7 +5,10 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use common::postgres::postgres_db;
 use common::*;
@@ -96,32 +99,60 @@ fn a_replay_into_postgresql_files_the_van_with_its_evidence_in_the_database() {
     replay(&url);
     assert_eq!(summary(&cases(&url)), summary(&filed));
 
-    // Two deliverers on the one outbox: the event reaches exactly one of them.
-    let deliverers: Vec<_> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            let jsonl = db.dir().join(format!("{name}.jsonl"));
-            let child = Command::new(env!("CARGO_BIN_EXE_cgbot"))
-                .args(["outbox", "deliver", "--db", &url, "--jsonl"])
-                .arg(&jsonl)
+    // Two deliverers of one webhook on the one outbox: the event reaches it once.
+    let (url_hook, keys) = webhook_receiver();
+    let deliverers: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_cgbot"))
+                .args(["outbox", "deliver", "--db", &url, "--webhook", &url_hook])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
-                .unwrap();
-            (jsonl, child)
+                .unwrap()
         })
         .collect();
-    let mut keys = Vec::new();
-    for (jsonl, child) in deliverers {
+    for child in deliverers {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
-        let text = std::fs::read_to_string(&jsonl).unwrap_or_default();
-        for line in text.lines() {
-            let event: Value = serde_json::from_str(line).unwrap();
-            keys.push(event["idempotency_key"].as_str().unwrap().to_string());
-        }
     }
-    assert_eq!(keys, [format!("{id}:filed:2")]);
+    assert_eq!(*keys.lock().unwrap(), [format!("{id}:filed:2")]);
+}
+
+/// A webhook endpoint that acknowledges every request and records the event keys.
+fn webhook_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let received = keys.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut reader = BufReader::new(stream.unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let batch: Value = serde_json::from_slice(&body).unwrap();
+            for event in batch["events"].as_array().unwrap() {
+                let key = event["idempotency_key"].as_str().unwrap().to_string();
+                received.lock().unwrap().push(key);
+            }
+            let mut stream = reader.into_inner();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .unwrap();
+        }
+    });
+    (url, keys)
 }
 
 #[test]
