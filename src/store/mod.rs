@@ -271,7 +271,7 @@ impl Store {
             })?;
         let host = std::env::var("HOSTNAME").unwrap_or_default();
         Ok(Self {
-            db: Db::Postgres(pg),
+            db: Db::Postgres(Box::new(pg)),
             path: PathBuf::from(shown),
             evidence_dir: spool.path().to_path_buf(),
             _spool: Some(spool),

@@ -197,7 +197,7 @@ impl Dialect {
 /// An open database of either kind.
 pub enum Db {
     Sqlite(rusqlite::Connection),
-    Postgres(Pg),
+    Postgres(Box<Pg>),
 }
 
 impl Db {
