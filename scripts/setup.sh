@@ -31,10 +31,15 @@ vlc_apt=(vlc-bin vlc-plugin-base)
 # fonts-wqy-microhei (below) renders the pages' Chinese.
 browser_apt=(chromium chromium-driver)
 
+# The store's tests run every case-store test on PostgreSQL too (src/store/test_db.rs):
+# a throw-away cluster from Debian's initdb/pg_ctl (/usr/lib/postgresql/*/bin), run as the
+# package's `postgres` user when the tests run as root.
+pg_apt=(postgresql)
+
 need_apt=()
 for pkg in libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libclang-dev clang \
     pkg-config ffmpeg fonts-dejavu-core fonts-wqy-microhei python3 python3-venv python3-pip python3-yaml unzip curl \
-    "${gst_apt[@]}" "${vlc_apt[@]}" "${browser_apt[@]}"; do
+    "${gst_apt[@]}" "${vlc_apt[@]}" "${browser_apt[@]}" "${pg_apt[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

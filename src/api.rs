@@ -351,7 +351,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     check_exposure(addr, config.token.as_deref())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    tracing::info!(%addr, auth = config.token.is_some(), db = %config.db.display(), "HTTP API listening");
+    tracing::info!(%addr, auth = config.token.is_some(), db = %crate::store::display_db(&config.db), "HTTP API listening");
     axum::serve(
         listener::BoundedListener::new(listener, MAX_CONNECTIONS),
         router(config, view)
@@ -635,7 +635,7 @@ impl CaseReader {
             let store = match slot.as_mut() {
                 Some(store) => store,
                 None => {
-                    if !this.db.exists() {
+                    if !crate::store::may_exist(&this.db) {
                         return Err(ApiError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
                             format!("no case database at {} yet", this.db.display()),
@@ -837,8 +837,9 @@ fn plain_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Serves `<evidence dir>/<case>/<kind>.jpg` for an evidence kind the store lists for
-/// the case; the path is built from checked names, never taken from the request or the
+/// Serves evidence image `kind` of a case, for an evidence kind the store lists for the
+/// case, from wherever the store keeps it (files beside SQLite, the database with
+/// PostgreSQL); a file is found from checked names, never from the request or the
 /// database as is.
 async fn evidence_image(
     State(state): State<AppState>,
@@ -853,7 +854,7 @@ async fn evidence_image(
             ))
         })?
         .to_string();
-    let path = state
+    let image = state
         .cases
         .run(move |store| {
             find_case(store, &id)?;
@@ -867,24 +868,18 @@ async fn evidence_image(
                     "case {id} has no {kind} image"
                 )));
             }
-            Ok(store.evidence_dir().join(&id).join(format!("{kind}.jpg")))
+            let image = store
+                .evidence_image(&id, &kind)
+                .map_err(|e| ApiError::internal("reading an evidence image", e))?;
+            if image.is_none() {
+                tracing::warn!(case = %id, kind = %kind, "evidence image listed in the store is missing");
+            }
+            Ok(image)
         })
         .await?;
-    let read = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || std::fs::read(path))
-    };
-    match read.await {
-        Ok(Ok(bytes)) => Ok(([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response()),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(path = %path.display(), "evidence image listed in the store is missing on disk");
-            Err(ApiError::not_found(format!("{name} is missing on disk")))
-        }
-        Ok(Err(e)) => Err(ApiError::internal(
-            "reading an evidence image",
-            format!("{}: {e}", path.display()),
-        )),
-        Err(e) => Err(ApiError::internal("reading an evidence image", e)),
+    match image {
+        Some(bytes) => Ok(([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response()),
+        None => Err(ApiError::not_found(format!("{name} is missing"))),
     }
 }
 

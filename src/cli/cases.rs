@@ -44,6 +44,16 @@ pub enum CasesCommand {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Write one evidence image (`first`, `filed-crop`, …) of a case to a file, or to
+    /// stdout without `--out`: from the files beside SQLite or from PostgreSQL alike.
+    Image {
+        id: String,
+        kind: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// All cases (or those with a status) as CSV or JSON on stdout; times are RFC 3339
     /// in each camera's local time.
     Export {
@@ -206,7 +216,8 @@ pub enum ExportFormat {
 
 #[derive(Args)]
 pub struct DbArg {
-    /// Case database (SQLite); evidence images live in DB.evidence/ beside it.
+    /// Case database: a SQLite file (evidence images in DB.evidence/ beside it) or a
+    /// postgres:// URL (evidence images inside the database).
     #[arg(long, env = "CGBOT_DB", default_value = "cgbot.db")]
     pub db: PathBuf,
 }
@@ -275,10 +286,10 @@ impl SinkArgs {
 }
 
 fn open(db: &Path) -> Result<Store> {
-    if !db.exists() {
+    if !cgbot::store::may_exist(db) {
         bail!(
             "{}: no such case database (replay a clip with --camera and --db first)",
-            db.display()
+            cgbot::store::display_db(db)
         );
     }
     Ok(Store::open(db)?)
@@ -311,7 +322,7 @@ pub fn run(command: CasesCommand) -> Result<()> {
             let store = open(&db.db)?;
             let case = store
                 .case(&id)?
-                .with_context(|| format!("{}: no case {id}", db.db.display()))?;
+                .with_context(|| format!("{}: no case {id}", cgbot::store::display_db(&db.db)))?;
             #[derive(Serialize)]
             struct Detail<'a> {
                 #[serde(flatten)]
@@ -325,6 +336,28 @@ pub fn run(command: CasesCommand) -> Result<()> {
                 case: PublishedCase::of(&case),
             };
             println!("{}", serde_json::to_string_pretty(&detail)?);
+        }
+        CasesCommand::Image { id, kind, out, db } => {
+            // Names, never paths: a SQLite store builds the file name from them.
+            let plain = |s: &str| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            };
+            if !plain(&id) || !plain(&kind) {
+                bail!("`{id}` `{kind}`: a case id and an image kind such as filed-crop");
+            }
+            let jpeg = open(&db.db)?.evidence_image(&id, &kind)?.with_context(|| {
+                format!(
+                    "{}: case {id} has no {kind} image",
+                    cgbot::store::display_db(&db.db)
+                )
+            })?;
+            match out {
+                Some(path) => std::fs::write(&path, jpeg)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::Write::write_all(&mut std::io::stdout().lock(), &jpeg)?,
+            }
         }
         CasesCommand::Export {
             db,

@@ -59,10 +59,10 @@ impl ConsoleArgs {
             println!("{}", hash_password(password).map_err(anyhow::Error::msg)?);
             return Ok(());
         }
-        if !self.db.exists() {
+        if !cgbot::store::may_exist(&self.db) {
             bail!(
                 "{}: no such case database (the daemon creates it; pass the daemon's `db`)",
-                self.db.display()
+                cgbot::store::display_db(&self.db)
             );
         }
         if let Some(cameras) = &self.cameras {

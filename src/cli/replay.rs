@@ -249,7 +249,7 @@ fn replay(
             s.verifying,
             s.closed,
             s.reopened,
-            filing_args.db.db.display()
+            cgbot::store::display_db(&filing_args.db.db)
         );
         filing_args
             .sinks

@@ -42,6 +42,12 @@ impl RunArgs {
                 config.codes.as_deref(),
                 (&events.names(), &cgbot::config::events_used(&cameras)),
             )?;
+            // A shared database must be reachable (and its schema current) before a
+            // deployment goes on; a SQLite file is created at the first start.
+            if cgbot::store::is_postgres_url(&config.db.to_string_lossy()) {
+                cgbot::store::Store::open(&config.db)?;
+                println!("{}: reachable", cgbot::store::display_db(&config.db));
+            }
             println!(
                 "{}: valid, {} camera(s) in {}",
                 self.config.display(),

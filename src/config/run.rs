@@ -4,7 +4,8 @@
 //! ```toml
 //! cameras = "cameras/"            # camera file or directory, watched for rotation
 //! secrets = "secrets.toml"        # camera credentials named by the camera files (else $CGBOT_SECRETS)
-//! db = "cgbot.db"
+//! db = "cgbot.db"                 # SQLite file, or postgres://user@host/db?sslmode=disable
+//! # db_file = "/run/secrets/db"   # …or the database URL read from this file (a mounted Secret)
 //! catalogue = "categories.toml"   # the city's case categories and time limits
 //! calendar = "calendar.toml"      # working hours, holidays: for time limits in working time
 //! codes = "city-codes.toml"       # the city platform's codes of the events, in sinks and exports
@@ -76,8 +77,12 @@ pub struct RunConfig {
     pub cameras: PathBuf,
     /// Secrets file of the camera credentials the camera files name (else `$CGBOT_SECRETS`).
     pub secrets: Option<PathBuf>,
+    /// A SQLite file (`path` or `sqlite:path`) or a PostgreSQL URL (`postgres://…`).
     #[serde(default = "default_db")]
     pub db: PathBuf,
+    /// A file holding `db` (a URL with a password, mounted from a secret store); when
+    /// given it replaces `db`.
+    pub db_file: Option<PathBuf>,
     /// Case category table replacing the built-in one.
     pub catalogue: Option<PathBuf>,
     /// The city's working calendar, for time limits given in working time.
@@ -396,7 +401,21 @@ impl RunConfig {
             }
         };
         rebase(&mut config.cameras);
-        rebase(&mut config.db);
+        if let Some(file) = config.db_file.as_mut() {
+            rebase(file);
+            let url = std::fs::read_to_string(&*file).map_err(|e| ConfigError::Read {
+                path: file.clone(),
+                reason: format!("db_file: {e}"),
+            })?;
+            config.db = PathBuf::from(url.trim());
+        }
+        let db = config.db.to_string_lossy().into_owned();
+        if let Some(file) = db.strip_prefix("sqlite:") {
+            config.db = PathBuf::from(file);
+        }
+        if !crate::store::is_postgres_url(&db) {
+            rebase(&mut config.db);
+        }
         for p in [
             config.catalogue.as_mut(),
             config.calendar.as_mut(),

@@ -138,21 +138,20 @@ pub async fn latest_evidence_picture(
     camera: &str,
 ) -> Result<Option<Vec<u8>>, ApiError> {
     let camera = camera.to_string();
-    let path = state
+    state
         .cases
         .run(move |store| {
-            store
+            let Some((case, kind)) = store
                 .latest_picture(&camera)
-                .map_err(|e| ApiError::internal("finding a picture", e))
+                .map_err(|e| ApiError::internal("finding a picture", e))?
+            else {
+                return Ok(None);
+            };
+            store
+                .evidence_image(&case, &kind)
+                .map_err(|e| ApiError::internal("reading a picture", e))
         })
-        .await?;
-    Ok(match path {
-        Some(path) => tokio::task::spawn_blocking(move || std::fs::read(path).ok())
-            .await
-            .ok()
-            .flatten(),
-        None => None,
-    })
+        .await
 }
 
 /// What the zone editor starts from: the camera's zones and their version, the picture's

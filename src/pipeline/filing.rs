@@ -481,6 +481,7 @@ mod tests {
     use super::*;
     use crate::cases::OperatorAction;
     use crate::pipeline::test_support::street_sample;
+    use crate::store::test_db::{for_each_backend, TestDb};
 
     /// The parked van in the zone.
     fn van() -> Vec<Detection> {
@@ -493,9 +494,9 @@ mod tests {
     }
 
     /// The van seen at 0 and 10 s: a candidate with its first images.
-    fn van_seen_twice(dir: &Path) -> (Filing, Frame, Store) {
+    fn van_seen_twice(db: &TestDb) -> (Filing, Frame, Store) {
         let (camera, input, mut frame) = street_sample();
-        let mut store = Store::open(&dir.join("cases.db")).unwrap();
+        let mut store = db.open();
         let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, 0.0).unwrap();
         for t in [0.0, 10.0] {
             filing
@@ -510,12 +511,10 @@ mod tests {
         frame
     }
 
-    /// Renames a table of the database in `dir` behind the store's back: its writes
-    /// fail until the table has its name back.
-    fn rename_table(dir: &Path, from: &str, to: &str) {
-        let conn = rusqlite::Connection::open(dir.join("cases.db")).unwrap();
-        conn.execute_batch(&format!("ALTER TABLE {from} RENAME TO {to}"))
-            .unwrap();
+    /// Renames a table of `db` behind the store's back: its writes fail until the table
+    /// has its name back.
+    fn rename_table(db: &TestDb, from: &str, to: &str) {
+        db.batch(&format!("ALTER TABLE {from} RENAME TO {to}"));
     }
 
     /// The `<case id>/<file>` names under an evidence folder, sorted.
@@ -533,15 +532,16 @@ mod tests {
 
     #[test]
     fn a_failed_commit_leaves_no_new_image() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
+        // Evidence files beside SQLite (with PostgreSQL they move into the database).
+        let db = TestDb::sqlite();
+        let (mut filing, mut frame, mut store) = van_seen_twice(&db);
         let id = &store.cases(&CaseFilter::default()).unwrap()[0].id;
         let evidence = store.evidence_dir();
         let candidate = [format!("{id}/first-crop.jpg"), format!("{id}/first.jpg")];
         assert_eq!(images(&evidence), candidate);
 
         // At 30 s the van's dwell is reached: filing it wants new images.
-        rename_table(dir.path(), "history", "history_away");
+        rename_table(&db, "history", "history_away");
         let err = filing.on_frame(&mut store, at(&mut frame, 30.0), &van());
         assert!(matches!(err, Err(PipelineError::Store(_))), "{err:?}");
         assert_eq!(images(&evidence), candidate);
@@ -550,14 +550,15 @@ mod tests {
 
     #[test]
     fn a_deleted_candidates_images_stay_until_the_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
+        // Evidence files beside SQLite (with PostgreSQL they move into the database).
+        let db = TestDb::sqlite();
+        let (mut filing, mut frame, mut store) = van_seen_twice(&db);
         let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
         let evidence = store.evidence_dir();
         assert_eq!(images(&evidence).len(), 2);
 
         // Gone for the 8 s window: the candidate is deleted, but the commit fails.
-        rename_table(dir.path(), "history", "history_away");
+        rename_table(&db, "history", "history_away");
         assert!(filing
             .on_frame(&mut store, at(&mut frame, 20.0), &[])
             .is_err());
@@ -565,7 +566,7 @@ mod tests {
         assert_eq!(images(&evidence).len(), 2, "the rows still name them");
 
         // After a restart with a healthy database the deletion commits.
-        rename_table(dir.path(), "history_away", "history");
+        rename_table(&db, "history_away", "history");
         let (camera, input, _) = street_sample();
         let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, 0.0).unwrap();
         filing
@@ -586,154 +587,158 @@ mod tests {
 
     #[test]
     fn an_operators_status_is_picked_up_and_the_case_continues_from_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
-        filing
-            .on_frame(&mut store, at(&mut frame, 30.0), &van())
-            .unwrap();
-        let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
-        let dispatch = OperatorAction::SetStatus(Status::Dispatched);
-        let none = std::time::Duration::ZERO;
-        store
-            .operator_action(&id, dispatch, "li", None, 31.0, none)
-            .unwrap();
-        for t in [32.0, 34.0] {
+        for_each_backend(|db| {
+            let (mut filing, mut frame, mut store) = van_seen_twice(&db);
             filing
-                .on_frame(&mut store, at(&mut frame, t), &van())
+                .on_frame(&mut store, at(&mut frame, 30.0), &van())
                 .unwrap();
-        }
-        let case = store.case(&id).unwrap().unwrap();
-        assert_eq!((case.status, case.last_seen), (Status::Dispatched, 34.0));
-        // The van leaves: verifying, then closed, from dispatched.
-        for t in [36.0, 44.0] {
-            filing.on_frame(&mut store, at(&mut frame, t), &[]).unwrap();
-        }
-        let by = |s: Status, a: &str| (s, a.to_string());
-        assert_eq!(
-            statuses(&store, &id),
-            [
-                by(Status::Detected, "cgbot"),
-                by(Status::Filed, "cgbot"),
-                by(Status::Dispatched, "li"),
-                by(Status::Verifying, "cgbot"),
-                by(Status::Closed, "cgbot"),
-            ]
-        );
-        let keys: Vec<String> = store
-            .pending("test", 10)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.idempotency_key)
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                format!("{id}:filed:2"),
-                format!("{id}:dispatched:3"),
-                format!("{id}:closed:5")
-            ]
-        );
+            let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
+            let dispatch = OperatorAction::SetStatus(Status::Dispatched);
+            let none = std::time::Duration::ZERO;
+            store
+                .operator_action(&id, dispatch, "li", None, 31.0, none)
+                .unwrap();
+            for t in [32.0, 34.0] {
+                filing
+                    .on_frame(&mut store, at(&mut frame, t), &van())
+                    .unwrap();
+            }
+            let case = store.case(&id).unwrap().unwrap();
+            assert_eq!((case.status, case.last_seen), (Status::Dispatched, 34.0));
+            // The van leaves: verifying, then closed, from dispatched.
+            for t in [36.0, 44.0] {
+                filing.on_frame(&mut store, at(&mut frame, t), &[]).unwrap();
+            }
+            let by = |s: Status, a: &str| (s, a.to_string());
+            assert_eq!(
+                statuses(&store, &id),
+                [
+                    by(Status::Detected, "cgbot"),
+                    by(Status::Filed, "cgbot"),
+                    by(Status::Dispatched, "li"),
+                    by(Status::Verifying, "cgbot"),
+                    by(Status::Closed, "cgbot"),
+                ]
+            );
+            let keys: Vec<String> = store
+                .pending("test", 10)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.idempotency_key)
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    format!("{id}:filed:2"),
+                    format!("{id}:dispatched:3"),
+                    format!("{id}:closed:5")
+                ]
+            );
+        });
     }
 
     #[test]
     fn after_a_failed_write_the_next_frame_starts_from_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
-        rename_table(dir.path(), "history", "history_away");
-        assert!(filing
-            .on_frame(&mut store, at(&mut frame, 30.0), &van())
-            .is_err());
-        rename_table(dir.path(), "history_away", "history");
-        // Memory had filed the case; the store had not. Filing it again records it.
-        filing
-            .on_frame(&mut store, at(&mut frame, 32.0), &van())
-            .unwrap();
-        let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
-        assert_eq!(
-            statuses(&store, &id),
-            [
-                (Status::Detected, "cgbot".to_string()),
-                (Status::Filed, "cgbot".to_string())
-            ]
-        );
-        let events = store.pending("test", 10).unwrap();
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].kind, "case.filed");
+        for_each_backend(|db| {
+            let (mut filing, mut frame, mut store) = van_seen_twice(&db);
+            rename_table(&db, "history", "history_away");
+            assert!(filing
+                .on_frame(&mut store, at(&mut frame, 30.0), &van())
+                .is_err());
+            rename_table(&db, "history_away", "history");
+            // Memory had filed the case; the store had not. Filing it again records it.
+            filing
+                .on_frame(&mut store, at(&mut frame, 32.0), &van())
+                .unwrap();
+            let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
+            assert_eq!(
+                statuses(&store, &id),
+                [
+                    (Status::Detected, "cgbot".to_string()),
+                    (Status::Filed, "cgbot".to_string())
+                ]
+            );
+            let events = store.pending("test", 10).unwrap();
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].kind, "case.filed");
+        });
     }
 
     #[test]
     fn a_write_refused_for_an_operators_change_is_filed_again_from_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
-        filing
-            .on_frame(&mut store, at(&mut frame, 30.0), &van())
-            .unwrap();
-        let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
-        // The next sample's sightings are ready when the operator acts.
-        let frame = at(&mut frame, 32.0);
-        let sightings = filing
-            .rules
-            .observe(32.0, frame, &van(), &filing.model_input);
-        let dispatch = OperatorAction::SetStatus(Status::Dispatched);
-        store
-            .operator_action(&id, dispatch, "li", None, 31.0, std::time::Duration::ZERO)
-            .unwrap();
-        filing
-            .file(&mut store, 32.0, &sightings, frame, &van())
-            .unwrap();
-        let case = store.case(&id).unwrap().unwrap();
-        assert_eq!((case.status, case.last_seen), (Status::Dispatched, 32.0));
-        assert_eq!(filing.seen_seq, 1);
+        for_each_backend(|db| {
+            let (mut filing, mut frame, mut store) = van_seen_twice(&db);
+            filing
+                .on_frame(&mut store, at(&mut frame, 30.0), &van())
+                .unwrap();
+            let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
+            // The next sample's sightings are ready when the operator acts.
+            let frame = at(&mut frame, 32.0);
+            let sightings = filing
+                .rules
+                .observe(32.0, frame, &van(), &filing.model_input);
+            let dispatch = OperatorAction::SetStatus(Status::Dispatched);
+            store
+                .operator_action(&id, dispatch, "li", None, 31.0, std::time::Duration::ZERO)
+                .unwrap();
+            filing
+                .file(&mut store, 32.0, &sightings, frame, &van())
+                .unwrap();
+            let case = store.case(&id).unwrap().unwrap();
+            assert_eq!((case.status, case.last_seen), (Status::Dispatched, 32.0));
+            assert_eq!(filing.seen_seq, 1);
+        });
     }
 
     /// An operator acting as fast as they can while frames are filed: no operator step is
     /// ever overwritten (the case's transition count always matches its history).
     #[test]
     fn operators_acting_during_filing_lose_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
-        filing
-            .on_frame(&mut store, at(&mut frame, 30.0), &van())
-            .unwrap();
-        let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
-        let path = dir.path().join("cases.db");
-        let operator = {
-            let id = id.clone();
-            std::thread::spawn(move || {
-                let mut store = Store::open(&path).unwrap();
-                let none = std::time::Duration::ZERO;
-                for i in 0..40 {
-                    let at = 31.0 + f64::from(i);
-                    store
-                        .operator_action(&id, OperatorAction::Confirm, "li", None, at, none)
-                        .unwrap();
-                    std::thread::sleep(std::time::Duration::from_millis(2));
+        for_each_backend(|db| {
+            let (mut filing, mut frame, mut store) = van_seen_twice(&db);
+            filing
+                .on_frame(&mut store, at(&mut frame, 30.0), &van())
+                .unwrap();
+            let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
+            let operator = {
+                let id = id.clone();
+                let path = db.location().to_path_buf();
+                std::thread::spawn(move || {
+                    let mut store = Store::open(&path).unwrap();
+                    let none = std::time::Duration::ZERO;
+                    for i in 0..40 {
+                        let at = 31.0 + f64::from(i);
+                        store
+                            .operator_action(&id, OperatorAction::Confirm, "li", None, at, none)
+                            .unwrap();
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                })
+            };
+            let mut conflicts = 0;
+            for i in 0..80 {
+                let t = 31.0 + f64::from(i);
+                match filing.on_frame(&mut store, at(&mut frame, t), &van()) {
+                    Ok(()) => {}
+                    Err(PipelineError::Store(StoreError::Conflict { .. })) => conflicts += 1,
+                    Err(e) => panic!("{e}"),
                 }
-            })
-        };
-        let mut conflicts = 0;
-        for i in 0..80 {
-            let t = 31.0 + f64::from(i);
-            match filing.on_frame(&mut store, at(&mut frame, t), &van()) {
-                Ok(()) => {}
-                Err(PipelineError::Store(StoreError::Conflict { .. })) => conflicts += 1,
-                Err(e) => panic!("{e}"),
             }
-        }
-        operator.join().unwrap();
-        filing
-            .on_frame(&mut store, at(&mut frame, 200.0), &van())
-            .unwrap();
-        let case = store.case(&id).unwrap().unwrap();
-        let history = store.history(&id).unwrap();
-        assert_eq!(history.iter().filter(|h| h.actor == "li").count(), 40);
-        assert_eq!(
-            case.transitions as usize,
-            history.len(),
-            "{conflicts} conflicts"
-        );
-        assert_eq!((case.status, case.last_seen), (Status::Filed, 200.0));
-        assert!(case.verdict.is_some());
+            operator.join().unwrap();
+            filing
+                .on_frame(&mut store, at(&mut frame, 200.0), &van())
+                .unwrap();
+            let case = store.case(&id).unwrap().unwrap();
+            let history = store.history(&id).unwrap();
+            assert_eq!(history.iter().filter(|h| h.actor == "li").count(), 40);
+            assert_eq!(
+                case.transitions as usize,
+                history.len(),
+                "{conflicts} conflicts"
+            );
+            assert_eq!((case.status, case.last_seen), (Status::Filed, 200.0));
+            assert!(case.verdict.is_some());
+        });
     }
 
     /// What a run left in the store, ignoring when images were drawn: each case's id,
@@ -754,8 +759,9 @@ mod tests {
             let mut images: Vec<_> = store.evidence(&case.id).unwrap();
             images.sort_by(|a, b| a.kind.cmp(&b.kind));
             for e in images {
-                let bytes = std::fs::metadata(&e.path).map_or(0, |m| m.len());
-                rows.push(format!("  image {} present {}", e.kind, bytes > 0));
+                let image = store.evidence_image(&case.id, &e.kind).unwrap();
+                let present = image.is_some_and(|jpeg| !jpeg.is_empty());
+                rows.push(format!("  image {} present {present}", e.kind));
             }
         }
         for e in store.pending("test", 100).unwrap() {
@@ -782,12 +788,12 @@ mod tests {
     /// Files `samples` (time, van there) while the store refuses writes at the times in
     /// `refused`: what the store holds then, the failed writes and the steps counted.
     fn run_refusing(
+        db: TestDb,
         samples: &[(f64, bool)],
         refused: std::ops::Range<f64>,
     ) -> (Vec<String>, u32, FilingStats) {
-        let dir = tempfile::tempdir().unwrap();
         let (camera, input, mut frame) = street_sample();
-        let mut store = Store::open(&dir.path().join("cases.db")).unwrap();
+        let mut store = db.open();
         let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, 0.0).unwrap();
         let mut failures = 0;
         let mut refusing = false;
@@ -799,12 +805,14 @@ mod tests {
                 } else {
                     ("history_away", "history")
                 };
-                rename_table(dir.path(), from, to);
+                rename_table(&db, from, to);
             }
             let seen = if van_there { van() } else { Vec::new() };
             match filing.on_frame(&mut store, at(&mut frame, t), &seen) {
                 Ok(()) => {}
-                Err(PipelineError::Store(StoreError::Sql { .. })) => failures += 1,
+                Err(PipelineError::Store(StoreError::Sql { .. } | StoreError::Postgres { .. })) => {
+                    failures += 1
+                }
                 Err(e) => panic!("{e}"),
             }
             if refusing && failures > 0 {
@@ -818,97 +826,120 @@ mod tests {
 
     #[test]
     fn changes_the_store_refused_are_written_later_with_nothing_lost_or_doubled() {
-        let (healthy, none, stats) = run_refusing(&VAN_PARKS_AND_LEAVES, 0.0..0.0);
-        assert_eq!(none, 0);
-        // Refused from the filing through the close.
-        let (recovered, failures, recovered_stats) =
-            run_refusing(&VAN_PARKS_AND_LEAVES, 30.0..46.0);
-        assert!(failures >= 1);
-        assert_eq!(recovered, healthy);
-        assert_eq!(recovered_stats, stats);
-        assert!(
-            healthy.iter().any(|r| r.ends_with(":filed:2 case.filed"))
-                && healthy.iter().any(|r| r.ends_with(":closed:4 case.closed")),
-            "{healthy:#?}"
-        );
+        for_each_backend(|db| {
+            let postgres = db.is_postgres();
+            let fresh = move || {
+                if postgres {
+                    TestDb::postgres()
+                } else {
+                    TestDb::sqlite()
+                }
+            };
+            let (healthy, none, stats) = run_refusing(db, &VAN_PARKS_AND_LEAVES, 0.0..0.0);
+            assert_eq!(none, 0);
+            // Refused from the filing through the close.
+            let (recovered, failures, recovered_stats) =
+                run_refusing(fresh(), &VAN_PARKS_AND_LEAVES, 30.0..46.0);
+            assert!(failures >= 1);
+            assert_eq!(recovered, healthy);
+            assert_eq!(recovered_stats, stats);
+            assert!(
+                healthy.iter().any(|r| r.ends_with(":filed:2 case.filed"))
+                    && healthy.iter().any(|r| r.ends_with(":closed:4 case.closed")),
+                "{healthy:#?}"
+            );
+        });
     }
 
     #[test]
     fn a_candidate_that_came_and_went_while_the_store_refused_leaves_no_rows() {
-        let samples = [(0.0, true), (10.0, true), (20.0, false), (30.0, false)];
-        let (healthy, _, stats) = run_refusing(&samples, 0.0..0.0);
-        assert_eq!(stats.candidates, 1);
-        let (recovered, failures, _) = run_refusing(&samples, 10.0..30.0);
-        assert!(failures >= 1);
-        assert_eq!(recovered, healthy);
-        assert!(healthy.is_empty(), "{healthy:?}");
+        for_each_backend(|db| {
+            let postgres = db.is_postgres();
+            let fresh = move || {
+                if postgres {
+                    TestDb::postgres()
+                } else {
+                    TestDb::sqlite()
+                }
+            };
+            let samples = [(0.0, true), (10.0, true), (20.0, false), (30.0, false)];
+            let (healthy, _, stats) = run_refusing(db, &samples, 0.0..0.0);
+            assert_eq!(stats.candidates, 1);
+            let (recovered, failures, _) = run_refusing(fresh(), &samples, 10.0..30.0);
+            assert!(failures >= 1);
+            assert_eq!(recovered, healthy);
+            assert!(healthy.is_empty(), "{healthy:?}");
+        });
     }
 
     #[test]
     fn a_retry_without_samples_writes_what_the_store_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
-        rename_table(dir.path(), "outbox", "outbox_away");
-        assert!(filing
-            .on_frame(&mut store, at(&mut frame, 30.0), &van())
-            .is_err());
-        let pending = filing.pending_rows();
-        assert!(pending > 0);
-        rename_table(dir.path(), "outbox_away", "outbox");
-        filing
-            .retry(&mut store, 30.0 + RETRY_CAP.as_secs_f64())
-            .unwrap();
-        assert_eq!(filing.pending_rows(), 0);
-        let events = store.pending("test", 10).unwrap();
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].kind, "case.filed");
-        // Written without a sample, the filed image is drawn from the next one.
-        assert_eq!(filing.missing_images(), 1);
-        filing
-            .on_frame(&mut store, at(&mut frame, 50.0), &van())
-            .unwrap();
-        let id = &store.cases(&CaseFilter::default()).unwrap()[0].id;
-        let kinds: Vec<_> = store
-            .evidence(id)
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.kind, e.ts))
-            .collect();
-        assert!(kinds.contains(&("filed".to_string(), 50.0)), "{kinds:?}");
+        for_each_backend(|db| {
+            let (mut filing, mut frame, mut store) = van_seen_twice(&db);
+            rename_table(&db, "outbox", "outbox_away");
+            assert!(filing
+                .on_frame(&mut store, at(&mut frame, 30.0), &van())
+                .is_err());
+            let pending = filing.pending_rows();
+            assert!(pending > 0);
+            rename_table(&db, "outbox_away", "outbox");
+            filing
+                .retry(&mut store, 30.0 + RETRY_CAP.as_secs_f64())
+                .unwrap();
+            assert_eq!(filing.pending_rows(), 0);
+            let events = store.pending("test", 10).unwrap();
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].kind, "case.filed");
+            // Written without a sample, the filed image is drawn from the next one.
+            assert_eq!(filing.missing_images(), 1);
+            filing
+                .on_frame(&mut store, at(&mut frame, 50.0), &van())
+                .unwrap();
+            let id = &store.cases(&CaseFilter::default()).unwrap()[0].id;
+            let kinds: Vec<_> = store
+                .evidence(id)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.kind, e.ts))
+                .collect();
+            assert!(kinds.contains(&("filed".to_string(), 50.0)), "{kinds:?}");
+        });
     }
 
     #[test]
     fn an_image_that_cannot_be_written_is_missing_until_a_later_sample_provides_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut filing, mut frame, mut store) = van_seen_twice(dir.path());
-        let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
-        // A folder where the filed image's partial file goes: it cannot be written.
-        let blocker = store.evidence_dir().join(&id).join("filed.jpg.partial");
-        std::fs::create_dir(&blocker).unwrap();
-        let err = filing.on_frame(&mut store, at(&mut frame, 30.0), &van());
-        assert!(matches!(err, Err(PipelineError::Evidence(_))), "{err:?}");
-        // The case is filed with its history and event all the same.
-        assert_eq!(store.case(&id).unwrap().unwrap().status, Status::Filed);
-        assert_eq!(store.pending("test", 10).unwrap().len(), 1);
-        let kinds = |store: &Store| -> Vec<String> {
-            let images = store.evidence(&id).unwrap().into_iter();
-            images.map(|e| e.kind).collect()
-        };
-        assert_eq!(kinds(&store), ["first", "first-crop"]);
-        assert_eq!(filing.missing_images(), 1);
+        for_each_backend(|db| {
+            let (mut filing, mut frame, mut store) = van_seen_twice(&db);
+            let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
+            // A folder where the filed image's partial file goes: it cannot be written.
+            let blocker = store.evidence_dir().join(&id).join("filed.jpg.partial");
+            std::fs::create_dir(&blocker).unwrap();
+            let err = filing.on_frame(&mut store, at(&mut frame, 30.0), &van());
+            assert!(matches!(err, Err(PipelineError::Evidence(_))), "{err:?}");
+            // The case is filed with its history and event all the same.
+            assert_eq!(store.case(&id).unwrap().unwrap().status, Status::Filed);
+            assert_eq!(store.pending("test", 10).unwrap().len(), 1);
+            let kinds = |store: &Store| -> Vec<String> {
+                let images = store.evidence(&id).unwrap().into_iter();
+                images.map(|e| e.kind).collect()
+            };
+            assert_eq!(kinds(&store), ["first", "first-crop"]);
+            assert_eq!(filing.missing_images(), 1);
 
-        std::fs::remove_dir(&blocker).unwrap();
-        filing
-            .on_frame(&mut store, at(&mut frame, 32.0), &van())
-            .unwrap();
-        assert_eq!(
-            kinds(&store),
-            ["first", "first-crop", "filed", "filed-crop"]
-        );
-        assert_eq!(filing.missing_images(), 0);
-        for image in store.evidence(&id).unwrap() {
-            assert!(std::fs::metadata(&image.path).unwrap().len() > 0);
-        }
-        assert_eq!(store.history(&id).unwrap().len(), 2);
+            std::fs::remove_dir(&blocker).unwrap();
+            filing
+                .on_frame(&mut store, at(&mut frame, 32.0), &van())
+                .unwrap();
+            assert_eq!(
+                kinds(&store),
+                ["first", "first-crop", "filed", "filed-crop"]
+            );
+            assert_eq!(filing.missing_images(), 0);
+            for image in store.evidence(&id).unwrap() {
+                let jpeg = store.evidence_image(&id, &image.kind).unwrap().unwrap();
+                assert!(jpeg.starts_with(&[0xff, 0xd8]), "{} is a JPEG", image.kind);
+            }
+            assert_eq!(store.history(&id).unwrap().len(), 2);
+        });
     }
 }

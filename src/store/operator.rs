@@ -1,12 +1,12 @@
 //! Operators' side of the store: their actions on cases, false-positive suppressions and
-//! the audit log. Every action is one `IMMEDIATE` transaction that also bumps the
-//! camera's change number, so the daemon reloads before it writes that camera again.
+//! the audit log. Every action is one transaction, locked like the daemon's writes of the
+//! camera, that also bumps the camera's change number, so the daemon reloads before it
+//! writes that camera again.
 
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Row, Transaction};
-
-use super::{apply, Store, StoreError};
+use super::sql::{vals, Db, DbError, Row};
+use super::{Store, StoreError};
 use crate::cases::{operator_transition, Case, OperatorAction, Suppression};
 
 /// One line of the audit log: who did what to which thing, when.
@@ -28,47 +28,49 @@ pub struct AuditEntry {
 const SUPPRESSION_COLUMNS: &str = "id, camera_id, zone_id, event, bbox, case_id, created_by, \
      created_at, until, lifted_at, lifted_by, hits, last_hit";
 
-fn suppression_row(r: &Row<'_>) -> rusqlite::Result<Suppression> {
-    let bbox: String = r.get(4)?;
+fn suppression_row(r: &Row) -> Result<Suppression, DbError> {
+    let bbox = r.text(4)?;
     Ok(Suppression {
-        id: r.get(0)?,
-        camera_id: r.get(1)?,
-        zone_id: r.get(2)?,
-        event: r.get(3)?,
-        bbox: serde_json::from_str(&bbox).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
+        id: r.int(0)?,
+        camera_id: r.text(1)?,
+        zone_id: r.text(2)?,
+        event: r.text(3)?,
+        bbox: serde_json::from_str(&bbox).map_err(|e| DbError::Column {
+            index: 4,
+            wanted: "a box",
+            found: format!("{bbox:?}: {e}"),
         })?,
-        case_id: r.get(5)?,
-        created_by: r.get(6)?,
-        created_at: r.get(7)?,
-        until: r.get(8)?,
-        lifted_at: r.get(9)?,
-        lifted_by: r.get(10)?,
-        hits: r.get::<_, i64>(11)?.max(0) as u64,
-        last_hit: r.get(12)?,
+        case_id: r.text(5)?,
+        created_by: r.text(6)?,
+        created_at: r.real(7)?,
+        until: r.real(8)?,
+        lifted_at: r.opt_real(9)?,
+        lifted_by: r.opt_text(10)?,
+        hits: r.count(11)?,
+        last_hit: r.opt_real(12)?,
     })
 }
 
-fn bump_operator_changes(tx: &Transaction<'_>, camera_id: &str) -> rusqlite::Result<()> {
+fn bump_operator_changes(tx: &Db, camera_id: &str) -> Result<(), DbError> {
     tx.execute(
         "INSERT INTO operator_changes (camera_id, seq) VALUES (?1, 1)
-         ON CONFLICT(camera_id) DO UPDATE SET seq = seq + 1",
-        [camera_id],
+         ON CONFLICT(camera_id) DO UPDATE SET seq = operator_changes.seq + 1",
+        &vals![camera_id],
     )
     .map(drop)
 }
 
 fn audit(
-    tx: &Transaction<'_>,
+    tx: &Db,
     actor: &str,
     action: &str,
     target: &str,
     detail: &str,
     at: f64,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     tx.execute(
         "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![at, actor, action, target, detail],
+        &vals![at, actor, action, target, detail],
     )
     .map(drop)
 }
@@ -83,8 +85,8 @@ impl Store {
     /// action if the lifecycle allows it, and writes the case, its history entry, its
     /// outbox event, (for a rejection with a non-zero `suppress_for`) a suppression of the
     /// case's place until `at + suppress_for`, and an audit row, and bumps the camera's
-    /// change number, all in one `IMMEDIATE` transaction. CLI, API and console pages all
-    /// act through here. Returns the case as it now is;
+    /// change number, all in one transaction holding the camera's write lock. CLI, API
+    /// and console pages all act through here. Returns the case as it now is;
     /// `Err(StoreError::Operator(CaseError::IllegalTransition { .. }))` (or
     /// `CannotConfirm`) when the lifecycle refuses, `Err(StoreError::NotFound { .. })`
     /// without such a case.
@@ -97,33 +99,31 @@ impl Store {
         at: f64,
         suppress_for: Duration,
     ) -> Result<Case, StoreError> {
-        let path = self.path.clone();
-        let sql = |source| StoreError::Sql {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.immediate()?;
-        let data: Option<String> = tx
-            .query_row("SELECT data FROM cases WHERE id = ?1", [case_id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sql)?;
-        let Some(data) = data else {
-            return Err(StoreError::NotFound {
-                path: path.clone(),
-                what: "case",
-                id: case_id.to_string(),
-            });
-        };
-        let mut case: Case = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
-            path: path.clone(),
+        let sql = |e| self.sql(e);
+        let not_found = || StoreError::NotFound {
+            path: self.path.clone(),
+            what: "case",
             id: case_id.to_string(),
-            reason: e.to_string(),
-        })?;
+        };
+        // The camera's lock comes first, as for the daemon's writes; a case never
+        // changes camera, so its camera may be read before.
+        let camera = self
+            .db
+            .query_opt("SELECT camera_id FROM cases WHERE id = ?1", &vals![case_id])
+            .and_then(|r| r.map(|r| r.text(0)).transpose())
+            .map_err(sql)?
+            .ok_or_else(not_found)?;
+        let tx = self.db.locked(&camera).map_err(sql)?;
+        let Some(row) = tx
+            .query_opt("SELECT id, data FROM cases WHERE id = ?1", &vals![case_id])
+            .map_err(sql)?
+        else {
+            return Err(not_found());
+        };
+        let mut case = self.parse_case(&row)?;
         let from = case.status;
         let changes = operator_transition(&mut case, action, actor, note.clone(), at)?;
-        apply(&tx, &changes).map_err(sql)?;
+        self.apply(&tx, &changes).map_err(sql)?;
         let mut detail = match action {
             OperatorAction::Confirm => format!("confirmed ({from})"),
             _ => format!("{from} → {}", case.status),
@@ -132,25 +132,26 @@ impl Store {
             detail += &format!(", reason {reason}");
             if !suppress_for.is_zero() {
                 let until = at + suppress_for.as_secs_f64();
-                tx.execute(
-                    "INSERT INTO suppressions (camera_id, zone_id, event, bbox, case_id, created_by, created_at, until)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        case.camera_id,
-                        case.zone_id,
-                        case.event,
-                        serde_json::to_string(&case.place).expect("boxes serialise"),
-                        case.id,
-                        actor,
-                        at,
-                        until
-                    ],
-                )
-                .map_err(sql)?;
+                let id = tx
+                    .query_one(
+                        "INSERT INTO suppressions (camera_id, zone_id, event, bbox, case_id, created_by, created_at, until)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+                        &vals![
+                            &case.camera_id,
+                            &case.zone_id,
+                            &case.event,
+                            serde_json::to_string(&case.place).expect("boxes serialise"),
+                            &case.id,
+                            actor,
+                            at,
+                            until
+                        ],
+                    )
+                    .and_then(|r| r.int(0))
+                    .map_err(sql)?;
                 detail += &format!(
-                    ", place suppressed for {} (suppression {})",
+                    ", place suppressed for {} (suppression {id})",
                     span(suppress_for),
-                    tx.last_insert_rowid()
                 );
             }
         }
@@ -160,6 +161,7 @@ impl Store {
         audit(&tx, actor, action.audit_name(), &case.id, &detail, at).map_err(sql)?;
         bump_operator_changes(&tx, &case.camera_id).map_err(sql)?;
         tx.commit().map_err(sql)?;
+        self.unspool(&changes);
         Ok(case)
     }
 
@@ -172,24 +174,17 @@ impl Store {
     ) -> Result<Vec<Suppression>, StoreError> {
         let sql = format!(
             "SELECT {SUPPRESSION_COLUMNS} FROM suppressions
-             WHERE (?1 IS NULL OR camera_id = ?1)
-               AND (?2 IS NULL OR (lifted_at IS NULL AND until > ?2))
+             WHERE (CAST(?1 AS TEXT) IS NULL OR camera_id = ?1)
+               AND (CAST(?2 AS DOUBLE PRECISION) IS NULL OR (lifted_at IS NULL AND until > ?2))
              ORDER BY id DESC"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map(params![camera, active_at], suppression_row)
-            .map_err(|e| self.sql(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+        self.query_map(&sql, &vals![camera, active_at], suppression_row)
     }
 
     /// One suppression by id.
     pub fn suppression(&self, id: i64) -> Result<Option<Suppression>, StoreError> {
         let sql = format!("SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE id = ?1");
-        self.conn
-            .query_row(&sql, [id], suppression_row)
-            .optional()
-            .map_err(|e| self.sql(e))
+        Ok(self.query_map(&sql, &vals![id], suppression_row)?.pop())
     }
 
     /// Lifts suppression `id` for user `actor` at Unix time `at`: the place may produce
@@ -203,30 +198,28 @@ impl Store {
         actor: &str,
         at: f64,
     ) -> Result<Suppression, StoreError> {
-        let path = self.path.clone();
-        let sql = |source| StoreError::Sql {
-            path: path.clone(),
-            source,
+        let sql = |e| self.sql(e);
+        let not_found = || StoreError::NotFound {
+            path: self.path.clone(),
+            what: "suppression",
+            id: id.to_string(),
         };
-        let tx = self.immediate()?;
+        let camera = self.suppression(id)?.ok_or_else(not_found)?.camera_id;
+        let tx = self.db.locked(&camera).map_err(sql)?;
         let select = format!("SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE id = ?1");
         let Some(mut suppression) = tx
-            .query_row(&select, [id], suppression_row)
-            .optional()
+            .query_opt(&select, &vals![id])
+            .and_then(|r| r.as_ref().map(suppression_row).transpose())
             .map_err(sql)?
         else {
-            return Err(StoreError::NotFound {
-                path: path.clone(),
-                what: "suppression",
-                id: id.to_string(),
-            });
+            return Err(not_found());
         };
         if suppression.lifted_at.is_some() {
             return Ok(suppression);
         }
         tx.execute(
             "UPDATE suppressions SET lifted_at = ?2, lifted_by = ?3 WHERE id = ?1",
-            params![id, at, actor],
+            &vals![id, at, actor],
         )
         .map_err(sql)?;
         let detail = format!(
@@ -255,36 +248,24 @@ impl Store {
         detail: &str,
         at: f64,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sql = |source| StoreError::Sql {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.immediate()?;
-        audit(&tx, actor, action, target, detail, at).map_err(sql)?;
-        tx.commit().map_err(sql)
+        audit(&self.db, actor, action, target, detail, at).map_err(|e| self.sql(e))
     }
 
     /// The latest `limit` audit entries, newest first.
     pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, at, actor, action, target, detail FROM audit ORDER BY seq DESC LIMIT ?1",
-            )
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([super::sql_count(Some(limit))], |r| {
+        self.query_map(
+            "SELECT seq, at, actor, action, target, detail FROM audit ORDER BY seq DESC LIMIT ?1",
+            &vals![super::sql_count(Some(limit))],
+            |r| {
                 Ok(AuditEntry {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    detail: r.get(5)?,
+                    seq: r.int(0)?,
+                    at: r.real(1)?,
+                    actor: r.text(2)?,
+                    action: r.text(3)?,
+                    target: r.text(4)?,
+                    detail: r.text(5)?,
                 })
-            })
-            .map_err(|e| self.sql(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+            },
+        )
     }
 }

@@ -2,8 +2,7 @@
 //! closed and rejected in a period, by local day and category, how precise each event's
 //! detection is by the operators' verdicts, and which cases are overdue.
 
-use rusqlite::params;
-
+use super::sql::{vals, Row};
 use super::{Store, StoreError};
 use crate::cases::Case;
 
@@ -54,14 +53,19 @@ pub struct EventPrecision {
     pub false_positive_rate: Option<f64>,
 }
 
-/// `column` in the period `[?1, ?2)` (either end open when NULL).
+/// `column` in the period `[?1, ?2)` (either end open when NULL; cast so that
+/// PostgreSQL knows the type of a NULL).
 fn in_period(column: &str) -> String {
-    format!("(?1 IS NULL OR {column} >= ?1) AND (?2 IS NULL OR {column} < ?2)")
+    format!(
+        "(CAST(?1 AS DOUBLE PRECISION) IS NULL OR {column} >= ?1) \
+         AND (CAST(?2 AS DOUBLE PRECISION) IS NULL OR {column} < ?2)"
+    )
 }
 
-const FILED_AT: &str = "json_extract(data, '$.filed_at')";
-const CLOSED_AT: &str = "json_extract(data, '$.closed_at')";
-const VERDICT_AT: &str = "json_extract(data, '$.verdict.at')";
+/// 1 where `condition` holds, else 0: for sums in either dialect.
+fn one_if(condition: &str) -> String {
+    format!("CASE WHEN {condition} THEN 1 ELSE 0 END")
+}
 
 impl Store {
     /// Figures for the period `[since, until)` (Unix seconds; `None` leaves that end
@@ -75,124 +79,113 @@ impl Store {
         utc_offset: i64,
         now: f64,
     ) -> Result<Stats, StoreError> {
+        let d = self.db.dialect();
         let sql = |e| self.sql(e);
+        let filed_at = d.json_number("filed_at");
+        let closed_at = d.json_number("closed_at");
+        let verdict_at = d.json_number("verdict.at");
+        let category_name = d.json_text("category.name");
+        let period = vals![since, until];
         let mut stats = Stats {
             found: self
-                .conn
-                .query_row(
+                .db
+                .query_one(
                     &format!(
                         "SELECT COUNT(*) FROM found WHERE {}",
                         in_period("first_seen")
                     ),
-                    params![since, until],
-                    |r| r.get::<_, i64>(0),
+                    &period,
                 )
-                .map_err(sql)? as u64,
+                .and_then(|r| r.count(0))
+                .map_err(sql)?,
             ..Stats::default()
         };
+        let filed = format!("{filed_at} IS NOT NULL AND {}", in_period(&filed_at));
+        let closed = format!("status = 'closed' AND {}", in_period(&closed_at));
+        let rejected = format!("status = 'rejected' AND {}", in_period(&verdict_at));
+        let reason = d.json_text("close_reason");
         let totals = format!(
-            "SELECT
-                COALESCE(SUM({FILED_AT} IS NOT NULL AND {filed}), 0),
-                COALESCE(SUM(status = 'closed' AND {closed}), 0),
-                COALESCE(SUM(status = 'rejected' AND {rejected}), 0),
-                COALESCE(SUM(status = 'closed' AND {closed}
-                    AND json_extract(data, '$.close_reason') = 'auto-verified'), 0),
-                COALESCE(SUM(status = 'closed' AND {closed}
-                    AND json_extract(data, '$.close_reason') = 'operator'), 0)
-             FROM cases",
-            filed = in_period(FILED_AT),
-            closed = in_period(CLOSED_AT),
-            rejected = in_period(VERDICT_AT),
+            "SELECT SUM({}), SUM({}), SUM({}), SUM({}), SUM({}) FROM cases",
+            one_if(&filed),
+            one_if(&closed),
+            one_if(&rejected),
+            one_if(&format!("{closed} AND {reason} = 'auto-verified'")),
+            one_if(&format!("{closed} AND {reason} = 'operator'")),
         );
-        let count = |r: &rusqlite::Row<'_>, i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+        let row = self.db.query_one(&totals, &period).map_err(sql)?;
+        let count = |i| row.count(i).map_err(sql);
         (
             stats.filed,
             stats.closed,
             stats.rejected,
             stats.closed_auto,
             stats.closed_operator,
-        ) = self
-            .conn
-            .query_row(&totals, params![since, until], |r| {
-                Ok((
-                    count(r, 0)?,
-                    count(r, 1)?,
-                    count(r, 2)?,
-                    count(r, 3)?,
-                    count(r, 4)?,
-                ))
-            })
-            .map_err(sql)?;
+        ) = (count(0)?, count(1)?, count(2)?, count(3)?, count(4)?);
 
+        let day = |seconds: &str| d.utc_date(&format!("{seconds} + ?3"));
         let by_day = format!(
             "SELECT day, code, MAX(name), SUM(f), SUM(fi), SUM(cl) FROM (
-                SELECT date(first_seen + ?3, 'unixepoch') AS day, category_code AS code,
+                SELECT {found_day} AS day, category_code AS code,
                        category_name AS name, 1 AS f, 0 AS fi, 0 AS cl
                   FROM found WHERE {found}
                 UNION ALL
-                SELECT date({FILED_AT} + ?3, 'unixepoch'), category_code,
-                       json_extract(data, '$.category.name'), 0, 1, 0
-                  FROM cases WHERE {FILED_AT} IS NOT NULL AND {filed}
+                SELECT {filed_day}, category_code, {category_name}, 0, 1, 0
+                  FROM cases WHERE {filed}
                 UNION ALL
-                SELECT date({CLOSED_AT} + ?3, 'unixepoch'), category_code,
-                       json_extract(data, '$.category.name'), 0, 0, 1
-                  FROM cases WHERE status = 'closed' AND {closed}
-             ) GROUP BY day, code ORDER BY day, code",
+                SELECT {closed_day}, category_code, {category_name}, 0, 0, 1
+                  FROM cases WHERE {closed}
+             ) AS counts GROUP BY day, code ORDER BY day, code",
+            found_day = day("first_seen"),
+            filed_day = day(&filed_at),
+            closed_day = day(&closed_at),
             found = in_period("first_seen"),
-            filed = in_period(FILED_AT),
-            closed = in_period(CLOSED_AT),
         );
-        let mut stmt = self.conn.prepare(&by_day).map_err(sql)?;
-        stats.by_day = stmt
-            .query_map(params![since, until, utc_offset], |r| {
-                Ok(DayCount {
-                    day: r.get(0)?,
-                    category_code: r.get(1)?,
-                    category_name: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    found: count(r, 3)?,
-                    filed: count(r, 4)?,
-                    closed: count(r, 5)?,
-                })
+        stats.by_day = self.query_map(&by_day, &vals![since, until, utc_offset], |r: &Row| {
+            Ok(DayCount {
+                day: r.text(0)?,
+                category_code: r.text(1)?,
+                category_name: r.opt_text(2)?.unwrap_or_default(),
+                found: r.count(3)?,
+                filed: r.count(4)?,
+                closed: r.count(5)?,
             })
-            .map_err(sql)?
-            .collect::<Result<_, _>>()
-            .map_err(sql)?;
+        })?;
 
         // Events with verdicts in the period, and those found in it without any.
+        let kind = d.json_text("verdict.kind");
         let per_event = format!(
             "SELECT event, SUM(confirmed), SUM(rejected) FROM (
-                SELECT json_extract(data, '$.event') AS event,
-                       json_extract(data, '$.verdict.kind') = 'confirmed' AS confirmed,
-                       json_extract(data, '$.verdict.kind') = 'rejected' AS rejected
-                  FROM cases WHERE json_extract(data, '$.verdict') IS NOT NULL AND {verdict}
+                SELECT {event} AS event, {confirmed} AS confirmed, {rejected} AS rejected
+                  FROM cases WHERE {verdict} IS NOT NULL AND {in_verdict}
                 UNION ALL
                 SELECT DISTINCT event, 0, 0 FROM found WHERE {found}
-             ) GROUP BY event ORDER BY event",
-            verdict = in_period(VERDICT_AT),
+             ) AS verdicts GROUP BY event ORDER BY event",
+            event = d.json_text("event"),
+            confirmed = one_if(&format!("{kind} = 'confirmed'")),
+            rejected = one_if(&format!("{kind} = 'rejected'")),
+            verdict = d.json_text("verdict"),
+            in_verdict = in_period(&verdict_at),
             found = in_period("first_seen"),
         );
-        let mut stmt = self.conn.prepare(&per_event).map_err(sql)?;
-        stats.per_event = stmt
-            .query_map(params![since, until], |r| {
-                let (confirmed, rejected) = (count(r, 1)?, count(r, 2)?);
-                let judged = confirmed + rejected;
-                Ok(EventPrecision {
-                    event: r.get(0)?,
-                    confirmed,
-                    rejected,
-                    false_positive_rate: (judged > 0).then(|| rejected as f64 / judged as f64),
-                })
+        stats.per_event = self.query_map(&per_event, &period, |r: &Row| {
+            let (confirmed, rejected) = (r.count(1)?, r.count(2)?);
+            let judged = confirmed + rejected;
+            Ok(EventPrecision {
+                event: r.text(0)?,
+                confirmed,
+                rejected,
+                false_positive_rate: (judged > 0).then(|| rejected as f64 / judged as f64),
             })
-            .map_err(sql)?
-            .collect::<Result<_, _>>()
-            .map_err(sql)?;
+        })?;
 
+        let deadline = d.json_number("deadline");
         stats.overdue = self.query_cases(
-            "SELECT id, data FROM cases
-             WHERE status NOT IN ('closed', 'rejected')
-               AND json_extract(data, '$.deadline') < ?1
-             ORDER BY json_extract(data, '$.deadline'), id",
-            &[&now],
+            &format!(
+                "SELECT id, data FROM cases
+                 WHERE status NOT IN ('closed', 'rejected') AND {deadline} < ?1
+                 ORDER BY {deadline}, id"
+            ),
+            &vals![now],
         )?;
         Ok(stats)
     }

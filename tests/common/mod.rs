@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod daemon;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
