@@ -68,6 +68,7 @@ fn camera_view(id: &str, state: CameraState) -> CameraView {
         visits: 7,
         revisit_interval_s: Some(300.0),
         since_visit_s: Some(120.0),
+        replica: None,
     }
 }
 
@@ -383,7 +384,7 @@ fn camera_states_and_problems_serialize_and_parse_by_one_name() {
     assert_eq!(
         error,
         "unknown camera state or problem `Streaming` (one of connecting, streaming, backoff, failed, waiting, stopped, \
-         refused, unauthorized, not_found, timeout, stalled, disconnected, error, misconfigured, frozen, dark)"
+         elsewhere, refused, unauthorized, not_found, timeout, stalled, disconnected, error, misconfigured, frozen, dark)"
     );
 }
 

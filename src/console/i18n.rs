@@ -167,6 +167,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("state_backoff", "重连等待", "backoff"),
     ("state_failed", "故障", "failed"),
     ("state_waiting", "轮巡等待", "waiting"),
+    ("state_elsewhere", "其他副本", "on another replica"),
     ("state_stopped", "未监看", "stopped"),
     // Camera problems (the same `state_` keys: one filter takes both)
     ("state_refused", "连接被拒", "refused"),

@@ -11,6 +11,7 @@
 //! stale in-memory copy.
 
 mod operator;
+mod replicas;
 mod retention;
 mod stats;
 
@@ -115,6 +116,15 @@ const MIGRATIONS: &[&str] = &[
      );
      UPDATE cases SET data = json_set(data, '$.transitions',
         (SELECT COUNT(*) FROM history WHERE history.case_id = cases.id));",
+    // 3: replicas sharing the database (see crate::cluster): each renews its lease here.
+    "CREATE TABLE replicas (
+        name TEXT PRIMARY KEY,
+        capacity REAL NOT NULL,
+        started REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        lease_until REAL NOT NULL,
+        api TEXT NOT NULL
+     );",
 ];
 
 #[derive(Debug, thiserror::Error)]

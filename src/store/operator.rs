@@ -49,7 +49,7 @@ fn suppression_row(r: &Row<'_>) -> rusqlite::Result<Suppression> {
     })
 }
 
-fn bump_operator_changes(tx: &Transaction<'_>, camera_id: &str) -> rusqlite::Result<()> {
+pub(super) fn bump_operator_changes(tx: &Transaction<'_>, camera_id: &str) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO operator_changes (camera_id, seq) VALUES (?1, 1)
          ON CONFLICT(camera_id) DO UPDATE SET seq = seq + 1",
