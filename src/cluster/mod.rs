@@ -195,9 +195,8 @@ pub struct LiveChange {
 
 impl LiveChange {
     pub fn between(before: &[Replica], after: &[Replica]) -> Self {
-        let names = |set: &[Replica]| -> BTreeSet<String> {
-            set.iter().map(|r| r.name.clone()).collect()
-        };
+        let names =
+            |set: &[Replica]| -> BTreeSet<String> { set.iter().map(|r| r.name.clone()).collect() };
         let (before, after) = (names(before), names(after));
         Self {
             joined: after.difference(&before).cloned().collect(),

@@ -133,10 +133,8 @@ fn capacities_give_proportional_shares_in_each_class() {
     ];
     for priority in [false, true] {
         let ids = ids(6000, "cam");
-        let cameras: Vec<Assignable<'_>> = ids
-            .iter()
-            .map(|id| Assignable { id, priority })
-            .collect();
+        let cameras: Vec<Assignable<'_>> =
+            ids.iter().map(|id| Assignable { id, priority }).collect();
         let owners = assign(&cameras, &live);
         let counts = count_by_owner(&owners);
         for r in &live {
@@ -162,24 +160,40 @@ fn the_classes_are_drawn_apart() {
         .iter()
         .filter(|id| {
             let continuous = owner(&Assignable { id, priority: true }, &live);
-            let patrolled = owner(&Assignable { id, priority: false }, &live);
+            let patrolled = owner(
+                &Assignable {
+                    id,
+                    priority: false,
+                },
+                &live,
+            );
             continuous.map(|r| &r.name) == patrolled.map(|r| &r.name)
         })
         .count();
-    assert!(near_share(same, ids.len(), 1.0 / 3.0, 5.0), "{same} of 600 alike");
+    assert!(
+        near_share(same, ids.len(), 1.0 / 3.0, 5.0),
+        "{same} of 600 alike"
+    );
 }
 
 #[test]
 fn the_assignment_is_the_same_on_every_replica_and_run() {
     // Pinned: a change of hash or score would move cameras on upgrade, which must be a
     // deliberate decision.
-    let live = [replica("cgbot-0", 1.0), replica("cgbot-1", 1.0), replica("cgbot-2", 1.0)];
+    let live = [
+        replica("cgbot-0", 1.0),
+        replica("cgbot-1", 1.0),
+        replica("cgbot-2", 1.0),
+    ];
     let ids = ids(8, "cam");
     let owners: Vec<String> = assign(&cameras(&ids), &live).into_values().collect();
     let reversed: Vec<Replica> = live.iter().rev().cloned().collect();
     let again: Vec<String> = assign(&cameras(&ids), &reversed).into_values().collect();
     assert_eq!(owners, again, "the order of the live set must not matter");
-    let counts = owners.iter().collect::<std::collections::BTreeSet<_>>().len();
+    let counts = owners
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     assert!(counts > 1, "8 cameras all on one of 3 replicas: {owners:?}");
 }
 

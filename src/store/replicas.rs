@@ -135,7 +135,10 @@ mod tests {
         assert!(store.renew_replica("a", 112.0, 127.0).unwrap());
         assert_eq!(names(&store, 115.0), ["a"]);
         let a = &store.live_replicas(115.0).unwrap()[0];
-        assert_eq!((a.started, a.heartbeat_at, a.lease_until), (105.0, 112.0, 127.0));
+        assert_eq!(
+            (a.started, a.heartbeat_at, a.lease_until),
+            (105.0, 112.0, 127.0)
+        );
         // b comes back: renewing finds its row, and it is live again.
         assert!(store.renew_replica("b", 116.0, 131.0).unwrap());
         assert_eq!(names(&store, 128.0), ["b"]);
@@ -160,6 +163,9 @@ mod tests {
         assert_eq!(store.operator_seq("cam-2").unwrap(), 1);
         assert_eq!(store.operator_seq("cam-3").unwrap(), 0);
         let stale = store.write_guarded(&crate::cases::Changes::default(), "cam-1", seen);
-        assert!(matches!(stale, Err(StoreError::Conflict { .. })), "{stale:?}");
+        assert!(
+            matches!(stale, Err(StoreError::Conflict { .. })),
+            "{stale:?}"
+        );
     }
 }

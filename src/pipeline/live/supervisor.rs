@@ -271,7 +271,9 @@ impl Supervisor {
             // The others take this replica's cameras at their next beat, not after its lease.
             match cluster.membership.leave().await {
                 Ok(()) => tracing::info!(replica = cluster.membership.name(), "left the cluster"),
-                Err(e) => tracing::warn!(error = %e, "cannot leave the cluster; the others take its cameras when its lease runs out"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot leave the cluster; the others take its cameras when its lease runs out")
+                }
             }
         }
     }
@@ -334,7 +336,12 @@ impl Supervisor {
         }
         let me = cluster.membership.name().to_string();
         let mine = |id: &str| owners.get(id) == Some(&me);
-        let lost: Vec<String> = self.watched.keys().filter(|id| !mine(id)).cloned().collect();
+        let lost: Vec<String> = self
+            .watched
+            .keys()
+            .filter(|id| !mine(id))
+            .cloned()
+            .collect();
         let gained: Vec<Camera> = self
             .configured
             .iter()
@@ -363,7 +370,11 @@ impl Supervisor {
             }
         };
         if !lost.is_empty() || !gained.is_empty() {
-            tracing::info!(lost = lost.len(), gained = gained.len(), "cameras handed over");
+            tracing::info!(
+                lost = lost.len(),
+                gained = gained.len(),
+                "cameras handed over"
+            );
         }
         self.stop_all(lost).await;
         for camera in gained {
