@@ -103,6 +103,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("search", "搜索", "Search"),
     ("last_frame", "最新画面", "Last frame"),
     ("revisit", "轮巡间隔", "Revisit"),
+    ("replica", "副本", "Replica"),
     ("zones", "区域", "Zones"),
     ("last_error", "最近错误", "Last error"),
     ("no_zones_yet", "未划区域", "no zones yet"),
