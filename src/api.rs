@@ -10,6 +10,7 @@
 //! | `GET /metrics` | Prometheus text exposition 0.0.4 |
 //! | `GET /api/cameras?state=` | every camera's [`CameraView`], optionally of one state or problem |
 //! | `GET /api/cameras/{id}` | one camera |
+//! | `GET /api/replicas` | with `[cluster]`: the live replicas, their capacity and camera counts (`404` without) |
 //! | `GET /api/cameras/{id}/snapshot.jpg` | the camera's latest analysed frame, 480 px wide, nothing drawn on it (`404` until it has one); `X-Snapshot-Taken-At` gives the frame's Unix time |
 //! | `GET /api/cases?status=&camera=&event=&since=&until=&limit=` | cases, oldest first, each with `overdue` |
 //! | `GET /api/cases/{id}` | one case with its evidence and history |
@@ -79,6 +80,11 @@ pub trait DaemonView: Send + Sync + 'static {
         let _ = camera_id;
         None
     }
+    /// The live replicas sharing the database and the cameras each owns; `None` for a
+    /// daemon without `[cluster]`.
+    fn replicas(&self) -> Option<Vec<crate::cluster::ReplicaLoad>> {
+        None
+    }
 }
 
 /// A camera's place in its life cycle; what is wrong with it, if anything, is its
@@ -95,16 +101,19 @@ pub enum CameraState {
     /// Patrol: between visits.
     Waiting,
     Stopped,
+    /// Owned by another replica (see `replica`); its status is on that replica's API.
+    Elsewhere,
 }
 
 impl CameraState {
-    pub const ALL: [CameraState; 6] = [
+    pub const ALL: [CameraState; 7] = [
         CameraState::Connecting,
         CameraState::Streaming,
         CameraState::Backoff,
         CameraState::Failed,
         CameraState::Waiting,
         CameraState::Stopped,
+        CameraState::Elsewhere,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +124,7 @@ impl CameraState {
             CameraState::Failed => "failed",
             CameraState::Waiting => "waiting",
             CameraState::Stopped => "stopped",
+            CameraState::Elsewhere => "elsewhere",
         }
     }
 }
@@ -276,6 +286,8 @@ pub struct CameraView {
     /// How alike the latest picture is to the reference view (1: the same ground), when it
     /// could be judged (`rtsp.view_guard`).
     pub view_likeness: Option<f64>,
+    /// The replica that owns the camera when several share the database (`[cluster]`).
+    pub replica: Option<String>,
 }
 
 impl CameraView {
@@ -302,6 +314,7 @@ impl CameraView {
             revisit_interval_s: None,
             since_visit_s: None,
             view_likeness: None,
+            replica: None,
         }
     }
 }
@@ -399,6 +412,7 @@ fn router(config: ApiConfig, view: Arc<dyn DaemonView>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/cameras", get(cameras))
         .route("/api/cameras/{id}", get(camera))
+        .route("/api/replicas", get(replicas))
         .route("/api/cameras/{id}/snapshot.jpg", get(camera_snapshot))
         .route("/api/cases", get(cases))
         .route("/api/cases/{id}", get(case))
@@ -572,6 +586,14 @@ async fn cameras(
         cameras.retain(|c| wanted.holds_for(c));
     }
     Ok(Json(cameras))
+}
+
+async fn replicas(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<crate::cluster::ReplicaLoad>>, ApiError> {
+    state.view.replicas().map(Json).ok_or_else(|| {
+        ApiError::not_found("this daemon runs alone: run.toml has no [cluster] section")
+    })
 }
 
 async fn camera(

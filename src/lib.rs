@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod bench;
 pub mod cases;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod decode;

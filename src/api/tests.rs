@@ -69,6 +69,7 @@ fn camera_view(id: &str, state: CameraState) -> CameraView {
         revisit_interval_s: Some(300.0),
         since_visit_s: Some(120.0),
         view_likeness: Some(0.97),
+        replica: None,
     }
 }
 
@@ -384,7 +385,7 @@ fn camera_states_and_problems_serialize_and_parse_by_one_name() {
     assert_eq!(
         error,
         "unknown camera state or problem `Streaming` (one of connecting, streaming, backoff, failed, waiting, stopped, \
-         refused, unauthorized, not_found, timeout, stalled, disconnected, error, misconfigured, frozen, dark, view_changed)"
+         elsewhere, refused, unauthorized, not_found, timeout, stalled, disconnected, error, misconfigured, frozen, dark, view_changed)"
     );
 }
 

@@ -58,6 +58,12 @@
 //! jsonl = "events.jsonl"
 //! webhook = "https://city.example/api/cases"   # token from $CGBOT_WEBHOOK_TOKEN
 //! webhook_secret_file = "webhook.secret"        # whsec_… signing key (else $CGBOT_WEBHOOK_SECRET)
+//!
+//! [cluster]                       # absent: this daemon watches every camera alone
+//! replica = "cgbot-0"             # unique name among the replicas (default: the host name)
+//! capacity = 1.0                  # weight: a replica of 2.0 gets twice the cameras
+//! heartbeat = "5s"                # lease renewal and live-set check
+//! lease = "15s"                   # a replica silent this long loses its cameras
 //! ```
 
 use std::net::SocketAddr;
@@ -67,6 +73,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::cluster::ClusterConfig;
 use crate::decode::KeyframePolicy;
 use crate::detect::{DetectorOptions, Provider};
 use crate::source::Transport;
@@ -118,6 +125,8 @@ pub struct RunConfig {
     /// Memory all cameras' snapshots may take, in MiB; 0 keeps none.
     #[serde(default = "default_snapshot_budget_mib")]
     pub snapshot_budget_mib: usize,
+    /// Sharing the cameras with other replicas on the same database.
+    pub cluster: Option<ClusterConfig>,
 }
 
 fn default_db() -> PathBuf {
@@ -477,6 +486,9 @@ impl RunConfig {
                 "rtsp.fail_after",
                 "must be at least 1 (failed attempts in a row)".into(),
             ));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.check()?;
         }
         let share = self.api.ready_min_healthy;
         if !(0.0..=1.0).contains(&share) {

@@ -103,6 +103,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("search", "搜索", "Search"),
     ("last_frame", "最新画面", "Last frame"),
     ("revisit", "轮巡间隔", "Revisit"),
+    ("replica", "副本", "Replica"),
     ("zones", "区域", "Zones"),
     ("last_error", "最近错误", "Last error"),
     ("no_zones_yet", "未划区域", "no zones yet"),
@@ -168,6 +169,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("state_backoff", "重连等待", "backoff"),
     ("state_failed", "故障", "failed"),
     ("state_waiting", "轮巡等待", "waiting"),
+    ("state_elsewhere", "其他副本", "on another replica"),
     ("state_stopped", "未监看", "stopped"),
     // Camera problems (the same `state_` keys: one filter takes both)
     ("state_refused", "连接被拒", "refused"),

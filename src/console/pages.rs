@@ -741,6 +741,8 @@ struct CameraRow {
     last_frame: String,
     last_error: String,
     revisit: String,
+    /// The replica owning the camera ("" for a daemon running alone).
+    replica: String,
     zones: usize,
     suppressions: usize,
 }
@@ -778,6 +780,7 @@ fn camera_rows(
                     .revisit_interval_s
                     .map(|s| format!("{s:.0} s"))
                     .unwrap_or_default(),
+                replica: v.replica.clone().unwrap_or_default(),
                 zones: camera.map_or(0, |c| c.zones.len()),
                 suppressions: active
                     .iter()

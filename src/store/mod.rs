@@ -18,6 +18,7 @@
 mod operator;
 mod outbox;
 mod postgres;
+mod replicas;
 mod retention;
 mod sql;
 mod sqlite;
@@ -332,7 +333,7 @@ impl Store {
         camera_id: &str,
         seen_seq: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.db.locked(camera_id).map_err(|e| self.sql(e))?;
+        let tx = self.db.locked(&[camera_id]).map_err(|e| self.sql(e))?;
         let found = operator_seq(&tx, camera_id).map_err(|e| self.sql(e))?;
         if found != seen_seq {
             return Err(StoreError::Conflict {

@@ -51,7 +51,7 @@ fn suppression_row(r: &Row) -> Result<Suppression, DbError> {
     })
 }
 
-fn bump_operator_changes(tx: &Db, camera_id: &str) -> Result<(), DbError> {
+pub(super) fn bump_operator_changes(tx: &Db, camera_id: &str) -> Result<(), DbError> {
     tx.execute(
         "INSERT INTO operator_changes (camera_id, seq) VALUES (?1, 1)
          ON CONFLICT(camera_id) DO UPDATE SET seq = operator_changes.seq + 1",
@@ -113,7 +113,7 @@ impl Store {
             .and_then(|r| r.map(|r| r.text(0)).transpose())
             .map_err(sql)?
             .ok_or_else(not_found)?;
-        let tx = self.db.locked(&camera).map_err(sql)?;
+        let tx = self.db.locked(&[&camera]).map_err(sql)?;
         let Some(row) = tx
             .query_opt("SELECT id, data FROM cases WHERE id = ?1", &vals![case_id])
             .map_err(sql)?
@@ -205,7 +205,7 @@ impl Store {
             id: id.to_string(),
         };
         let camera = self.suppression(id)?.ok_or_else(not_found)?.camera_id;
-        let tx = self.db.locked(&camera).map_err(sql)?;
+        let tx = self.db.locked(&[&camera]).map_err(sql)?;
         let select = format!("SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE id = ?1");
         let Some(mut suppression) = tx
             .query_opt(&select, &vals![id])

@@ -110,6 +110,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         target TEXT NOT NULL,
         detail TEXT NOT NULL
      );",
+    // 2: replicas sharing the database (see crate::cluster): each renews its lease here.
+    "CREATE TABLE replicas (
+        name TEXT PRIMARY KEY,
+        capacity DOUBLE PRECISION NOT NULL,
+        started DOUBLE PRECISION NOT NULL,
+        heartbeat_at DOUBLE PRECISION NOT NULL,
+        lease_until DOUBLE PRECISION NOT NULL,
+        api TEXT NOT NULL
+     );",
 ];
 
 /// Serialises schema upgrades of replicas that start together (an arbitrary constant).

@@ -247,9 +247,10 @@ impl Db {
 
     /// A transaction that reads what it will write under a lock: SQLite takes the
     /// database's write lock at once (`IMMEDIATE`); PostgreSQL, where many writers work
-    /// at once, locks `lock` — a camera id, typically — for the transaction, so two
-    /// writers of the same camera take turns and others go on.
-    pub fn locked(&self, lock: &str) -> Result<Tx<'_>, DbError> {
+    /// at once, locks each of `locks` — camera ids, typically — for the transaction, so
+    /// two writers of the same camera take turns and others go on. The locks are taken in
+    /// order, so two transactions locking overlapping sets cannot deadlock.
+    pub fn locked(&self, locks: &[&str]) -> Result<Tx<'_>, DbError> {
         match self {
             Db::Sqlite(conn) => conn.execute_batch("BEGIN IMMEDIATE")?,
             Db::Postgres(pg) => {
@@ -258,7 +259,12 @@ impl Db {
                     db: self,
                     open: true,
                 };
-                pg.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &vals![lock])?;
+                let mut locks = locks.to_vec();
+                locks.sort_unstable();
+                locks.dedup();
+                for lock in locks {
+                    pg.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &vals![lock])?;
+                }
                 return Ok(tx);
             }
         }

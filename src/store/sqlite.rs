@@ -97,6 +97,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
      );
      UPDATE cases SET data = json_set(data, '$.transitions',
         (SELECT COUNT(*) FROM history WHERE history.case_id = cases.id));",
+    // 3: replicas sharing the database (see crate::cluster): each renews its lease here.
+    "CREATE TABLE replicas (
+        name TEXT PRIMARY KEY,
+        capacity REAL NOT NULL,
+        started REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        lease_until REAL NOT NULL,
+        api TEXT NOT NULL
+     );",
 ];
 
 /// Opens (creating) the database file and brings its schema up to date. `Ok(Err(found))`

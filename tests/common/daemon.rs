@@ -246,6 +246,14 @@ impl Daemon {
         }
     }
 
+    /// Kills the daemon with SIGKILL (no clean shutdown: a crash or a lost server).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit; returns its status and how long it took.
     pub fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
         let child = self.child.as_mut().expect("running");

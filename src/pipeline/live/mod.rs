@@ -23,6 +23,7 @@ use crossbeam_channel::bounded;
 
 use crate::api::{self, ApiConfig};
 use crate::cases::Categories;
+use crate::cluster::Membership;
 use crate::config::{PatrolConfig, RunConfig};
 use crate::console::{ConsoleConfig, Users};
 use crate::detect::Detector;
@@ -107,6 +108,26 @@ pub struct Registry {
     patrol: Mutex<Patrol>,
     /// Every camera's latest picture; a camera's goes when it leaves the list.
     snapshots: Arc<Snapshots>,
+    /// With `[cluster]`: the live replicas and the cameras they own.
+    cluster: RwLock<Option<ClusterStatus>>,
+}
+
+/// What this replica knows of the others, as of its last heartbeat.
+#[derive(Default)]
+struct ClusterStatus {
+    replica: String,
+    replicas: Vec<crate::cluster::ReplicaLoad>,
+    /// Configured cameras other replicas own.
+    elsewhere: Vec<OwnedElsewhere>,
+    /// Cameras this replica took over from another after its first assignment.
+    handoffs: u64,
+}
+
+struct OwnedElsewhere {
+    id: String,
+    name: String,
+    priority: bool,
+    owner: String,
 }
 
 impl Registry {
@@ -116,6 +137,7 @@ impl Registry {
             not_ready: RwLock::default(),
             patrol: Mutex::new(Patrol::new(patrol)),
             snapshots,
+            cluster: RwLock::default(),
         }
     }
 
@@ -128,6 +150,10 @@ impl Registry {
     fn set(&self, cameras: BTreeMap<String, Arc<LiveCamera>>) {
         self.snapshots.retain(|id| cameras.contains_key(id));
         *self.cameras.write().unwrap_or_else(|p| p.into_inner()) = cameras;
+    }
+
+    fn set_cluster(&self, status: ClusterStatus) {
+        *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = Some(status);
     }
 
     fn set_not_ready(&self, reason: Option<String>) {
@@ -279,6 +305,19 @@ pub fn run(
         opener: Arc::new(RtspOpener),
         sessions: session_slots(&config, &cameras),
     });
+    let membership = match &config.cluster {
+        Some(cluster) => {
+            let api = format!("http://{}", config.api.listen);
+            let membership = Membership::open(cluster.clone(), api, &config.db)?;
+            tracing::info!(
+                replica = membership.name(),
+                capacity = cluster.capacity,
+                "sharing the cameras with the other replicas of the database"
+            );
+            Some(membership)
+        }
+        None => None,
+    };
     let deadline = config.shutdown_deadline;
     let shutdown_started = runtime.block_on(async {
         let listener =
@@ -307,7 +346,7 @@ pub fn run(
                 let _ = api_stopped.await;
             },
         ));
-        let supervisor = Supervisor::new(ctx.clone(), registry.clone(), cameras);
+        let supervisor = Supervisor::new(ctx.clone(), registry.clone(), cameras, membership);
         supervisor.run(shutdown).await;
         let shutdown_started = Instant::now();
         registry.set_not_ready(Some("shutting down".into()));

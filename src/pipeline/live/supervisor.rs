@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::camera::{self, CameraState, LiveCamera, Visit};
-use super::{LiveContext, Registry};
+use super::{ClusterStatus, LiveContext, OwnedElsewhere, Registry};
+use crate::cluster::{self, Assignable, LiveChange, Membership, Replica, ReplicaLoad};
 use crate::config::{diff_cameras, load_cameras_with, Camera};
 use crate::metrics::HistogramSnapshot;
 use crate::patrol::VisitLength;
@@ -50,10 +51,29 @@ pub(super) struct Supervisor {
     /// Patrol visits under way; each returns its camera's id and generation.
     visits: JoinSet<(String, u64)>,
     generation: u64,
+    /// With `[cluster]`: only the cameras assigned to this replica are watched.
+    cluster: Option<Cluster>,
+}
+
+/// This replica's membership and the assignment as of its last heartbeat.
+struct Cluster {
+    membership: Membership,
+    live: Vec<Replica>,
+    /// Every configured camera's owner.
+    owners: BTreeMap<String, String>,
+    assigned_once: bool,
+    handoffs: u64,
 }
 
 impl Supervisor {
-    pub fn new(ctx: Arc<LiveContext>, registry: Arc<Registry>, cameras: Vec<Camera>) -> Self {
+    /// Starts watching `cameras`, or with `membership`, none until the first heartbeat
+    /// says which are this replica's.
+    pub fn new(
+        ctx: Arc<LiveContext>,
+        registry: Arc<Registry>,
+        cameras: Vec<Camera>,
+        membership: Option<Membership>,
+    ) -> Self {
         let mut supervisor = Self {
             ctx,
             registry,
@@ -62,9 +82,18 @@ impl Supervisor {
             revisit_verdict: None,
             visits: JoinSet::new(),
             generation: 0,
+            cluster: membership.map(|membership| Cluster {
+                membership,
+                live: Vec::new(),
+                owners: BTreeMap::new(),
+                assigned_once: false,
+                handoffs: 0,
+            }),
         };
-        for camera in cameras.iter().cloned() {
-            supervisor.start(camera);
+        if supervisor.cluster.is_none() {
+            for camera in cameras.iter().cloned() {
+                supervisor.start(camera);
+            }
         }
         supervisor.configured = cameras;
         supervisor.publish();
@@ -116,6 +145,9 @@ impl Supervisor {
                 .map(|(id, w)| (id.clone(), w.camera.clone()))
                 .collect(),
         );
+        if let Some(cluster) = &self.cluster {
+            self.registry.set_cluster(cluster.status(&self.configured));
+        }
     }
 
     /// Whether the patrol can keep the configured revisit interval: at start-up with every
@@ -194,6 +226,13 @@ impl Supervisor {
         let mut status =
             tokio::time::interval_at(tokio::time::Instant::now() + STATUS_EVERY, STATUS_EVERY);
         let mut window = StatusWindow::default();
+        // Without a cluster the arm below is disabled; the period is then unused.
+        let mut heartbeat = tokio::time::interval(
+            self.cluster
+                .as_ref()
+                .map_or(STATUS_EVERY, |c| c.membership.config().heartbeat),
+        );
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             let patrolling = !self.registry.patrol().is_empty();
@@ -209,6 +248,7 @@ impl Supervisor {
                     }
                 }
                 _ = tick.tick(), if patrolling => self.start_visits(),
+                _ = heartbeat.tick(), if self.cluster.is_some() => self.beat().await,
                 _ = status.tick() => {
                     window = self.log_status(&window);
                     self.check_revisit();
@@ -222,17 +262,125 @@ impl Supervisor {
             }
         }
         let ids: Vec<String> = self.watched.keys().cloned().collect();
-        let mut stopping = JoinSet::new();
-        for id in ids {
-            if let Some(watched) = self.watched.remove(&id) {
-                stopping.spawn(stop_watched(watched));
-            }
-        }
-        while stopping.join_next().await.is_some() {}
+        self.stop_all(ids).await;
         let _ = tokio::time::timeout(STOP_TIMEOUT, async {
             while self.visits.join_next().await.is_some() {}
         })
         .await;
+        if let Some(cluster) = self.cluster.as_mut() {
+            // The others take this replica's cameras at their next beat, not after its lease.
+            match cluster.membership.leave().await {
+                Ok(()) => tracing::info!(replica = cluster.membership.name(), "left the cluster"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot leave the cluster; the others take its cameras when its lease runs out")
+                }
+            }
+        }
+    }
+
+    /// Stops cameras all at once: each may take up to `STOP_TIMEOUT`.
+    async fn stop_all(&mut self, ids: Vec<String>) {
+        let mut stopping = JoinSet::new();
+        for id in ids {
+            if let Some(watched) = self.watched.remove(&id) {
+                self.registry.patrol().remove(&id);
+                stopping.spawn(stop_watched(watched));
+            }
+        }
+        while stopping.join_next().await.is_some() {}
+    }
+
+    /// One heartbeat: renews the lease and follows the live set. When the database stays
+    /// out of reach until the lease runs out, another replica may own the cameras by now,
+    /// so all of them stop.
+    async fn beat(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let error = match cluster.membership.beat().await {
+            Ok(live) => return self.reassign(live).await,
+            Err(e) => e,
+        };
+        let now = crate::clock::unix_now();
+        if cluster.membership.lease_holds(now) {
+            tracing::warn!(error = %error, lease_left_s = cluster.membership.lease_until().map(|u| u - now), "heartbeat failed; the lease still holds");
+        } else if !cluster.live.is_empty() || !self.watched.is_empty() {
+            tracing::error!(
+                error = %error,
+                cameras = self.watched.len(),
+                "own lease lapsed (database out of reach); stopping every camera, as another replica may own them now"
+            );
+            self.reassign(Vec::new()).await;
+        }
+    }
+
+    /// Watches exactly the configured cameras that `live` assigns to this replica: stops
+    /// those it lost, marks those it gained as taken (so a previous owner's late writes
+    /// conflict) and starts them. Logs a line when the live set changed.
+    async fn reassign(&mut self, live: Vec<Replica>) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let cameras: Vec<Assignable<'_>> = self.configured.iter().map(assignable).collect();
+        let owners = cluster::assign(&cameras, &live);
+        let change = LiveChange::between(&cluster.live, &live);
+        let moved = cluster::moved(&cluster.owners, &owners);
+        if !change.is_empty() {
+            tracing::info!(
+                joined = ?change.joined,
+                left = ?change.left,
+                replicas = live.len(),
+                cameras_moved = moved,
+                "live replicas changed"
+            );
+        }
+        let me = cluster.membership.name().to_string();
+        let mine = |id: &str| owners.get(id) == Some(&me);
+        let lost: Vec<String> = self
+            .watched
+            .keys()
+            .filter(|id| !mine(id))
+            .cloned()
+            .collect();
+        let gained: Vec<Camera> = self
+            .configured
+            .iter()
+            .filter(|c| mine(&c.info.id) && !self.watched.contains_key(&c.info.id))
+            .cloned()
+            .collect();
+        cluster.live = live;
+        cluster.owners = owners;
+        let first = !std::mem::replace(&mut cluster.assigned_once, true);
+        let taken = if gained.is_empty() {
+            Ok(())
+        } else {
+            let ids = gained.iter().map(|c| c.info.id.clone()).collect();
+            cluster.membership.take(ids).await
+        };
+        let gained = match taken {
+            Ok(()) => {
+                if !first {
+                    cluster.handoffs += gained.len() as u64;
+                }
+                gained
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, cameras = gained.len(), "cannot mark gained cameras as taken; starting them at the next heartbeat");
+                Vec::new()
+            }
+        };
+        if !lost.is_empty() || !gained.is_empty() {
+            tracing::info!(
+                lost = lost.len(),
+                gained = gained.len(),
+                "cameras handed over"
+            );
+        }
+        self.stop_all(lost).await;
+        for camera in gained {
+            self.start(camera);
+        }
+        self.publish();
     }
 
     /// One line for the operator, with rates and latency over the window since the last
@@ -294,15 +442,21 @@ impl Supervisor {
         for id in diff.removed.iter().chain(&changed) {
             self.stop(id).await;
         }
-        let by_id: BTreeMap<&str, &Camera> =
-            cameras.iter().map(|c| (c.info.id.as_str(), c)).collect();
-        for id in diff.added.iter().chain(&changed) {
-            if let Some(camera) = by_id.get(id.as_str()) {
-                self.start((*camera).clone());
+        if let Some(live) = self.cluster.as_ref().map(|c| c.live.clone()) {
+            // Only the added and changed cameras can change hands.
+            self.configured = cameras;
+            self.reassign(live).await;
+        } else {
+            let by_id: BTreeMap<&str, &Camera> =
+                cameras.iter().map(|c| (c.info.id.as_str(), c)).collect();
+            for id in diff.added.iter().chain(&changed) {
+                if let Some(camera) = by_id.get(id.as_str()) {
+                    self.start((*camera).clone());
+                }
             }
+            self.configured = cameras;
+            self.publish();
         }
-        self.configured = cameras;
-        self.publish();
         self.ctx.metrics.rotations.inc();
         tracing::info!(
             added = diff.added.len(),
@@ -314,6 +468,54 @@ impl Supervisor {
         // The roster changed: say again where it stands.
         self.revisit_verdict = None;
         self.check_revisit();
+    }
+}
+
+fn assignable(camera: &Camera) -> Assignable<'_> {
+    Assignable {
+        id: &camera.info.id,
+        priority: camera.priority,
+    }
+}
+
+impl Cluster {
+    /// The live replicas with their camera counts, and the cameras others own.
+    fn status(&self, configured: &[Camera]) -> ClusterStatus {
+        let me = self.membership.name();
+        let replicas = self
+            .live
+            .iter()
+            .map(|r| {
+                let owned = configured
+                    .iter()
+                    .filter(|c| self.owners.get(&c.info.id) == Some(&r.name));
+                let (cameras, priority_cameras) =
+                    owned.fold((0, 0), |(n, p), c| (n + 1, p + usize::from(c.priority)));
+                ReplicaLoad {
+                    replica: r.clone(),
+                    cameras,
+                    priority_cameras,
+                }
+            })
+            .collect();
+        let elsewhere = configured
+            .iter()
+            .filter_map(|c| {
+                let owner = self.owners.get(&c.info.id)?;
+                (owner != me).then(|| OwnedElsewhere {
+                    id: c.info.id.clone(),
+                    name: c.info.name.clone(),
+                    priority: c.priority,
+                    owner: owner.clone(),
+                })
+            })
+            .collect();
+        ClusterStatus {
+            replica: me.to_string(),
+            replicas,
+            elsewhere,
+            handoffs: self.handoffs,
+        }
     }
 }
 

@@ -64,7 +64,9 @@ impl DaemonView for LiveView {
             cameras.iter().map(|c| patrol.stats(c.id())).collect()
         };
         let now = Instant::now();
-        cameras
+        let cluster = read(&self.registry.cluster);
+        let me = cluster.as_ref().map(|c| c.replica.clone());
+        let mut views: Vec<CameraView> = cameras
             .iter()
             .zip(visits)
             .map(|(c, visits)| {
@@ -94,9 +96,26 @@ impl DaemonView for LiveView {
                     view_likeness: feed
                         .view_likeness()
                         .map(|l| (f64::from(l) * 1000.0).round() / 1000.0),
+                    replica: me.clone(),
                 }
             })
-            .collect()
+            .collect();
+        if let Some(cluster) = cluster.as_ref() {
+            views.extend(cluster.elsewhere.iter().map(|c| CameraView {
+                state: CameraState::Elsewhere,
+                priority: c.priority,
+                replica: Some(c.owner.clone()),
+                ..CameraView::unwatched(&c.id, &c.name)
+            }));
+            views.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        views
+    }
+
+    fn replicas(&self) -> Option<Vec<crate::cluster::ReplicaLoad>> {
+        read(&self.registry.cluster)
+            .as_ref()
+            .map(|c| c.replicas.clone())
     }
 
     fn snapshot(&self, camera_id: &str) -> Option<Snapshot> {
@@ -113,10 +132,15 @@ impl DaemonView for LiveView {
         let m = &self.metrics;
         let cameras = self.registry.cameras();
         let mut out = Exposition::default();
+        let cluster = read(&self.registry.cluster);
+        let elsewhere = cluster.as_ref().map_or(0, |c| c.elsewhere.len());
         let by_state: Vec<(&str, f64)> = CameraState::ALL
             .iter()
             .map(|&s| {
-                let n = cameras.iter().filter(|c| c.state() == s).count();
+                let n = match s {
+                    CameraState::Elsewhere => elsewhere,
+                    s => cameras.iter().filter(|c| c.state() == s).count(),
+                };
                 (s.as_str(), n as f64)
             })
             .collect();
@@ -290,6 +314,24 @@ impl DaemonView for LiveView {
             "Longest time between two visits of any patrolled camera, or since the last (or joining) of one still waiting.",
             worst_revisit.map_or(0.0, |d| d.as_secs_f64()),
         );
+        if let Some(cluster) = cluster.as_ref() {
+            out.gauge(
+                "cgbot_cluster_replicas",
+                "Live replicas sharing the database, this one included, as of its last heartbeat.",
+                cluster.replicas.len() as f64,
+            );
+            out.gauge(
+                "cgbot_cluster_cameras_owned",
+                "Configured cameras this replica owns.",
+                cameras.len() as f64,
+            );
+            out.counter(
+                "cgbot_cluster_handoffs_total",
+                "Cameras this replica took over from another (a peer left, failed or was stopped) after its first assignment.",
+                cluster.handoffs,
+            );
+        }
+        drop(cluster);
         store_metrics(&mut out, &m.store);
         out.finish()
     }
