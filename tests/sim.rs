@@ -496,13 +496,13 @@ fn cli_serves_until_its_duration_and_reports_bad_input() {
         clip.display()
     );
     assert!(banner.starts_with(&expected), "{banner}");
-    assert!(banner.trim_end().ends_with("/cam/0..2"), "{banner}");
-    let url = banner
+    let (main, sub) = banner
         .trim_end()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .replace("0..2", "2");
+        .split_once(", sub streams ")
+        .expect("the sub streams named");
+    assert!(main.ends_with("/cam/0..2"), "{banner}");
+    assert!(sub.ends_with("at .../cam/N/sub"), "{banner}");
+    let url = main.rsplit(' ').next().unwrap().replace("0..2", "2");
     let probe = ffprobe(&url, "tcp");
     let _ = child.kill();
     let _ = child.wait();
