@@ -122,7 +122,8 @@ fn replicas_share_the_cameras_fail_over_take_back_their_share_and_rotate_only_th
     let share = |name: &str| first.values().filter(|o| *o == name).count();
     for name in ["r0", "r1", "r2"] {
         assert!(
-            (8..=32).contains(&share(name)),
+            // A third each, give or take what hashing 60 cameras gives.
+            (CAMERAS * 2 / 15..=CAMERAS * 8 / 15).contains(&share(name)),
             "{name} owns {} of {CAMERAS}: {first:?}",
             share(name)
         );
