@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cgbot::sim::{SimConfig, SimHandle};
 use common::daemon::{camera_file, free_port, start_sim, van_zone, Daemon};
-use common::{cgbot, dark_clip, ffmpeg, frozen_clip, ok, sample};
+use common::{cgbot, dark_clip, filtered_clip, frozen_clip, ok, sample};
 use serde_json::Value;
 
 /// The daemon tests load both cores; run them one at a time.
@@ -499,27 +499,32 @@ fn a_hung_webhook_never_delays_the_jsonl_sink_beside_it() {
 fn van_leaves_after(dir: &std::path::Path, present: u32, length: u32) -> std::path::PathBuf {
     let path = dir.join("van-leaves.mp4");
     let filter = format!("delogo=x=512:y=205:w=127:h=140:enable='gte(t,{present})'");
-    ffmpeg(&[
-        "-stream_loop",
-        "-1",
-        "-i",
-        sample("street-static-h264.mp4").to_str().unwrap(),
-        "-t",
-        &length.to_string(),
-        "-vf",
-        &filter,
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-pix_fmt",
-        "yuv420p",
-        "-an",
-        path.to_str().unwrap(),
-    ]);
+    filtered_clip(&sample("street-static-h264.mp4"), length, &filter, &path);
     path
+}
+
+/// One simulated camera playing `clip`, with the van's kerb as a no-parking zone filing
+/// after `dwell` and closing after `verify` gone, watched by a daemon sampling each second
+/// and writing its events to `events.jsonl` in `dir`.
+fn van_camera_on(
+    clip: &std::path::Path,
+    dir: &std::path::Path,
+    dwell: &str,
+    verify: &str,
+) -> (SimHandle, Daemon) {
+    let port = free_port();
+    let mut config = SimConfig::new(clip, 1);
+    config.bind = SocketAddr::from(([127, 0, 0, 1], port));
+    let sim = SimHandle::start(config).expect("start simulator");
+    let zone = format!(
+        "[[camera.zone]]\nid = \"no-parking-east\"\n\
+         polygon = [[0.78, 0.40], [1.0, 0.40], [1.0, 0.80], [0.78, 0.80]]\n\
+         rules = [{{ event = \"illegal_parking\", min_dwell = \"{dwell}\", verify_window = \"{verify}\" }}]\n"
+    );
+    std::fs::write(dir.join("cams.toml"), camera_file(port, 0..1, &zone)).unwrap();
+    let settings =
+        "[sampling]\ninterval = \"1s\"\n[sinks]\njsonl = \"events.jsonl\"\nevery = \"1s\"\n";
+    (sim, Daemon::start(dir, "cams.toml", settings))
 }
 
 /// `cgbot cases show ID` of the daemon's database.
@@ -540,17 +545,7 @@ fn an_operators_status_survives_the_running_daemon_and_the_case_closes_from_it()
     let dir = tempfile::tempdir().unwrap();
     // The van stands for 50 s, then the street is empty for a minute.
     let clip = van_leaves_after(dir.path(), 50, 110);
-    let port = free_port();
-    let mut config = SimConfig::new(&clip, 1);
-    config.bind = SocketAddr::from(([127, 0, 0, 1], port));
-    let _sim = SimHandle::start(config).expect("start simulator");
-    let zone = "[[camera.zone]]\nid = \"no-parking-east\"\n\
-                polygon = [[0.78, 0.40], [1.0, 0.40], [1.0, 0.80], [0.78, 0.80]]\n\
-                rules = [{ event = \"illegal_parking\", min_dwell = \"4s\", verify_window = \"5s\" }]\n";
-    std::fs::write(dir.path().join("cams.toml"), camera_file(port, 0..1, zone)).unwrap();
-    let settings =
-        "[sampling]\ninterval = \"1s\"\n[sinks]\njsonl = \"events.jsonl\"\nevery = \"1s\"\n";
-    let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
+    let (_sim, mut daemon) = van_camera_on(&clip, dir.path(), "4s", "5s");
     daemon.wait_for("the van's case to be filed", Duration::from_secs(60), |d| {
         d.get("/api/cases?status=filed")
             .as_array()
@@ -878,38 +873,14 @@ fn a_turned_camera_suspends_its_rules_until_its_view_returns() {
     // The street looped: 15 s on the preset, 20 s turned left (the van's kerb out of the
     // picture), 15 s back.
     let clip = dir.path().join("turned.mp4");
-    ffmpeg(&[
-        "-stream_loop",
-        "-1",
-        "-i",
-        sample("street-static-h264.mp4").to_str().unwrap(),
-        "-t",
-        "50",
-        "-vf",
+    filtered_clip(
+        &sample("street-static-h264.mp4"),
+        50,
         "split[preset][turn];[turn]crop=iw*0.7:ih*0.7:0:ih*0.15,scale=640:480[left];\
          [preset][left]overlay=enable='between(t,15,35)'",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-pix_fmt",
-        "yuv420p",
-        "-an",
-        clip.to_str().unwrap(),
-    ]);
-    let port = free_port();
-    let mut config = SimConfig::new(&clip, 1);
-    config.bind = SocketAddr::from(([127, 0, 0, 1], port));
-    let _sim = SimHandle::start(config).expect("start simulator");
-    let zone = "[[camera.zone]]\nid = \"no-parking-east\"\n\
-                polygon = [[0.78, 0.40], [1.0, 0.40], [1.0, 0.80], [0.78, 0.80]]\n\
-                rules = [{ event = \"illegal_parking\", min_dwell = \"3s\", verify_window = \"4s\" }]\n";
-    std::fs::write(dir.path().join("cams.toml"), camera_file(port, 0..1, zone)).unwrap();
-    let settings =
-        "[sampling]\ninterval = \"1s\"\n[sinks]\njsonl = \"events.jsonl\"\nevery = \"1s\"\n";
-    let mut daemon = Daemon::start(dir.path(), "cams.toml", settings);
+        &clip,
+    );
+    let (_sim, mut daemon) = van_camera_on(&clip, dir.path(), "3s", "4s");
     let problem = |d: &Daemon| d.get("/api/cameras/cam-0")["problem"].clone();
     daemon.wait_for("the van's case to be filed", Duration::from_secs(90), |d| {
         d.metric("cgbot_cases_filed_total") >= 1.0

@@ -307,24 +307,7 @@ fn view_likeness_tells_a_turned_camera_from_light_and_traffic() {
             ("zoom", zoom.as_str(), false),
         ] {
             let variant = dir.path().join(format!("{name}.mp4"));
-            ffmpeg(&[
-                "-i",
-                original.to_str().unwrap(),
-                "-t",
-                "10",
-                "-vf",
-                filter,
-                "-an",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-                "-pix_fmt",
-                "yuv420p",
-                variant.to_str().unwrap(),
-            ]);
+            filtered_clip(&original, 6, filter, &variant);
             let found = likeness_to(&reference, &variant);
             eprintln!("{clip} {name}: likeness {found:.2?}");
             let judged: Vec<f32> = found.iter().copied().filter(|l| !l.is_nan()).collect();

@@ -159,12 +159,28 @@ pub fn dark_clip(out: &Path, width: u32, seconds: u32, gop: u32) {
     );
 }
 
+/// `source` looped for `seconds` through the FFmpeg video `filter`, re-encoded as the
+/// tests' clips are (H.264, a keyframe every second at 25 fps, no audio).
+pub fn filtered_clip(source: &Path, seconds: u32, filter: &str, out: &Path) {
+    let seconds = seconds.to_string();
+    let input = [
+        "-stream_loop",
+        "-1",
+        "-i",
+        source.to_str().unwrap(),
+        "-t",
+        &seconds,
+    ];
+    encode_h264(&input, filter, 25, out);
+}
+
 fn encode_h264(input: &[&str], filter: &str, gop: u32, out: &Path) {
     let gop = gop.to_string();
     let mut args = input.to_vec();
     args.extend([
         "-vf",
         filter,
+        "-an",
         "-c:v",
         "libx264",
         "-preset",
