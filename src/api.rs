@@ -73,10 +73,10 @@ pub trait DaemonView: Send + Sync + 'static {
         let _ = camera_id;
         None
     }
-    /// Makes the camera's latest picture its reference view. `None` for a camera this
-    /// daemon does not watch, `Some(false)` when it has no picture yet or its view is not
-    /// guarded.
-    fn rebase_view(&self, camera_id: &str) -> Option<bool> {
+    /// Makes the camera's latest picture its reference view and returns it, to be kept.
+    /// `None` for a camera this daemon does not watch, `Some(None)` when it has no picture
+    /// yet or its view is not guarded.
+    fn rebase_view(&self, camera_id: &str) -> Option<Option<crate::decode::ViewSignature>> {
         let _ = camera_id;
         None
     }

@@ -293,6 +293,32 @@ fn an_operator_reviews_rejects_dispatches_and_draws_a_zone_in_chromium() {
     wait_browser(&browser, "the save", Duration::from_secs(10), |b| {
         b.find("#editor-message").text().contains("已保存")
     });
+    // The zones fit this picture: the admin makes it the camera's reference view.
+    wait_browser(
+        &browser,
+        "the view likeness",
+        Duration::from_secs(30),
+        |b| {
+            b.refresh();
+            b.wait_for("#zone-panel", Duration::from_secs(5));
+            text_of(b, "#view-likeness").is_some_and(|l| l.parse::<f64>().is_ok())
+        },
+    );
+    browser.find("#rebase-view").click();
+    assert!(browser.alert_text().contains("参考画面"));
+    browser.accept_alert();
+    wait_browser(&browser, "the re-base", Duration::from_secs(10), |b| {
+        b.find("#view-message").text().contains("已设为参考画面")
+    });
+    let audit = daemon.get("/api/audit");
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "view-rebased"),
+        "{audit}"
+    );
     let after = std::fs::read_to_string(&cameras).unwrap();
     assert!(
         after.starts_with("# cameras of the console test"),

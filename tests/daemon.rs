@@ -993,3 +993,36 @@ fn sub_stream_cameras_take_evidence_from_the_main_stream() {
         daemon.terminate(Duration::from_secs(20));
     }
 }
+
+/// The reference view is kept in the database: a daemon restarted while the camera looks
+/// elsewhere says so at once instead of learning the turned view as the new reference.
+#[test]
+fn the_reference_view_outlives_a_restart() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let view_likeness = |d: &Daemon| d.get("/api/cameras/cam-0")["view_likeness"].as_f64();
+    let (sim, mut daemon) =
+        van_camera_on(&sample("street-static-h264.mp4"), dir.path(), "600s", "60s");
+    daemon.wait_for(
+        "the reference view to be learned",
+        Duration::from_secs(60),
+        |d| view_likeness(d).is_some_and(|l| l > 0.9),
+    );
+    daemon.terminate(Duration::from_secs(20));
+    drop(sim);
+
+    // Restarted with the camera turned left for good.
+    let turned = dir.path().join("turned.mp4");
+    filtered_clip(
+        &sample("street-static-h264.mp4"),
+        50,
+        "crop=iw*0.7:ih*0.7:0:ih*0.15,scale=640:480",
+        &turned,
+    );
+    let (_sim, mut daemon) = van_camera_on(&turned, dir.path(), "600s", "60s");
+    daemon.wait_for("the turned view to be told", Duration::from_secs(60), |d| {
+        d.get("/api/cameras/cam-0")["problem"] == "view_changed"
+    });
+    assert!(view_likeness(&daemon) < Some(0.6));
+    daemon.terminate(Duration::from_secs(20));
+}

@@ -743,6 +743,8 @@ struct CameraRow {
     revisit: String,
     /// The replica owning the camera ("" for a daemon running alone).
     replica: String,
+    /// Likeness of the latest picture to the reference view ("" when not judged).
+    view_likeness: String,
     zones: usize,
     suppressions: usize,
 }
@@ -781,6 +783,10 @@ fn camera_rows(
                     .map(|s| format!("{s:.0} s"))
                     .unwrap_or_default(),
                 replica: v.replica.clone().unwrap_or_default(),
+                view_likeness: v
+                    .view_likeness
+                    .map(|l| format!("{l:.2}"))
+                    .unwrap_or_default(),
                 zones: camera.map_or(0, |c| c.zones.len()),
                 suppressions: active
                     .iter()
@@ -937,6 +943,7 @@ async fn camera_page(
             editable => editable,
             editor_unavailable => editor_unavailable,
             picture_note => picture_note,
+            admin => viewer.principal.role == Role::Admin,
             now => now as u64,
         }),
     ))

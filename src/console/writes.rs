@@ -17,7 +17,7 @@ use crate::cases::{Case, Categories, RejectReason, Status};
 use crate::clock::unix_now;
 use crate::config::{self, ZoneEditError, ZoneSpec};
 use crate::rules::EventCatalogue;
-use crate::store::{OperatorAction, StoreError, Suppression};
+use crate::store::{OperatorAction, ReferenceView, StoreError, Suppression};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -374,19 +374,37 @@ async fn rebase_view(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require_admin("re-basing a camera's view")?;
-    match state.view.rebase_view(&id) {
-        None => Err(ApiError::not_found(format!(
-            "camera {id} is not watched by this daemon"
-        ))),
-        Some(false) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("camera {id} has no analysed picture yet, or rtsp.view_guard is off"),
-        )),
-        Some(true) => {
-            audit(&state, &principal.name, "view-rebased", &id, "").await;
-            Ok(Json(json!({ "camera": id, "rebased": true })))
+    let signature = match state.view.rebase_view(&id) {
+        None => {
+            return Err(ApiError::not_found(format!(
+                "camera {id} is not watched by this daemon"
+            )))
         }
-    }
+        Some(None) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("camera {id} has no analysed picture yet, or rtsp.view_guard is off"),
+            ))
+        }
+        Some(Some(signature)) => signature,
+    };
+    // Kept, so that a restart or another replica judges the camera against this view.
+    let view = ReferenceView {
+        signature,
+        taken_at: unix_now(),
+        taken_by: principal.name.clone(),
+    };
+    let camera = id.clone();
+    state
+        .cases
+        .run(move |store| {
+            store
+                .set_reference_view(&camera, &view)
+                .map_err(|e| store_error("keeping the reference view", e))
+        })
+        .await?;
+    audit(&state, &principal.name, "view-rebased", &id, "").await;
+    Ok(Json(json!({ "camera": id, "rebased": true })))
 }
 
 #[derive(Deserialize)]

@@ -282,6 +282,27 @@ impl ViewSignature {
         })
     }
 
+    /// The cells as little-endian `f32`s, for keeping the reference view in the store.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.cells.iter().flat_map(|c| c.to_le_bytes()).collect()
+    }
+
+    /// The signature [`ViewSignature::to_bytes`] wrote; `None` for bytes of another grid
+    /// (written by a cgbot with a different one) or not finite, which are learned anew.
+    pub fn from_bytes(bytes: &[u8]) -> Option<ViewSignature> {
+        if bytes.len() != VIEW_COLUMNS * VIEW_ROWS * 4 {
+            return None;
+        }
+        let cells: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        cells
+            .iter()
+            .all(|c| c.is_finite())
+            .then_some(ViewSignature { cells })
+    }
+
     /// A signature from cell values given row by row (tests).
     #[cfg(test)]
     pub(crate) fn from_cells(cell: impl Fn(usize, usize) -> f32) -> ViewSignature {
@@ -361,5 +382,19 @@ mod tests {
         );
         let black = ViewSignature::from_cells(|_, _| 16.0);
         assert_eq!(day.likeness(&black), None);
+    }
+
+    #[test]
+    fn a_view_survives_its_bytes_and_other_grids_are_refused() {
+        let day = scene(0);
+        assert_eq!(
+            ViewSignature::from_bytes(&day.to_bytes()),
+            Some(day.clone())
+        );
+        let bytes = day.to_bytes();
+        assert_eq!(ViewSignature::from_bytes(&bytes[..bytes.len() - 4]), None);
+        let mut nan = bytes;
+        nan[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(ViewSignature::from_bytes(&nan), None);
     }
 }

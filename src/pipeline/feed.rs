@@ -49,6 +49,8 @@ pub struct Feed {
     analysed_at: Mutex<VecDeque<Instant>>,
     /// Judges the analysed pictures; `None` where nobody asked (files).
     picture: Option<Mutex<PictureWatch>>,
+    /// Whether the reference view kept in the store was looked for (once per feed).
+    view_restored: AtomicBool,
     /// Woken for every analysed frame, so a patrol visit ends as soon as it has its samples.
     analysed: tokio::sync::Notify,
     /// When detection last took a frame of this feed (its service number): the least
@@ -71,6 +73,7 @@ impl Feed {
             last_frame_at: Mutex::new(None),
             analysed_at: Mutex::new(VecDeque::new()),
             picture: None,
+            view_restored: AtomicBool::new(false),
             analysed: tokio::sync::Notify::new(),
             detect_served: AtomicU64::new(0),
         }
@@ -125,17 +128,43 @@ impl Feed {
         self.picture.as_ref().and_then(|w| lock(w).problem())
     }
 
-    /// The latest analysed picture becomes the camera's reference view; false when the
-    /// view is not guarded or no picture was analysed yet.
-    pub fn rebase_view(&self) -> bool {
-        let rebased = self.picture.as_ref().is_some_and(|w| lock(w).rebase_view());
-        if rebased {
+    /// The latest analysed picture becomes the camera's reference view, returned to be
+    /// kept; `None` when the view is not guarded or no picture was analysed yet.
+    pub fn rebase_view(&self) -> Option<ViewSignature> {
+        let rebased = self.view_guard().and_then(|mut w| w.rebase_view());
+        if rebased.is_some() {
             tracing::info!(
                 camera = self.id(),
                 "reference view re-based on the latest picture"
             );
         }
         rebased
+    }
+
+    /// The first call for a feed that guards its view answers true: its reference view
+    /// is to be looked up in the store (and [`Feed::restore_view`]d).
+    pub(super) fn wants_its_kept_view(&self) -> bool {
+        self.view_guard().is_some() && !self.view_restored.swap(true, Ordering::AcqRel)
+    }
+
+    /// See [`PictureWatch::restore_view`].
+    pub(super) fn restore_view(&self, reference: ViewSignature) {
+        if let Some(mut watch) = self.view_guard() {
+            watch.restore_view(reference);
+        }
+    }
+
+    /// See [`PictureWatch::take_learned_view`].
+    pub(super) fn take_learned_view(&self) -> Option<ViewSignature> {
+        self.view_guard().and_then(|mut w| w.take_learned_view())
+    }
+
+    /// The picture watch, where it guards the view.
+    fn view_guard(&self) -> Option<MutexGuard<'_, PictureWatch>> {
+        self.picture
+            .as_ref()
+            .map(lock)
+            .filter(|w| w.guards_the_view())
     }
 
     /// Likeness of the latest picture to the reference view, when judged.

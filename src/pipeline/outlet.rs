@@ -15,7 +15,7 @@ use crate::decode::Frame;
 use crate::detect::Detection;
 use crate::evidence::MainStreamGrabs;
 use crate::models::InputSpec;
-use crate::store::{Store, StoreError};
+use crate::store::{ReferenceView, Store, StoreError, LEARNED};
 
 /// A frame with its detections, on its way to filing.
 pub(super) type Detected = (Sample, Vec<Detection>);
@@ -93,6 +93,9 @@ pub(super) fn filing_worker<O: Outlet>(
             continue;
         }
         let started = Instant::now();
+        if let Some(setup) = setup.as_mut() {
+            keep_reference_view(feed, &mut setup.store);
+        }
         let ts = sample.ts();
         // A frozen or blank picture says nothing about the street: it neither files nor
         // verifies (closes) a case.
@@ -193,6 +196,31 @@ fn retry_refused(
         missing += filing.missing_images();
     }
     metrics.store.waiting(pending, missing);
+}
+
+/// A feed's first sample restores the camera's reference view from the store (kept by an
+/// earlier run, or by the replica that watched the camera before); a view learned since is
+/// kept there. A failure costs only a relearned view, so it is logged, not retried.
+fn keep_reference_view(feed: &Feed, store: &mut Store) {
+    if feed.wants_its_kept_view() {
+        match store.reference_view(feed.id()) {
+            Ok(Some(kept)) => feed.restore_view(kept.signature),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(camera = feed.id(), error = %e, "reference view not read")
+            }
+        }
+    }
+    if let Some(signature) = feed.take_learned_view() {
+        let view = ReferenceView {
+            signature,
+            taken_at: crate::clock::unix_now(),
+            taken_by: LEARNED.to_string(),
+        };
+        if let Err(e) = store.set_reference_view(feed.id(), &view) {
+            tracing::warn!(camera = feed.id(), error = %e, "reference view not kept");
+        }
+    }
 }
 
 /// Files one frame for its feed's camera, starting the camera's filing state if needed.

@@ -41,10 +41,12 @@ const TURNED_AFTER: u32 = 2;
 const LEARN_FROM: u32 = 3;
 
 /// The camera's reference view, learned from its first steady pictures (or re-based by an
-/// operator), and whether it looks elsewhere now.
+/// operator, or restored from the store), and whether it looks elsewhere now.
 #[derive(Debug, Default)]
 struct ViewGuard {
     reference: Option<ViewSignature>,
+    /// A reference learned from steady pictures that the store does not have yet.
+    learned: Option<ViewSignature>,
     /// The picture being learned as the reference, and how many in a row were alike.
     learning: Option<(ViewSignature, u32)>,
     /// Pictures in a row of other ground.
@@ -93,23 +95,29 @@ impl ViewGuard {
         if let Some((candidate, count)) = &self.learning {
             if *count >= LEARN_FROM {
                 self.reference = Some(candidate.clone());
+                self.learned = Some(candidate.clone());
                 self.learning = None;
             }
         }
     }
 
     /// The latest picture becomes the reference: the operator says this is the view the
-    /// zones are for. False when there is no picture to take.
-    fn rebase(&mut self) -> bool {
-        let Some(latest) = self.latest.clone() else {
-            return false;
-        };
-        self.reference = Some(latest);
+    /// zones are for. `None` when there is no picture to take.
+    fn rebase(&mut self) -> Option<ViewSignature> {
+        let latest = self.latest.clone()?;
+        self.set(latest.clone());
+        self.likeness = Some(1.0);
+        Some(latest)
+    }
+
+    /// `reference` is the camera's reference view from now on; the latest picture is
+    /// judged against it from the next one.
+    fn set(&mut self, reference: ViewSignature) {
+        self.reference = Some(reference);
+        self.learned = None;
         self.learning = None;
         self.elsewhere = 0;
         self.turned = false;
-        self.likeness = Some(1.0);
-        true
     }
 }
 
@@ -176,9 +184,21 @@ impl PictureWatch {
         (after != before).then_some(after)
     }
 
-    /// The latest picture becomes the reference view; false when there is none yet.
-    pub fn rebase_view(&mut self) -> bool {
+    /// The latest picture becomes the reference view, which is returned to be kept;
+    /// `None` when there is no picture yet.
+    pub fn rebase_view(&mut self) -> Option<ViewSignature> {
         self.view.rebase()
+    }
+
+    /// The reference view kept in the store replaces whatever was learned since the
+    /// camera started: the kept one is what the zones were drawn for.
+    pub fn restore_view(&mut self, reference: ViewSignature) {
+        self.view.set(reference);
+    }
+
+    /// A reference view learned from steady pictures since the last call, to be kept.
+    pub fn take_learned_view(&mut self) -> Option<ViewSignature> {
+        self.view.learned.take()
     }
 
     /// Likeness of the latest picture to the reference view, when judged.
@@ -346,11 +366,13 @@ mod tests {
             look(&mut watch, f64::from(t), street(3));
         }
         assert!(watch.knows_the_view());
+        assert_eq!(watch.take_learned_view(), Some(street(3)));
+        assert_eq!(watch.take_learned_view(), None, "kept once");
         look(&mut watch, 9.0, street(0));
         look(&mut watch, 10.0, street(0));
         assert_eq!(watch.problem(), Some(CameraProblem::ViewChanged));
         // The operator says this is the view now.
-        assert!(watch.rebase_view());
+        assert_eq!(watch.rebase_view(), Some(street(0)));
         assert_eq!(watch.problem(), None);
         assert_eq!(look(&mut watch, 11.0, street(0)), None);
         assert!(watch.shows_the_scene());
@@ -364,5 +386,25 @@ mod tests {
         }
         assert!(!off.knows_the_view());
         assert_eq!(off.problem(), None);
+    }
+
+    #[test]
+    fn a_kept_reference_replaces_the_learned_one_and_judges_at_once() {
+        let mut watch = PictureWatch::new(limits());
+        // The daemon restarted while the camera was turned: it learns the turned view…
+        for t in 0..3 {
+            look(&mut watch, f64::from(t), street(3));
+        }
+        assert!(watch.shows_the_scene());
+        // …until the view kept in the store is restored; that one is not to be kept again.
+        watch.restore_view(street(0));
+        assert_eq!(watch.take_learned_view(), None);
+        look(&mut watch, 3.0, street(3));
+        assert!(!watch.shows_the_scene());
+        assert_eq!(
+            look(&mut watch, 4.0, street(3)),
+            Some(Some(CameraProblem::ViewChanged))
+        );
+        assert_eq!(look(&mut watch, 5.0, street(0)), Some(None));
     }
 }

@@ -25,11 +25,13 @@ mod sqlite;
 mod stats;
 #[doc(hidden)]
 pub mod test_db;
+mod views;
 
 pub use self::postgres::{display_url, is_url as is_postgres_url};
 pub use operator::AuditEntry;
 pub use retention::{Pruned, Retention};
 pub use stats::{DayCount, EventPrecision, Stats};
+pub use views::{ReferenceView, LEARNED};
 
 pub use crate::cases::{OperatorAction, RejectReason, Suppression};
 

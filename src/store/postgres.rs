@@ -119,6 +119,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         lease_until DOUBLE PRECISION NOT NULL,
         api TEXT NOT NULL
      );",
+    // 3: each camera's reference view (see crate::pipeline::picture), shared by replicas.
+    "CREATE TABLE view_references (
+        camera_id TEXT PRIMARY KEY,
+        signature BYTEA NOT NULL,
+        taken_at DOUBLE PRECISION NOT NULL,
+        taken_by TEXT NOT NULL
+     );",
 ];
 
 /// Serialises schema upgrades of replicas that start together (an arbitrary constant).

@@ -106,6 +106,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         lease_until REAL NOT NULL,
         api TEXT NOT NULL
      );",
+    // 4: each camera's reference view (see crate::pipeline::picture), kept across
+    // restarts.
+    "CREATE TABLE view_references (
+        camera_id TEXT PRIMARY KEY,
+        signature BLOB NOT NULL,
+        taken_at REAL NOT NULL,
+        taken_by TEXT NOT NULL
+     );",
 ];
 
 /// Opens (creating) the database file and brings its schema up to date. `Ok(Err(found))`

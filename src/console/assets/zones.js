@@ -181,6 +181,18 @@
     say(t.saved, "notice");
   }));
 
+  const rebase = document.getElementById("rebase-view");
+  if (rebase) rebase.addEventListener("click", () => {
+    if (!window.confirm(rebase.dataset.confirm)) return;
+    const note = document.getElementById("view-message");
+    post("/api/cameras/" + encodeURIComponent(rebase.dataset.camera) + "/view/rebase", "POST", {}).then((r) => {
+      note.hidden = false;
+      note.className = "flash " + (r.ok ? "notice" : "error");
+      note.textContent = r.ok ? rebase.dataset.done : r.body.error;
+      if (r.ok) document.getElementById("view-likeness").textContent = "1.00";
+    });
+  });
+
   document.getElementById("picture").addEventListener("error", (e) => { e.target.style.minHeight = "360px"; });
   render();
 })();

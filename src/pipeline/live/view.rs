@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::camera::{CameraProblem, CameraState, LiveCamera};
 use super::{read, Registry, Snapshot};
 use crate::api::{CameraView, DaemonView};
+use crate::decode::ViewSignature;
 use crate::metrics::Exposition;
 use crate::pipeline::{Metrics, QueueDepths, StoreHealth};
 
@@ -122,7 +123,7 @@ impl DaemonView for LiveView {
         self.registry.snapshots.get(camera_id)
     }
 
-    fn rebase_view(&self, camera_id: &str) -> Option<bool> {
+    fn rebase_view(&self, camera_id: &str) -> Option<Option<ViewSignature>> {
         let cameras = self.registry.cameras();
         let camera = cameras.iter().find(|c| c.id() == camera_id)?;
         Some(camera.feed.rebase_view())
