@@ -24,6 +24,7 @@ use cgbot::geometry::{anchor_point, Polygon};
 use cgbot::models::{Catalogue, InputSpec};
 use cgbot::pipeline::live::{encode_snapshot, SNAPSHOT_QUALITY, SNAPSHOT_WIDTH};
 use cgbot::rules::{EventCatalogue, RuleFields, Sighting, ZoneRules};
+use cgbot::scene::{Scene, SceneConfig, SceneGrid};
 use cgbot::source::{AccessUnit, FileSource, StreamInfo};
 use cgbot::track::{Appearance, Observation, Tracker, TrackerConfig};
 use common::sample;
@@ -148,6 +149,43 @@ fn keyframe_decode(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+/// What a camera watching for new stationary things (`new_object`) adds to each analysed
+/// 1080p sample: the scene grid read from the picture, and the whole scene step (grid,
+/// learning, regions, boxes) on a learned scene with ten model detections.
+fn scene_sample(c: &mut Criterion) {
+    let input = model_input();
+    let (info, units) = keyframes("people-walking-1080p-h264.mp4", 1);
+    let sampling = Sampling::Keyframes { min_interval: None };
+    let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
+    let mut picture = None;
+    decoder
+        .push(&units[0], &mut |frame| picture = Some(frame.picture))
+        .unwrap();
+    let picture = picture.expect("a decoded keyframe");
+    let mut rng = Rng(7);
+    let detections: Vec<Detection> = (0..10)
+        .map(|_| {
+            let (x, y) = (rng.below(1700) as f32, rng.below(900) as f32);
+            Detection {
+                label: "person".into(),
+                class: 0,
+                score: 0.7,
+                bbox: [x, y, x + 120.0, y + 180.0],
+            }
+        })
+        .collect();
+    let mut scene = Scene::new(SceneConfig::default());
+    for _ in 0..SceneConfig::default().learn_samples {
+        scene.sample(&picture, &detections);
+    }
+    let mut group = c.benchmark_group("scene_1080p");
+    group.bench_function("grid", |b| b.iter(|| SceneGrid::of(black_box(&picture))));
+    group.bench_function("sample", |b| {
+        b.iter(|| scene.sample(black_box(&picture), black_box(&detections)))
+    });
     group.finish();
 }
 
@@ -674,6 +712,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = keyframe_decode, picture_signatures, yolox_postprocess, track_update, zone_test, cases_steady_state, snapshot
+    targets = keyframe_decode, picture_signatures, scene_sample, yolox_postprocess, track_update, zone_test, cases_steady_state, snapshot
 }
 criterion_main!(stages);

@@ -27,6 +27,7 @@ pub mod patrol;
 pub mod pipeline;
 pub mod redact;
 pub mod rules;
+pub mod scene;
 pub mod sim;
 pub mod sinks;
 pub mod source;

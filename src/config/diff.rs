@@ -83,6 +83,7 @@ fn changed_fields(old: &Camera, new: &Camera) -> Vec<String> {
         ("model", old.model == new.model),
         ("utc_offset", old.utc_offset == new.utc_offset),
         ("tracker", old.tracker == new.tracker),
+        ("scene", old.scene == new.scene),
         ("priority", old.priority == new.priority),
     ];
     let mut fields: Vec<String> = same
@@ -114,6 +115,7 @@ mod tests {
     use crate::config::{CameraInfo, Location};
     use crate::geometry::Polygon;
     use crate::rules::{EventCatalogue, RuleFields, ZoneRules};
+    use crate::scene::SceneConfig;
     use crate::track::TrackerConfig;
 
     fn zone(id: &str, events: &[&str]) -> ZoneRules {
@@ -147,6 +149,7 @@ mod tests {
             model: None,
             utc_offset: 8 * 3600,
             tracker: TrackerConfig::default(),
+            scene: SceneConfig::default(),
             zones: vec![
                 zone("east", &["illegal_parking"]),
                 zone("west", &["exposed_litter", "street_vending"]),
@@ -229,6 +232,7 @@ mod tests {
             ["codes"]
         );
         assert_eq!(fields_after(|c| c.tracker.max_missed = 9), ["tracker"]);
+        assert_eq!(fields_after(|c| c.scene.difference = 0.2), ["scene"]);
         assert_eq!(fields_after(|c| c.priority = true), ["priority"]);
         assert_eq!(
             fields_after(|c| {

@@ -1175,6 +1175,7 @@ mod tests {
             [
                 "exposed_litter",
                 "illegal_parking",
+                "material_piles",
                 "non_motor_parking",
                 "street_vending"
             ]

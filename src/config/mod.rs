@@ -14,6 +14,7 @@
 //! credentials = "district-7"      # user and password from the secrets file (see `secrets`)
 //! location = { longitude = 120.15, latitude = 30.28, address = "人民路 12 号", grid = "330102001001" }
 //! tracker = { max_missed = 3 }    # samples an object may go undetected and keep its track
+//! scene = { difference = 0.15 }   # what counts as new against the learned empty scene
 //! priority = true                 # watched continuously even when the daemon patrols
 //! codes = { street_code = "330102001", community_code = "330102001002" }  # city platform fields
 //!
@@ -64,6 +65,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::rules::{parse_utc_offset, EventCatalogue, ZoneRules};
+use crate::scene::SceneConfig;
 use crate::track::TrackerConfig;
 
 /// A configuration file that cannot be used: it names the file, and the field at fault
@@ -197,6 +199,7 @@ struct Defaults {
     model: Option<String>,
     utc_offset: Option<String>,
     tracker: Option<TrackerFields>,
+    scene: Option<SceneFields>,
     /// Credentials of every camera in the file that names none of its own.
     credentials: Option<String>,
     password_env: Option<String>,
@@ -239,6 +242,33 @@ impl TrackerFields {
     }
 }
 
+/// Scene settings a camera may tune (see [`SceneConfig`] for their meaning); used only by
+/// cameras whose rules list the `new_object` label.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SceneFields {
+    difference: Option<f32>,
+    confirm_samples: Option<u32>,
+    learn_samples: Option<u32>,
+    learning_rate: Option<f32>,
+    min_cells: Option<u32>,
+}
+
+impl SceneFields {
+    fn resolve(&self, over: Option<&SceneFields>) -> Result<SceneConfig, String> {
+        let mut config = SceneConfig::default();
+        for fields in std::iter::once(self).chain(over) {
+            config.difference = fields.difference.unwrap_or(config.difference);
+            config.confirm_samples = fields.confirm_samples.unwrap_or(config.confirm_samples);
+            config.learn_samples = fields.learn_samples.unwrap_or(config.learn_samples);
+            config.learning_rate = fields.learning_rate.unwrap_or(config.learning_rate);
+            config.min_cells = fields.min_cells.unwrap_or(config.min_cells);
+        }
+        config.check()?;
+        Ok(config)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CameraFile {
@@ -260,6 +290,7 @@ struct RawCamera {
     model: Option<String>,
     utc_offset: Option<String>,
     tracker: Option<TrackerFields>,
+    scene: Option<SceneFields>,
     /// The name of the stream credentials in the secrets file.
     credentials: Option<String>,
     /// The environment variable holding the stream password.
@@ -309,6 +340,8 @@ pub struct Camera {
     pub utc_offset: i64,
     /// How the camera's objects are tracked between samples.
     pub tracker: TrackerConfig,
+    /// How the camera's empty scene is learned, for rules on new stationary things.
+    pub scene: SceneConfig,
     pub zones: Vec<ZoneRules>,
     /// Watched continuously even when the daemon patrols the other cameras.
     pub priority: bool,
@@ -346,6 +379,7 @@ impl Camera {
             model: None,
             utc_offset: 8 * 3600,
             tracker: TrackerConfig::default(),
+            scene: SceneConfig::default(),
             zones: Vec::new(),
             priority: false,
             source: PathBuf::new(),
@@ -506,6 +540,13 @@ fn load_text_all(
             .unwrap_or_default()
             .resolve(raw.tracker.as_ref())
             .map_err(|e| errors.push(invalid(format!("{at}.tracker"), e)));
+        let scene = file
+            .defaults
+            .scene
+            .clone()
+            .unwrap_or_default()
+            .resolve(raw.scene.as_ref())
+            .map_err(|e| errors.push(invalid(format!("{at}.scene"), e)));
         if let (Some(lon), Some(lat)) = (raw.location.longitude, raw.location.latitude) {
             if !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
                 errors.push(invalid(
@@ -569,7 +610,9 @@ fn load_text_all(
             }
             Ok(None) => {}
         }
-        let (Ok(utc_offset), Ok(tracker), Ok(zones)) = (utc_offset, tracker, zones) else {
+        let (Ok(utc_offset), Ok(tracker), Ok(scene), Ok(zones)) =
+            (utc_offset, tracker, scene, zones)
+        else {
             continue;
         };
         if errors.len() > before || !defaults_model_ok {
@@ -587,6 +630,7 @@ fn load_text_all(
             model: raw.model.or(file.defaults.model.clone()),
             utc_offset,
             tracker,
+            scene,
             zones,
             priority: raw.priority,
             source: path.to_path_buf(),
@@ -639,6 +683,13 @@ rules = [{ event = "illegal_parking", min_dwell = "30s", active = ["07:00-20:00"
         // Group defaults and the camera's own settings both apply.
         assert_eq!(cam.tracker.max_missed, 5);
         assert_eq!(cam.tracker.min_appearance, 0.6);
+        assert_eq!(cam.scene, crate::scene::SceneConfig::default());
+        let tuned = GOOD.replace(
+            "tracker = { max_missed = 5 }",
+            "tracker = { max_missed = 5 }\nscene = { difference = 0.2, confirm_samples = 5 }",
+        );
+        let scene = load(&tuned).unwrap()[0].scene;
+        assert_eq!((scene.difference, scene.confirm_samples), (0.2, 5));
     }
 
     #[test]
@@ -698,6 +749,13 @@ rules = [{ event = "illegal_parking", min_dwell = "30s", active = ["07:00-20:00"
             err.contains("cams.toml") && err.contains("mian_stream"),
             "{err}"
         );
+        let bad_scene = GOOD.replace(
+            "tracker = { min_appearance = 0.6 }",
+            "tracker = { min_appearance = 0.6 }\nscene = { difference = 1.5 }",
+        );
+        assert!(load(&bad_scene)
+            .unwrap_err()
+            .contains("`cam-1`.scene: `difference` = 1.5 is not a fraction between 0 and 1"));
         let bad_tracker = GOOD.replace("min_appearance = 0.6", "min_appearance = 6.0");
         assert!(load(&bad_tracker)
             .unwrap_err()

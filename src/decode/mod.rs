@@ -9,7 +9,7 @@ mod thumbnail;
 
 pub use preprocess::{Letterbox, ModelInput, Preprocessor};
 pub use sampling::{KeyframePolicy, LiveSampler, Sampling, SamplingError};
-pub use signature::{LumaSignature, ViewSignature};
+pub use signature::{cell_means, LumaSignature, ViewSignature};
 pub use thumbnail::thumbnail_size;
 
 use std::time::{Duration, Instant};

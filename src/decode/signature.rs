@@ -197,39 +197,7 @@ impl ViewSignature {
     /// The signature of a decoded picture; `None` for pixel formats without a plain 8- or
     /// 10-bit luma plane, or a picture smaller than the grid.
     pub fn of(picture: &Picture) -> Option<ViewSignature> {
-        let frame = picture.as_frame();
-        let depth = LumaDepth::of(frame)?;
-        let (width, height) = (frame.width() as usize, frame.height() as usize);
-        if width < VIEW_COLUMNS || height < VIEW_ROWS {
-            return None;
-        }
-        let (plane, stride) = (frame.data(0), frame.stride(0));
-        let mut sums = vec![0u64; VIEW_COLUMNS * VIEW_ROWS];
-        let mut rows_per_cell = [0u64; VIEW_ROWS];
-        for y in (0..height).step_by(2) {
-            let row = y * VIEW_ROWS / height;
-            let line = plane.get(y * stride..y * stride + width * depth.width())?;
-            for column in 0..VIEW_COLUMNS {
-                let (x0, x1) = (
-                    column * width / VIEW_COLUMNS,
-                    (column + 1) * width / VIEW_COLUMNS,
-                );
-                sums[row * VIEW_COLUMNS + column] +=
-                    depth.row_sum(&line[x0 * depth.width()..x1 * depth.width()]);
-            }
-            rows_per_cell[row] += 1;
-        }
-        let cells = sums
-            .iter()
-            .enumerate()
-            .map(|(i, &sum)| {
-                let column = i % VIEW_COLUMNS;
-                let columns = (column + 1) * width / VIEW_COLUMNS - column * width / VIEW_COLUMNS;
-                let samples = rows_per_cell[i / VIEW_COLUMNS] * columns as u64;
-                sum as f32 * depth.scale() / samples.max(1) as f32
-            })
-            .collect();
-        Some(ViewSignature { cells })
+        cell_means(picture, VIEW_COLUMNS, VIEW_ROWS).map(|cells| ViewSignature { cells })
     }
 
     /// The horizontal and vertical brightness steps out of each cell of `region`.
@@ -311,6 +279,43 @@ impl ViewSignature {
             .collect();
         ViewSignature { cells }
     }
+}
+
+/// The mean luma (0–255) of each cell of a `columns`×`rows` grid over the picture, row
+/// by row, read from every other row of pixels: a fraction of a millisecond at 1080p.
+/// `None` for pixel formats without a plain 8- or 10-bit luma plane, or a picture smaller
+/// than the grid.
+pub fn cell_means(picture: &Picture, columns: usize, rows: usize) -> Option<Vec<f32>> {
+    let frame = picture.as_frame();
+    let depth = LumaDepth::of(frame)?;
+    let (width, height) = (frame.width() as usize, frame.height() as usize);
+    if columns == 0 || rows == 0 || width < columns || height < rows {
+        return None;
+    }
+    let (plane, stride) = (frame.data(0), frame.stride(0));
+    let mut sums = vec![0u64; columns * rows];
+    let mut rows_per_cell = vec![0u64; rows];
+    for y in (0..height).step_by(2) {
+        let row = y * rows / height;
+        let line = plane.get(y * stride..y * stride + width * depth.width())?;
+        for column in 0..columns {
+            let (x0, x1) = (column * width / columns, (column + 1) * width / columns);
+            sums[row * columns + column] +=
+                depth.row_sum(&line[x0 * depth.width()..x1 * depth.width()]);
+        }
+        rows_per_cell[row] += 1;
+    }
+    let cells = sums
+        .iter()
+        .enumerate()
+        .map(|(i, &sum)| {
+            let column = i % columns;
+            let pixels = (column + 1) * width / columns - column * width / columns;
+            let samples = rows_per_cell[i / columns] * pixels as u64;
+            sum as f32 * depth.scale() / samples.max(1) as f32
+        })
+        .collect();
+    Some(cells)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use crate::detect::Detection;
 use crate::evidence::{scale_box, scale_detections, EvidenceWriter, MainStreamGrabs, PendingGrab};
 use crate::models::InputSpec;
 use crate::rules::{RuleEngine, Sighting};
+use crate::scene::{Scene, NEW_OBJECT};
 use crate::store::{CaseFilter, Store, StoreError};
 
 use super::PipelineError;
@@ -75,6 +76,8 @@ const RETRY_CAP: Duration = Duration::from_secs(15);
 pub struct Filing {
     camera_id: String,
     rules: RuleEngine,
+    /// The camera's learned empty scene, where a rule watches for new stationary things.
+    scene: Option<Scene>,
     cases: CaseEngine,
     /// The camera's operator change number the engine's cases were loaded at.
     seen_seq: i64,
@@ -156,6 +159,12 @@ impl Filing {
                 camera.tracker.clone(),
                 camera.utc_offset,
             ),
+            scene: camera
+                .zones
+                .iter()
+                .flat_map(|z| &z.rules)
+                .any(|r| r.labels.iter().any(|l| l == NEW_OBJECT))
+                .then(|| Scene::new(camera.scene)),
             cases,
             evidence: EvidenceWriter::new(store.evidence_dir()),
             main_stream: None,
@@ -176,6 +185,29 @@ impl Filing {
             in_flight: None,
         });
         self
+    }
+
+    /// Adds the new stationary things of the frame to its model `detections`, for a
+    /// camera whose rules watch for them (see [`crate::scene`]); nothing otherwise.
+    pub fn add_new_objects(&mut self, frame: &Frame, detections: &mut Vec<Detection>) {
+        if let Some(scene) = self.scene.as_mut() {
+            let found = scene.sample(&frame.picture, detections);
+            detections.extend(found);
+        }
+    }
+
+    /// Forgets the camera's learned scene: it looks at other ground now, and learns the
+    /// scene again once it shows its own.
+    pub fn forget_scene(&mut self) {
+        if let Some(scene) = self.scene.as_mut() {
+            if scene.learned() > 0.0 {
+                tracing::info!(
+                    camera = self.camera_id,
+                    "view changed: the learned scene is forgotten"
+                );
+            }
+            scene.reset();
+        }
     }
 
     /// Rows of case changes waiting in memory for the store.

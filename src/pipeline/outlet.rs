@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::{Feed, Filing, FilingStats, Metrics, PipelineError, QueuePolicy, Sample};
+use crate::api::CameraProblem;
 use crate::cases::Categories;
 use crate::decode::Frame;
 use crate::detect::Detection;
@@ -78,7 +79,7 @@ pub(super) fn filing_worker<O: Outlet>(
     let mut last_sweep = Instant::now();
     let mut last_retry = Instant::now();
     loop {
-        let (sample, detections) = match input.recv_timeout(RETRY_EVERY) {
+        let (sample, mut detections) = match input.recv_timeout(RETRY_EVERY) {
             Ok(detected) => detected,
             Err(RecvTimeoutError::Timeout) => {
                 retry_refused(&mut filings, setup.as_mut(), &metrics);
@@ -101,9 +102,18 @@ pub(super) fn filing_worker<O: Outlet>(
         // verifies (closes) a case.
         let filed = match setup.as_mut() {
             Some(setup) if sample.shows_the_scene => {
-                file(&mut filings, setup, &model_input, &sample, &detections)
+                file(&mut filings, setup, &model_input, &sample, &mut detections)
             }
-            _ => Ok(FilingStats::default()),
+            Some(_) => {
+                // Other ground: what was learned of the camera's scene is not this one.
+                if feed.picture_problem() == Some(CameraProblem::ViewChanged) {
+                    if let Some((_, filing)) = filings.get_mut(feed.id()) {
+                        filing.forget_scene();
+                    }
+                }
+                Ok(FilingStats::default())
+            }
+            None => Ok(FilingStats::default()),
         };
         let outcome = filed.and_then(|filed| {
             metrics.cases_filed.add(filed.filed);
@@ -223,14 +233,15 @@ fn keep_reference_view(feed: &Feed, store: &mut Store) {
     }
 }
 
-/// Files one frame for its feed's camera, starting the camera's filing state if needed.
-/// Returns the filed and closed counts this frame added.
+/// Files one frame for its feed's camera, starting the camera's filing state if needed;
+/// the camera's new stationary things join `detections`. Returns the filed and closed
+/// counts this frame added.
 fn file(
     filings: &mut HashMap<String, (Arc<Feed>, Filing)>,
     setup: &mut FilingSetup,
     model_input: &InputSpec,
     sample: &Sample,
-    detections: &[Detection],
+    detections: &mut Vec<Detection>,
 ) -> Result<FilingStats, PipelineError> {
     let feed = &sample.feed;
     let current = filings
@@ -252,6 +263,7 @@ fn file(
     }
     let (_, filing) = filings.get_mut(feed.id()).expect("inserted above");
     let before = filing.stats;
+    filing.add_new_objects(&sample.frame, detections);
     filing.on_frame(&mut setup.store, &sample.frame, detections)?;
     Ok(FilingStats {
         filed: filing.stats.filed - before.filed,

@@ -423,6 +423,35 @@ mod tests {
     }
 
     #[test]
+    fn material_piles_take_new_objects_and_litter_may_add_them() {
+        let events = EventCatalogue::builtin();
+        let piles = events
+            .resolve("material_piles", &RuleFields::default())
+            .unwrap();
+        assert_eq!(piles.category, "0507");
+        assert_eq!(piles.labels, [crate::scene::NEW_OBJECT]);
+        assert!(piles.stationary && piles.one_case_per_zone);
+        assert_eq!(piles.min_dwell, Duration::from_secs(600));
+        // A heap of 80×60 pixels on a 640×480 picture.
+        let heap = [100.0, 300.0, 180.0, 360.0];
+        assert!(piles.admits("new_object", 0.6, heap, 640, 480));
+        assert!(!piles.admits("new_object", 0.6, [100.0, 300.0, 110.0, 310.0], 640, 480));
+        // Exposed litter seen by the model or as something new in the zone.
+        let litter = events
+            .resolve(
+                "exposed_litter",
+                &RuleFields {
+                    labels: Some(vec!["bottle".into(), "new_object".into()]),
+                    ..RuleFields::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(litter.category, "0102");
+        assert!(litter.admits("new_object", 0.6, heap, 640, 480));
+        assert!(litter.admits("bottle", 0.6, heap, 640, 480));
+    }
+
+    #[test]
     fn events_list_names_categories_and_defaults() {
         let events = EventCatalogue::builtin().events();
         let summary: Vec<(&str, &str)> = events
@@ -434,6 +463,7 @@ mod tests {
             [
                 ("exposed_litter", "0102"),
                 ("illegal_parking", "0505"),
+                ("material_piles", "0507"),
                 ("non_motor_parking", "0506"),
                 ("street_vending", "0501")
             ]
