@@ -119,6 +119,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         lease_until DOUBLE PRECISION NOT NULL,
         api TEXT NOT NULL
      );",
+    // 3: which picture each evidence image was drawn on, and the height of its caption
+    // band (SQLite's version 4).
+    "ALTER TABLE evidence ADD COLUMN source TEXT;
+     ALTER TABLE evidence ADD COLUMN fallback_reason TEXT;
+     ALTER TABLE evidence ADD COLUMN caption_height BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// Serialises schema upgrades of replicas that start together (an arbitrary constant).
