@@ -45,7 +45,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::cases::{Case, HistoryEntry, LocalTimes, Status};
+use crate::cases::{Case, EvidenceSource, HistoryEntry, LocalTimes, Status};
 use crate::console::auth::Auth;
 use crate::console::{CameraBook, ConsoleConfig};
 pub use crate::pipeline::live::Snapshot;
@@ -783,6 +783,11 @@ struct EvidenceItem {
     kind: String,
     ts: f64,
     url: String,
+    /// `analysed`, `main_stream` or `fallback` (the analysed frame because the main-stream
+    /// grab failed); `null` for images stored before cgbot recorded it.
+    source: Option<EvidenceSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback_reason: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -804,6 +809,8 @@ fn evidence_of(store: &Store, id: &str) -> Result<Vec<EvidenceItem>, ApiError> {
             url: format!("/api/cases/{id}/evidence/{}.jpg", e.kind),
             kind: e.kind,
             ts: e.ts,
+            source: e.source,
+            fallback_reason: e.fallback_reason,
         })
         .collect())
 }

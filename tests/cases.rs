@@ -112,6 +112,8 @@ fn evidence_kinds(detail: &Value) -> Vec<String> {
             let path = Path::new(e["path"].as_str().unwrap());
             let image = image::open(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
             assert!(image.width() > 50, "{} is too small", path.display());
+            // A replay draws on the file's own frames, and `cases show` says so.
+            assert_eq!(e["source"], "analysed", "{e}");
             e["kind"].as_str().unwrap().to_string()
         })
         .collect()

@@ -969,24 +969,44 @@ fn sub_stream_cameras_take_evidence_from_the_main_stream() {
         ));
         assert!(grabs >= 1.0, "{result} grabs: {grabs}");
         let images = evidence_sizes(dir.path());
-        for (name, size) in &images {
+        for (name, (width, height)) in &images {
             if !name.contains("crop") {
-                assert_eq!(*size, expected, "{name} with the main stream at {main}");
+                // The picture, and a caption band of a few lines under it.
+                assert_eq!(*width, expected.0, "{name} with the main stream at {main}");
+                let band = height - expected.1;
+                assert!((40..200).contains(&band), "{name}: {height} px high");
             }
         }
+        let source = match result {
+            "main" => "main_stream",
+            _ => "fallback",
+        };
+        let cases = daemon.get("/api/cases");
+        let id = cases[0]["id"].as_str().unwrap();
+        let detail = daemon.get(&format!("/api/cases/{id}"));
+        for item in detail["evidence"].as_array().unwrap() {
+            assert_eq!(item["source"], source, "{item}");
+            assert_eq!(item.get("fallback_reason").is_some(), result == "fallback");
+        }
         if result == "main" {
-            // The van's box on the main stream, with the crop's margin: 173 px high;
-            // the sub stream's box left unscaled would cut 130.
+            let case = dir.path().join("cases.db.evidence").join(id);
+            // The case's red box on the main picture: its bottom edge where the van's is
+            // in main-stream pixels (336), not where the sub stream's box would be (252).
+            let filed = image::open(case.join("filed.jpg")).unwrap().to_rgb8();
+            let red = |y: &u32| {
+                let p = filed.get_pixel(580, *y);
+                p[0] > 170 && p[1] < 90 && p[2] < 130
+            };
+            let bottom = (0..expected.1).filter(red).max();
+            assert!(
+                bottom.is_some_and(|y| (315..350).contains(&y)),
+                "red box bottom at {bottom:?}"
+            );
+            // The van, 123 px high: the 320 px minimum close-up, under its caption.
             let (_, crop) = images.iter().find(|(n, _)| n == "filed-crop.jpg").unwrap();
-            assert!((150..=200).contains(&crop.1), "crop {crop:?}");
+            assert!(crop.0 == 320 && crop.1 > 320, "crop {crop:?}");
             let kept = std::env::var_os("CGBOT_KEEP_EVIDENCE").map(std::path::PathBuf::from);
             if let Some(keep) = kept {
-                let case = std::fs::read_dir(dir.path().join("cases.db.evidence"))
-                    .unwrap()
-                    .next()
-                    .unwrap()
-                    .unwrap()
-                    .path();
                 std::fs::copy(case.join("filed.jpg"), keep).unwrap();
             }
         }

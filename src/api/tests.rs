@@ -559,6 +559,11 @@ fn a_case_comes_with_history_and_evidence_images_and_nothing_outside_them() {
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["first", "first-crop", "filed", "filed-crop"]);
+    for item in list.as_array().unwrap() {
+        // A camera without a main stream to grab: drawn on the analysed frame.
+        assert_eq!(item["source"], "analysed", "{item}");
+        assert!(item.get("fallback_reason").is_none(), "{item}");
+    }
     assert!(
         !list.to_string().contains(dir.path().to_str().unwrap()),
         "disk paths stay private"

@@ -27,6 +27,46 @@ pub struct Evidence {
     pub kind: String,
     pub path: PathBuf,
     pub ts: f64,
+    /// The picture it was drawn on; `None` for images stored before cgbot recorded it.
+    pub source: Option<EvidenceSource>,
+    /// Why the main-stream grab failed, for [`EvidenceSource::Fallback`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// Height in pixels of the caption band under the picture (0: none), so the picture
+    /// alone can be cut out of the image (the console's camera picture).
+    #[serde(skip)]
+    pub caption_height: u32,
+}
+
+/// The picture an evidence image was drawn on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceSource {
+    /// The frame the detections came from: a camera analysed on the stream it keeps
+    /// evidence from, or a replayed file.
+    Analysed,
+    /// A keyframe grabbed from the main stream of a camera analysed on its sub stream.
+    MainStream,
+    /// The analysed sub-stream frame, because the main-stream grab failed.
+    Fallback,
+}
+
+impl EvidenceSource {
+    /// The name stored in the evidence row and shown in the case JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceSource::Analysed => "analysed",
+            EvidenceSource::MainStream => "main_stream",
+            EvidenceSource::Fallback => "fallback",
+        }
+    }
+
+    /// The source stored as `name`; `None` for a name this cgbot does not know.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Analysed, Self::MainStream, Self::Fallback]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
 }
 
 /// A case event for the sinks.
@@ -74,6 +114,9 @@ pub struct EvidenceRequest {
     pub score: f32,
     /// Box to cut out as `<kind>-crop`, if a close-up is wanted.
     pub crop: Option<[f32; 4]>,
+    /// When the case's object was first and last seen (Unix seconds): the after-image
+    /// labels the place it left with them.
+    pub seen: (f64, f64),
 }
 
 /// Everything one sample or operator action changed, written in one transaction.

@@ -22,7 +22,9 @@ mod verdict;
 
 pub use calendar::{CalendarError, WorkingCalendar};
 pub use catalogue::{CatalogueError, Categories, Category, TimeLimit};
-pub use changes::{Changes, Evidence, EvidenceKind, EvidenceRequest, HistoryEntry, NewEvent};
+pub use changes::{
+    Changes, Evidence, EvidenceKind, EvidenceRequest, EvidenceSource, HistoryEntry, NewEvent,
+};
 pub use codes::{check_fields as check_code_fields, CityCode, CodeTable, CodeTableError};
 pub use published::{LocalTimes, PublishedCase};
 pub use status::{Status, ALL as ALL_STATUSES, SETTABLE as SETTABLE_STATUSES};
@@ -537,6 +539,7 @@ impl CaseEngine {
             label: format!("{} {}", case.category.code, case.category.name),
             score: case.confidence,
             crop: (!after).then_some(case.bbox),
+            seen: (case.first_seen, case.last_seen),
         }
     }
 }
@@ -781,6 +784,7 @@ mod tests {
                 label: "0505 机动车乱停放".into(),
                 score: 0.8,
                 crop: Some(place),
+                seen: (case.first_seen, T0 + 10.0),
             }
         );
         assert!(

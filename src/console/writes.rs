@@ -131,8 +131,9 @@ pub fn event_names() -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The latest evidence image of any case of the camera: its picture when the daemon has
-/// no snapshot (the console without cameras, or a camera not analysed yet).
+/// The latest evidence image of any case of the camera, without its caption band: its
+/// picture when the daemon has no snapshot (the console without cameras, or a camera not
+/// analysed yet), on which the zone editor draws zones in the picture's coordinates.
 pub async fn latest_evidence_picture(
     state: &AppState,
     camera: &str,
@@ -141,15 +142,18 @@ pub async fn latest_evidence_picture(
     state
         .cases
         .run(move |store| {
-            let Some((case, kind)) = store
+            let Some((case, kind, caption_height)) = store
                 .latest_picture(&camera)
                 .map_err(|e| ApiError::internal("finding a picture", e))?
             else {
                 return Ok(None);
             };
-            store
+            let jpeg = store
                 .evidence_image(&case, &kind)
-                .map_err(|e| ApiError::internal("reading a picture", e))
+                .map_err(|e| ApiError::internal("reading a picture", e))?;
+            jpeg.map(|jpeg| crate::annotate::without_caption(&jpeg, caption_height))
+                .transpose()
+                .map_err(|e| ApiError::internal("cutting the caption off a picture", e))
         })
         .await
 }

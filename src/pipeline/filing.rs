@@ -19,11 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
-use crate::cases::{CaseEngine, Categories, Changes, EvidenceKind, EvidenceRequest, Status};
+use crate::cases::{
+    CaseEngine, Categories, Changes, EvidenceKind, EvidenceRequest, EvidenceSource, Status,
+};
 use crate::config::Camera;
 use crate::decode::Frame;
 use crate::detect::Detection;
-use crate::evidence::{scale_box, scale_detections, EvidenceWriter, MainStreamGrabs, PendingGrab};
+use crate::evidence::{
+    scale_box, scale_detections, Drawn, EvidenceWriter, MainStreamGrabs, PendingGrab,
+};
 use crate::models::InputSpec;
 use crate::rules::{RuleEngine, Sighting};
 use crate::scene::{Scene, NEW_OBJECT};
@@ -118,8 +122,12 @@ struct InFlight {
 
 /// The picture a sample's images are drawn on.
 enum Drawing {
-    /// This sample's frame, with these requests.
-    Sample(Vec<EvidenceRequest>),
+    /// This sample's frame, with these requests; for a sub-stream camera, because its
+    /// main-stream grab failed (why).
+    Sample {
+        requests: Vec<EvidenceRequest>,
+        fallback: Option<String>,
+    },
     /// A main-stream keyframe grabbed for an earlier sample, its boxes moved onto it.
     Main {
         picture: crate::decode::Picture,
@@ -166,7 +174,11 @@ impl Filing {
                 .any(|r| r.labels.iter().any(|l| l == NEW_OBJECT))
                 .then(|| Scene::new(camera.scene)),
             cases,
-            evidence: EvidenceWriter::new(store.evidence_dir()),
+            evidence: EvidenceWriter::new(
+                store.evidence_dir(),
+                camera.info.clone(),
+                camera.utc_offset,
+            ),
             main_stream: None,
             model_input,
             base_time,
@@ -352,8 +364,18 @@ impl Filing {
             None => Drawing::Waiting,
         };
         let mut written = match (&drawing, sample) {
-            (Drawing::Sample(requests), Some((frame, detections))) => {
-                Some(self.evidence.write(&frame.picture, detections, requests))
+            (Drawing::Sample { requests, fallback }, Some((frame, detections))) => {
+                let drawn = match fallback {
+                    Some(reason) => Drawn {
+                        source: EvidenceSource::Fallback,
+                        fallback_reason: Some(reason.clone()),
+                    },
+                    None => Drawn::analysed(),
+                };
+                Some(
+                    self.evidence
+                        .write(&frame.picture, detections, requests, &drawn),
+                )
             }
             (
                 Drawing::Main {
@@ -362,7 +384,13 @@ impl Filing {
                     detections,
                 },
                 _,
-            ) => Some(self.evidence.write(picture, detections, requests)),
+            ) => {
+                let drawn = Drawn {
+                    source: EvidenceSource::MainStream,
+                    fallback_reason: None,
+                };
+                Some(self.evidence.write(picture, detections, requests, &drawn))
+            }
             _ => None,
         };
         let (unwritten, evidence_error) =
@@ -396,7 +424,9 @@ impl Filing {
             // Requests a main-stream picture did not cover, or that wait for one, stay
             // missing with those it could not write.
             let drawn: Vec<(&str, EvidenceKind)> = match &drawing {
-                Drawing::Sample(drawn)
+                Drawing::Sample {
+                    requests: drawn, ..
+                }
                 | Drawing::Main {
                     requests: drawn, ..
                 } => drawn.iter().map(|r| (r.case_id.as_str(), r.kind)).collect(),
@@ -429,7 +459,10 @@ impl Filing {
         detections: &[Detection],
     ) -> Drawing {
         let Some(main) = self.main_stream.as_mut() else {
-            return Drawing::Sample(requests);
+            return Drawing::Sample {
+                requests,
+                fallback: None,
+            };
         };
         if requests.is_empty() {
             return Drawing::Waiting;
@@ -477,7 +510,10 @@ impl Filing {
                     %error,
                     "no main-stream picture for evidence: drawing it on the analysed sub-stream frame"
                 );
-                Drawing::Sample(requests)
+                Drawing::Sample {
+                    requests,
+                    fallback: Some(format!("main stream: {error}")),
+                }
             }
         }
     }
@@ -972,6 +1008,78 @@ mod tests {
                 assert!(jpeg.starts_with(&[0xff, 0xd8]), "{} is a JPEG", image.kind);
             }
             assert_eq!(store.history(&id).unwrap().len(), 2);
+        });
+    }
+
+    /// The source stored on each of the case's evidence rows, with the fallback reason.
+    fn sources(store: &Store, id: &str) -> Vec<(String, Option<EvidenceSource>, Option<String>)> {
+        let rows = store.evidence(id).unwrap().into_iter();
+        rows.map(|e| (e.kind, e.source, e.fallback_reason))
+            .collect()
+    }
+
+    #[test]
+    fn evidence_rows_say_which_picture_the_images_were_drawn_on() {
+        for_each_backend(|db| {
+            // A camera analysed on its only stream: the analysed frame, as intended.
+            let (_, _, store) = van_seen_twice(&db);
+            let id = store.cases(&CaseFilter::default()).unwrap()[0].id.clone();
+            for (kind, source, reason) in sources(&store, &id) {
+                assert_eq!(
+                    (source, reason),
+                    (Some(EvidenceSource::Analysed), None),
+                    "{kind}"
+                );
+            }
+        });
+        for_each_backend(|db| {
+            // A sub-stream camera whose main stream refuses connections: the images fall
+            // back to the analysed frame, and the rows say so and why.
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let stats = Arc::new(crate::evidence::GrabStats::default());
+            let grabs = MainStreamGrabs::new(
+                runtime.handle().clone(),
+                1,
+                Duration::from_secs(10),
+                crate::source::RtspOptions::default(),
+                stats.clone(),
+            );
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let (camera, input, mut frame) = street_sample();
+            let mut store = db.open();
+            let mut filing = Filing::new(&camera, Categories::builtin(), &store, input, 0.0)
+                .unwrap()
+                .with_main_stream(Arc::new(grabs), format!("rtsp://127.0.0.1:{port}/main"));
+            let mut t = 0.0;
+            let id = loop {
+                filing
+                    .on_frame(&mut store, at(&mut frame, t), &van())
+                    .unwrap();
+                let cases = store.cases(&CaseFilter::default()).unwrap();
+                if let Some(case) = cases.first() {
+                    if !store.evidence(&case.id).unwrap().is_empty() {
+                        break case.id.clone();
+                    }
+                }
+                assert!(t < 60.0, "no evidence after {t} s of samples");
+                std::thread::sleep(Duration::from_millis(100));
+                t += 1.0;
+            };
+            assert!(stats.fallback.get() >= 1);
+            let rows = sources(&store, &id);
+            assert_eq!(rows.len(), 2, "{rows:?}");
+            for (kind, source, reason) in rows {
+                assert_eq!(source, Some(EvidenceSource::Fallback), "{kind}");
+                let reason = reason.unwrap_or_default();
+                assert!(
+                    reason.starts_with("main stream: ") && reason.contains(&port.to_string()),
+                    "{kind}: {reason}"
+                );
+            }
         });
     }
 }

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use sql::{vals, Db, DbError, Dialect, Row, Value};
 
-use crate::cases::{Case, CaseError, Changes, Evidence, HistoryEntry, Status};
+use crate::cases::{Case, CaseError, Changes, Evidence, EvidenceSource, HistoryEntry, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -403,13 +403,19 @@ impl Store {
         }
         for e in &changes.evidence {
             tx.execute(
-                "INSERT INTO evidence (case_id, kind, path, ts) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(case_id, kind) DO UPDATE SET path = excluded.path, ts = excluded.ts",
+                "INSERT INTO evidence (case_id, kind, path, ts, source, fallback_reason, caption_height)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(case_id, kind) DO UPDATE SET path = excluded.path, ts = excluded.ts,
+                    source = excluded.source, fallback_reason = excluded.fallback_reason,
+                    caption_height = excluded.caption_height",
                 &vals![
                     &e.case_id,
                     &e.kind,
                     e.path.to_string_lossy().into_owned(),
-                    e.ts
+                    e.ts,
+                    e.source.map(EvidenceSource::as_str),
+                    e.fallback_reason.clone(),
+                    i64::from(e.caption_height)
                 ],
             )?;
             if d == Dialect::Postgres {
@@ -525,19 +531,29 @@ impl Store {
             .map_err(|e| self.sql(e))
     }
 
-    /// The newest whole-frame evidence image of any case of `camera`, as (case id, kind):
-    /// the picture the console shows for a camera the daemon has no snapshot of. Read it
-    /// with [`Store::evidence_image`].
-    pub fn latest_picture(&self, camera: &str) -> Result<Option<(String, String)>, StoreError> {
+    /// The newest whole-frame evidence image of any case of `camera`, as (case id, kind,
+    /// height of its caption band): the picture the console shows for a camera the daemon
+    /// has no snapshot of. Read it with [`Store::evidence_image`].
+    pub fn latest_picture(
+        &self,
+        camera: &str,
+    ) -> Result<Option<(String, String, u32)>, StoreError> {
         let found = self
             .db
             .query_opt(
-                "SELECT e.case_id, e.kind FROM evidence e JOIN cases c ON c.id = e.case_id
+                "SELECT e.case_id, e.kind, e.caption_height FROM evidence e
+                 JOIN cases c ON c.id = e.case_id
                  WHERE c.camera_id = ?1 AND e.kind IN ('first', 'filed', 'reopened', 'after')
                  ORDER BY e.ts DESC LIMIT 1",
                 &vals![camera],
             )
-            .and_then(|row| row.map(|r| Ok((r.text(0)?, r.text(1)?))).transpose())
+            .and_then(|row| {
+                row.map(|r| {
+                    let band = r.int(2)?.clamp(0, u32::MAX.into()) as u32;
+                    Ok((r.text(0)?, r.text(1)?, band))
+                })
+                .transpose()
+            })
             .map_err(|e| self.sql(e))?;
         Ok(found)
     }
@@ -580,7 +596,8 @@ impl Store {
 
     pub fn evidence(&self, case_id: &str) -> Result<Vec<Evidence>, StoreError> {
         self.query_map(
-            "SELECT kind, path, ts FROM evidence WHERE case_id = ?1 ORDER BY ts, kind",
+            "SELECT kind, path, ts, source, fallback_reason, caption_height FROM evidence
+             WHERE case_id = ?1 ORDER BY ts, kind",
             &vals![case_id],
             |r| {
                 Ok(Evidence {
@@ -588,6 +605,12 @@ impl Store {
                     kind: r.text(0)?,
                     path: PathBuf::from(r.text(1)?),
                     ts: r.real(2)?,
+                    source: r
+                        .opt_text(3)?
+                        .as_deref()
+                        .and_then(EvidenceSource::from_name),
+                    fallback_reason: r.opt_text(4)?,
+                    caption_height: r.int(5)?.clamp(0, u32::MAX.into()) as u32,
                 })
             },
         )
@@ -1307,5 +1330,91 @@ mod operator_tests {
             )
             .unwrap();
         assert_eq!(keys(&store), ["C1:filed:0", "C1:dispatched:3"]);
+    }
+
+    /// An evidence row of case C1 whose image is spooled where the writer puts it.
+    fn evidence_row(
+        store: &Store,
+        kind: &str,
+        source: EvidenceSource,
+        reason: Option<&str>,
+    ) -> Evidence {
+        let folder = store.evidence_dir().join("C1");
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join(format!("{kind}.jpg"));
+        std::fs::write(&path, b"jpeg").unwrap();
+        Evidence {
+            case_id: "C1".into(),
+            kind: kind.into(),
+            path,
+            ts: DAY,
+            source: Some(source),
+            fallback_reason: reason.map(String::from),
+            caption_height: 96,
+        }
+    }
+
+    #[test]
+    fn evidence_rows_keep_the_picture_they_were_drawn_on() {
+        for_each_backend(|db| {
+            let mut store = store_with(&db, vec![filed("C1", DAY)]);
+            let reason = "main stream: rtsp://cam/0: connection refused";
+            let rows = vec![
+                evidence_row(&store, "filed", EvidenceSource::Fallback, Some(reason)),
+                evidence_row(&store, "filed-crop", EvidenceSource::Fallback, Some(reason)),
+            ];
+            store
+                .write(&Changes {
+                    evidence: rows.clone(),
+                    ..Changes::default()
+                })
+                .unwrap();
+            assert_eq!(store.evidence("C1").unwrap(), rows);
+            assert_eq!(
+                store.latest_picture("cam-1").unwrap(),
+                Some(("C1".into(), "filed".into(), 96))
+            );
+            // Drawn again (a later grab worked): the row says so, and no reason stays.
+            let again = evidence_row(&store, "filed", EvidenceSource::MainStream, None);
+            store
+                .write(&Changes {
+                    evidence: vec![again.clone()],
+                    ..Changes::default()
+                })
+                .unwrap();
+            assert_eq!(store.evidence("C1").unwrap(), [again, rows[1].clone()]);
+        });
+    }
+
+    #[test]
+    fn evidence_stored_before_sources_were_recorded_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cases.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for migration in &sqlite::MIGRATIONS[..3] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute(
+                "INSERT INTO evidence (case_id, kind, path, ts) VALUES ('C1', 'filed', '/old/filed.jpg', ?1)",
+                params![DAY],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let [old] = &store.evidence("C1").unwrap()[..] else {
+            panic!("one row")
+        };
+        assert_eq!(
+            (
+                old.source,
+                old.fallback_reason.as_deref(),
+                old.caption_height
+            ),
+            (None, None, 0)
+        );
+        let shown = serde_json::to_value(old).unwrap();
+        assert_eq!(shown["source"], serde_json::Value::Null, "{shown}");
     }
 }

@@ -126,6 +126,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         taken_at DOUBLE PRECISION NOT NULL,
         taken_by TEXT NOT NULL
      );",
+    // 4: which picture each evidence image was drawn on, and the height of its caption
+    // band (SQLite's version 5).
+    "ALTER TABLE evidence ADD COLUMN source TEXT;
+     ALTER TABLE evidence ADD COLUMN fallback_reason TEXT;
+     ALTER TABLE evidence ADD COLUMN caption_height BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// Serialises schema upgrades of replicas that start together (an arbitrary constant).

@@ -177,7 +177,9 @@ fn prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cases::{Changes, Evidence, NewEvent, OperatorAction, RejectReason, Status};
+    use crate::cases::{
+        Changes, Evidence, EvidenceSource, NewEvent, OperatorAction, RejectReason, Status,
+    };
     use crate::store::test_db::{for_each_backend, TestDb};
     use crate::store::CaseFilter;
 
@@ -210,6 +212,9 @@ mod tests {
                         kind: "filed".into(),
                         path: folder.join("filed.jpg"),
                         ts: 1000.0,
+                        source: Some(EvidenceSource::Analysed),
+                        fallback_reason: None,
+                        caption_height: 0,
                     }],
                     events: vec![NewEvent {
                         key: format!("{id}:filed:2"),

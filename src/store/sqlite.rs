@@ -114,6 +114,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         taken_at REAL NOT NULL,
         taken_by TEXT NOT NULL
      );",
+    // 5: which picture each evidence image was drawn on (issue 10: a sub-stream camera's
+    // evidence falls back to the analysed frame when its main stream fails), and the
+    // height of the caption band under the picture. Older rows: source unknown, no band.
+    "ALTER TABLE evidence ADD COLUMN source TEXT;
+     ALTER TABLE evidence ADD COLUMN fallback_reason TEXT;
+     ALTER TABLE evidence ADD COLUMN caption_height INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Opens (creating) the database file and brings its schema up to date. `Ok(Err(found))`
