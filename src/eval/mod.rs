@@ -54,12 +54,18 @@ pub enum EvalError {
     #[error("{}: {error}", file.display())]
     Recording {
         file: PathBuf,
-        error: RecordingError,
+        error: Box<RecordingError>,
     },
     #[error("{}: {error}", file.display())]
-    Pipeline { file: PathBuf, error: PipelineError },
+    Pipeline {
+        file: PathBuf,
+        error: Box<PipelineError>,
+    },
     #[error("{}: the scenario's store: {error}", file.display())]
-    Store { file: PathBuf, error: StoreError },
+    Store {
+        file: PathBuf,
+        error: Box<StoreError>,
+    },
     #[error("{}: {reason}", path.display())]
     Plot { path: PathBuf, reason: String },
 }
@@ -85,7 +91,7 @@ pub fn prepare(
     let camera = pipeline::recorded_camera(&scenario.camera, scenario.camera_id.as_deref())
         .map_err(|error| EvalError::Recording {
             file: file.clone(),
-            error,
+            error: Box::new(error),
         })?;
     let every = scenario.every.as_secs_f64();
     let expected = scenario
@@ -205,7 +211,7 @@ pub fn run(
     let file = scenario.file.clone();
     let pipeline_error = |error| EvalError::Pipeline {
         file: file.clone(),
-        error,
+        error: Box::new(error),
     };
     let dir = tempfile::tempdir().map_err(|e| EvalError::Read {
         path: std::env::temp_dir(),
@@ -216,7 +222,7 @@ pub fn run(
         pipeline::recording_filing(&camera, &db, &CityFiles::default()).map_err(|error| {
             EvalError::Recording {
                 file: file.clone(),
-                error,
+                error: Box::new(error),
             }
         })?;
     let (source, info) =
@@ -254,7 +260,7 @@ pub fn run(
     }
     let store_error = |error| EvalError::Store {
         file: file.clone(),
-        error,
+        error: Box::new(error),
     };
     let store = Store::open(&db).map_err(store_error)?;
     let start = scenario.start;
