@@ -303,7 +303,7 @@ mod tests {
     fn bad_scenarios_name_the_file_and_field() {
         let cases = [
             (format!("{HEAD}clip = \"clip.mp4\"\ncolour = 1\n"), "unknown field `colour`"),
-            (format!("{HEAD}"), "clip: missing"),
+            (HEAD.to_string(), "clip: missing"),
             (format!("{HEAD}clip = \"nope.mp4\"\n"), "clip: `nope.mp4` is neither"),
             (
                 "name = \"s\"\ncamera = \"cam.toml\"\nstart = \"2026-11-24 12:00\"\nclip = \"clip.mp4\"\n".into(),
