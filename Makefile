@@ -11,7 +11,7 @@ TEST_MODELS := target/test-models
 # onnxruntime and numpy).
 BASELINE_REQS := benches/baseline/requirements.txt
 
-.PHONY: setup build demo test test-models int8-model baseline-env lint bench clean
+.PHONY: setup build demo eval test test-models int8-model baseline-env lint bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -29,6 +29,15 @@ demo: build
 		--camera samples/street-static-camera.toml --db $(DEMO_OUT)/cases.db --jsonl $(DEMO_OUT)/case-events.jsonl
 	./target/release/cgbot cases list --db $(DEMO_OUT)/cases.db
 	@echo "annotated images in $(DEMO_OUT)/, cases in $(DEMO_OUT)/cases.db (evidence in $(DEMO_OUT)/cases.db.evidence/)"
+
+# Case quality over the scenario suite in eval/ (clips made from the shared samples with
+# FFmpeg, cached in target/eval-clips): the table on stderr, the report and its figure in
+# $(EVAL_OUT).
+EVAL_OUT ?= out/eval
+eval: build
+	mkdir -p $(EVAL_OUT)
+	CGBOT_SAMPLES=$(SAMPLES) ./target/release/cgbot eval eval/ --json --plot $(EVAL_OUT)/eval.png > $(EVAL_OUT)/report.json
+	@echo "report in $(EVAL_OUT)/report.json, figure in $(EVAL_OUT)/eval.png"
 
 # Tiny synthetic ONNX models (yolov8 layout, dynamic batch; a non-detector) for the tests.
 $(TEST_MODELS)/tiny_yolov8.onnx: scripts/make_test_models.py

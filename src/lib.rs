@@ -14,6 +14,7 @@ pub mod console;
 pub mod decode;
 pub mod detect;
 pub mod duration;
+pub mod eval;
 pub mod evidence;
 #[cfg(test)]
 mod fuzz;

@@ -40,6 +40,28 @@ pub fn parse_local_date(text: &str, utc_offset: i64) -> Result<f64, String> {
     Ok(secs - utc_offset as f64)
 }
 
+/// The Unix time of an RFC 3339 timestamp with its offset (`2026-11-24T12:00:00+08:00`,
+/// `…Z`), and the offset in seconds east of UTC.
+pub fn parse_rfc3339(text: &str) -> Result<(f64, i64), String> {
+    let text = text.trim();
+    let bad = || format!("`{text}` is not an RFC 3339 time such as 2026-11-24T12:00:00+08:00");
+    let split = if text.ends_with(['Z', 'z']) {
+        text.len() - 1
+    } else {
+        // The offset's sign comes after the time (the date's dashes come before the `T`).
+        let time_at = text.find(['T', 't', ' ']).ok_or_else(bad)?;
+        time_at + text[time_at..].rfind(['+', '-']).ok_or_else(bad)?
+    };
+    let (local, offset) = text.split_at(split);
+    let offset = crate::rules::parse_utc_offset(&offset.to_uppercase()).map_err(|_| bad())?;
+    let as_if_utc = humantime::parse_rfc3339_weak(local).map_err(|_| bad())?;
+    let secs = as_if_utc
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| format!("`{text}` is before 1970"))?
+        .as_secs_f64();
+    Ok((secs - offset as f64, offset))
+}
+
 /// The local date (`YYYY-MM-DD`) of a Unix time.
 pub fn local_date(unix: f64, utc_offset: i64) -> String {
     local_time(unix, utc_offset)[..10].to_string()
@@ -68,6 +90,28 @@ mod tests {
             rfc3339(unix, -(5 * 3600 + 1800)),
             "2026-11-30T20:30:00-05:30"
         );
+    }
+
+    #[test]
+    fn rfc3339_with_an_offset_parses_to_the_same_instant_it_prints() {
+        let unix = 1_796_090_400.0;
+        assert_eq!(parse_rfc3339("2026-12-01T10:00:00+08:00"), Ok((unix, CST)));
+        assert_eq!(parse_rfc3339("2026-12-01T02:00:00Z"), Ok((unix, 0)));
+        assert_eq!(
+            parse_rfc3339("2026-11-30T20:30:00-05:30"),
+            Ok((unix, -(5 * 3600 + 1800)))
+        );
+        for bad in [
+            "2026-12-01",
+            "2026-12-01T10:00:00",
+            "noon",
+            "2026-12-01T10:00:00+25:00",
+        ] {
+            assert!(
+                parse_rfc3339(bad).unwrap_err().contains("RFC 3339"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use cli::cameras::CamerasCommand;
 use cli::cases::{CasesCommand, OutboxCommand};
 use cli::console::ConsoleArgs;
 use cli::detect::DetectArgs;
+use cli::eval::EvalArgs;
 use cli::models::ModelsCommand;
 use cli::replay::ReplayArgs;
 use cli::run::RunArgs;
@@ -52,6 +53,8 @@ enum Command {
     Detect(DetectArgs),
     /// Decode a recorded clip (MP4, MKV, raw H.264/H.265) and detect on sampled frames.
     Replay(Box<ReplayArgs>),
+    /// Measure case quality: scenario clips with expected cases through the pipeline.
+    Eval(Box<EvalArgs>),
     /// Cases filed by replay or the daemon.
     Cases {
         #[command(subcommand)]
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Detect(args) => args.run(),
         Command::Replay(args) => args.run(),
+        Command::Eval(args) => args.run(),
         Command::Cases { command } => cli::cases::run(command),
         Command::Outbox { command } => command.run(),
         Command::Cameras { command } => command.run(),

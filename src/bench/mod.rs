@@ -2,7 +2,7 @@
 //! real daemon (`cgbot run`, the same code path) as a child process, and the figures a
 //! city sizes its servers by, from the OS accounting of that child and its own metrics.
 
-mod plot;
+pub(crate) mod plot;
 mod probe;
 
 pub use plot::plot_sweep;

@@ -14,8 +14,8 @@ const FONTS: &[&str] = &[
 ];
 
 /// Registers a font with plotters once; its text needs one (fonts-dejavu-core, installed
-/// by `make setup`).
-fn register_font() -> Result<(), BenchError> {
+/// by `make setup`). Every plot of the crate calls it first.
+pub(crate) fn register_font() -> Result<(), String> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
@@ -27,13 +27,12 @@ fn register_font() -> Result<(), BenchError> {
                 .map_err(|_| "the plot's font cannot be read".to_string())
         })
         .clone()
-        .map_err(BenchError::Setup)
 }
 
 /// Two panels over the camera count: analysed vs wanted frames/s, and CPU cores used
 /// with p99 frame → detection latency.
 pub fn plot_sweep(points: &[PointReport], title: &str, path: &Path) -> Result<(), BenchError> {
-    register_font()?;
+    register_font().map_err(BenchError::Setup)?;
     let failed = |e: String| BenchError::Setup(format!("{}: {e}", path.display()));
     let root = BitMapBackend::new(path, (1200, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| failed(e.to_string()))?;

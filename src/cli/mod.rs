@@ -5,6 +5,7 @@ pub mod cameras;
 pub mod cases;
 pub mod console;
 pub mod detect;
+pub mod eval;
 pub mod models;
 pub mod replay;
 pub mod run;
@@ -56,6 +57,18 @@ impl DetectorArgs {
             max_batch: self.batch.max(1),
         };
         Ok(Detector::new(model, options)?)
+    }
+
+    /// The detector for a camera: `--model` if given, else the camera's own model.
+    pub fn build_for(&self, camera_model: Option<&str>) -> Result<Detector> {
+        match (&self.model, camera_model) {
+            (None, Some(model)) => DetectorArgs {
+                model: Some(model.to_string()),
+                ..self.clone()
+            }
+            .build(),
+            _ => self.build(),
+        }
     }
 }
 

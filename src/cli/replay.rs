@@ -4,19 +4,17 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use cgbot::cases::Categories;
 use cgbot::config::{self, Camera};
 use cgbot::decode::Sampling;
 use cgbot::detect::Detection;
 use cgbot::pipeline::{
-    self, Analysed, Feed, FileFeed, FilingSetup, FilingStats, Outlet, OutletError, Summary,
+    self, Analysed, CityFiles, Feed, FileFeed, FilingStats, Outlet, OutletError, Summary,
 };
-use cgbot::rules::EventCatalogue;
 use cgbot::source::FileSource;
 use cgbot::store::Store;
 
@@ -108,25 +106,11 @@ struct FrameResult<'a> {
 
 /// The camera a replay files cases for, from `--camera` and `--camera-id`.
 fn replay_camera(args: &FilingArgs) -> Result<Option<config::Camera>> {
-    let Some(path) = &args.camera else {
-        return Ok(None);
-    };
-    // A replay reads a recording: the camera's zones count, its credentials do not.
-    let cameras =
-        config::load_cameras_with(path, &EventCatalogue::builtin(), &config::Secrets::Skip)?;
-    let camera = match &args.camera_id {
-        Some(id) => cameras
-            .into_iter()
-            .find(|c| &c.info.id == id)
-            .with_context(|| format!("{}: no camera `{id}`", path.display()))?,
-        None if cameras.len() == 1 => cameras.into_iter().next().expect("one camera"),
-        None => bail!(
-            "{} defines {} cameras: say which one the clip is from with --camera-id",
-            path.display(),
-            cameras.len()
-        ),
-    };
-    Ok(Some(camera))
+    args.camera
+        .as_deref()
+        .map(|path| pipeline::recorded_camera(path, args.camera_id.as_deref()))
+        .transpose()
+        .map_err(Into::into)
 }
 
 /// Prints (or writes as JSON), annotates and reports progress for every analysed frame.
@@ -188,32 +172,17 @@ fn replay(
     filing_args: &FilingArgs,
 ) -> Result<()> {
     let camera = replay_camera(filing_args)?;
-    let detector = match (&args.model, camera.as_ref().and_then(|c| c.model.clone())) {
-        (None, Some(model)) => DetectorArgs {
-            model: Some(model),
-            ..args.clone()
-        }
-        .build()?,
-        _ => args.build()?,
-    };
+    let detector = args.build_for(camera.as_ref().and_then(|c| c.model.as_deref()))?;
     let (source, info) = FileSource::open(clip)?;
-    let filing = match &camera {
-        Some(camera) => Some(FilingSetup {
-            store: Store::open(&filing_args.db.db)?,
-            categories: Categories::load_city(
-                filing_args.catalogue.as_deref(),
-                filing_args.calendar.as_deref(),
-                filing_args.codes.as_deref(),
-                (
-                    &EventCatalogue::builtin().names(),
-                    &cgbot::config::events_used(std::slice::from_ref(camera)),
-                ),
-            )?,
-            // A file is its own evidence: its frames are drawn on.
-            grabs: None,
-        }),
-        None => None,
+    let city = CityFiles {
+        catalogue: filing_args.catalogue.clone(),
+        calendar: filing_args.calendar.clone(),
+        codes: filing_args.codes.clone(),
     };
+    let filing = camera
+        .as_ref()
+        .map(|camera| pipeline::recording_filing(camera, &filing_args.db.db, &city))
+        .transpose()?;
     let start = filing_args
         .start
         .or_else(|| source.recorded_at())

@@ -20,12 +20,14 @@ mod filing;
 pub mod live;
 mod outlet;
 mod picture;
+mod recording;
 mod store_health;
 
 pub use feed::{Feed, FeedCounters, Sample, Unit};
 pub use filing::{Filing, FilingStats};
 pub use outlet::{Analysed, FilingSetup, Outlet, OutletError};
 pub use picture::{PictureLimits, PictureWatch};
+pub use recording::{recorded_camera, recording_filing, CityFiles, RecordingError};
 pub use store_health::StoreHealth;
 
 use std::path::{Path, PathBuf};
