@@ -6,6 +6,7 @@ pub(crate) mod plot;
 mod probe;
 
 pub use plot::plot_sweep;
+pub use probe::memory_mib;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,7 +19,7 @@ use crate::metrics::Quantile;
 use crate::models::Catalogue;
 use crate::pipeline::first_keyframe;
 use crate::sim::SimHandle;
-use probe::{memory_mib, CpuSample, Metrics};
+use probe::{CpuSample, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -45,6 +46,8 @@ pub struct BenchOptions {
     pub batch: usize,
     /// Inference threads (0: one per core).
     pub threads: usize,
+    /// Decode threads (0: the daemon's default).
+    pub decode_threads: usize,
     /// `sub`: cameras are analysed on the simulator's `/cam/<i>/sub`, their main stream
     /// kept for evidence.
     pub stream: crate::config::StreamChoice,
@@ -256,10 +259,11 @@ fn start_pipeline(
         .map_or(String::new(), |m| format!("model = {m:?}\n"));
     let config = format!(
         "cameras = \"cameras.toml\"\ndb = \"cases.db\"\n\n[detector]\n{model}provider = {:?}\nbatch = {}\nthreads = {}\n\n\
-         [sampling]\ninterval = \"{}ms\"\n\n[rtsp]\nstream = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+         [queues]\ndecode_threads = {}\n\n[sampling]\ninterval = \"{}ms\"\n\n[rtsp]\nstream = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
         options.provider,
         options.batch,
         options.threads,
+        options.decode_threads,
         options.interval.as_millis(),
         match options.stream {
             crate::config::StreamChoice::Main => "main",

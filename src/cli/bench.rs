@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// Inference threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Decode threads (0: the daemon's default, `queues.decode_threads`).
+    #[arg(long, default_value_t = 0)]
+    decode_threads: usize,
     /// Also run the Python/OpenCV baseline on the same clip, model and sampling.
     #[arg(long)]
     baseline: bool,
@@ -107,6 +110,7 @@ impl BenchArgs {
             provider: self.provider.clone(),
             batch: self.batch,
             threads: self.threads,
+            decode_threads: self.decode_threads,
             stream: if self.stream == "sub" {
                 cgbot::config::StreamChoice::Sub
             } else {

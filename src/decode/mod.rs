@@ -103,6 +103,18 @@ pub fn decode_keyframe(info: &StreamInfo, unit: &AccessUnit) -> Result<Picture, 
     Ok(Picture(picture))
 }
 
+/// Frames and model inputs are megabyte buffers allocated in bursts (every camera's first
+/// keyframe at once). glibc raises its mmap threshold after freeing such a buffer, so later
+/// ones come from the heap and their memory is never returned: measured with 500 idle
+/// cameras, 820 MB of RSS instead of 150 MB. A fixed threshold keeps them mmapped.
+pub fn keep_frame_buffers_out_of_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator tunable; called before the threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// An analysed frame: the model input and the picture it came from.
 pub struct Frame {
     /// Presentation time in seconds (0 when the stream has none).
@@ -274,6 +286,131 @@ impl Decoder {
                 input,
                 picture: Picture(picture),
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::models::Catalogue;
+    use crate::source::FileSource;
+
+    const KEYFRAMES_ONLY: Sampling = Sampling::Keyframes { min_interval: None };
+
+    fn input() -> InputSpec {
+        Catalogue::with_dirs(vec![])
+            .unwrap()
+            .default_model()
+            .unwrap()
+            .input
+            .clone()
+    }
+
+    /// The first `n` keyframes of a shared sample clip.
+    fn keyframes(clip: &str, n: usize) -> (StreamInfo, Vec<AccessUnit>) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/samples")
+            .join(clip);
+        let (mut source, info) = FileSource::open(&path).unwrap();
+        let mut units = Vec::new();
+        while units.len() < n {
+            let unit = source.next_unit().unwrap().expect("enough keyframes");
+            if unit.keyframe {
+                units.push(unit);
+            }
+        }
+        (info, units)
+    }
+
+    /// `unit` with its coded data after the first quarter overwritten with noise: the
+    /// NAL unit lengths and headers stand, the slice data is garbage.
+    fn garbled(unit: &AccessUnit) -> AccessUnit {
+        let mut data = unit.packet.data().expect("a packet with data").to_vec();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let from = data.len() / 4;
+        for byte in &mut data[from..] {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        let mut packet = ffmpeg::Packet::copy(&data);
+        packet.set_pts(unit.packet.pts());
+        packet.set_dts(unit.packet.dts());
+        packet.set_flags(ffmpeg::packet::Flags::KEY);
+        AccessUnit {
+            pts: unit.pts,
+            keyframe: true,
+            packet,
+        }
+    }
+
+    /// The luma plane of the one picture `unit` decodes to.
+    fn luma(decoder: &mut Decoder, unit: &AccessUnit) -> Vec<u8> {
+        let mut frames = Vec::new();
+        decoder.push(unit, &mut |f| frames.push(f)).unwrap();
+        let [frame] = &frames[..] else {
+            panic!("{} pictures for one keyframe", frames.len())
+        };
+        luma_of(frame)
+    }
+
+    fn luma_of(frame: &Frame) -> Vec<u8> {
+        let picture = frame.picture.as_frame();
+        let (stride, width) = (picture.stride(0), picture.width() as usize);
+        picture
+            .data(0)
+            .chunks(stride)
+            .take(picture.height() as usize)
+            .flat_map(|row| &row[..width])
+            .copied()
+            .collect()
+    }
+
+    #[test]
+    fn a_kept_decoder_decodes_each_keyframe_as_a_fresh_one_would() {
+        for clip in [
+            "people-walking-1080p-h264.mp4",
+            "people-walking-1080p-h265.mp4",
+        ] {
+            let (info, units) = keyframes(clip, 3);
+            let mut kept = Decoder::new(&info, &input(), KEYFRAMES_ONLY).unwrap();
+            for unit in &units {
+                let mut fresh = Decoder::new(&info, &input(), KEYFRAMES_ONLY).unwrap();
+                assert!(luma(&mut kept, unit) == luma(&mut fresh, unit), "{clip}");
+            }
+            assert_eq!(kept.stats().frames_damaged, 0, "{clip}");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_keyframe_does_not_spoil_the_next() {
+        for clip in [
+            "people-walking-1080p-h264.mp4",
+            "people-walking-1080p-h265.mp4",
+        ] {
+            let (info, units) = keyframes(clip, 3);
+            let mut kept = Decoder::new(&info, &input(), KEYFRAMES_ONLY).unwrap();
+            luma(&mut kept, &units[0]);
+            let mut spoilt = Vec::new();
+            kept.push(&garbled(&units[1]), &mut |f| spoilt.push(luma_of(&f)))
+                .unwrap();
+            let mut fresh = Decoder::new(&info, &input(), KEYFRAMES_ONLY).unwrap();
+            let intact = luma(&mut fresh, &units[1]);
+            assert!(
+                spoilt.iter().all(|picture| *picture != intact),
+                "{clip}: the garbled keyframe is rejected or decodes to another picture"
+            );
+            let spoilt = kept.stats();
+            let mut fresh = Decoder::new(&info, &input(), KEYFRAMES_ONLY).unwrap();
+            assert!(
+                luma(&mut kept, &units[2]) == luma(&mut fresh, &units[2]),
+                "{clip}: the keyframe after the garbled one decodes as on a fresh decoder"
+            );
+            assert_eq!(kept.stats().frames_damaged, spoilt.frames_damaged, "{clip}");
         }
     }
 }

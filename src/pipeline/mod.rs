@@ -94,6 +94,8 @@ pub struct PipelineConfig {
     /// Units one feed may have waiting for its decoder, and (with back-pressure) decoded
     /// frames waiting for detection.
     pub per_feed: usize,
+    /// Keyframes-only decoders kept between keyframes, over all decode threads.
+    pub kept_decoders: usize,
     /// Longest wait for an inference batch to fill once its first frame is there.
     pub max_wait: Duration,
 }
@@ -105,6 +107,8 @@ impl PipelineConfig {
             policy: QueuePolicy::Backpressure,
             decode_threads: 1,
             per_feed: 16,
+            // A run's files are few: each keeps its decoder.
+            kept_decoders: usize::MAX,
             max_wait: Duration::from_millis(50),
         }
     }
@@ -301,12 +305,14 @@ impl<O: Outlet> Pipeline<O> {
         };
         let mut shards = Vec::new();
         let mut decoders = Vec::new();
-        for i in 0..config.decode_threads.max(1) {
+        let threads = config.decode_threads.max(1);
+        for i in 0..threads {
             let (tx, rx) = bounded(capacity.max(1));
             shards.push(tx);
             let worker = decoding::DecodeWorker::new(
                 config.policy,
                 config.per_feed,
+                config.kept_decoders.div_ceil(threads),
                 input.clone(),
                 frames.clone(),
                 metrics.clone(),

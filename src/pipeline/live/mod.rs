@@ -236,7 +236,7 @@ pub fn run(
         .build()
         .map_err(DaemonError::Runtime)?;
 
-    keep_frame_buffers_out_of_the_heap();
+    crate::decode::keep_frame_buffers_out_of_the_heap();
     let metrics = Arc::new(Metrics::default());
     let snapshots = Arc::new(Snapshots::new(
         config.snapshot_budget_mib.saturating_mul(1 << 20),
@@ -251,6 +251,7 @@ pub fn run(
             policy: QueuePolicy::Freshness,
             decode_threads,
             per_feed: config.queues.per_camera,
+            kept_decoders: config.queues.kept_decoders,
             max_wait: config.detector.max_wait,
         },
         detector,
@@ -427,18 +428,6 @@ fn session_slots(config: &RunConfig, cameras: &[crate::config::Camera]) -> Sessi
         files.soft.saturating_sub(crate::limits::RESERVED),
         crate::limits::session_slots(files.soft, transport),
     )
-}
-
-/// Frames and model inputs are megabyte buffers allocated in bursts (every camera's first
-/// keyframe at once). glibc raises its mmap threshold after freeing such a buffer, so later
-/// ones come from the heap and their memory is never returned: measured with 500 idle
-/// cameras, 820 MB of RSS instead of 150 MB. A fixed threshold keeps them mmapped.
-fn keep_frame_buffers_out_of_the_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes an allocator tunable; called before the threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
 }
 
 fn build_sinks(config: &RunConfig) -> Result<Vec<Box<dyn Sink>>, DaemonError> {
