@@ -369,7 +369,14 @@ fn missed_close(
     };
     let (seen, of) = coverage(e, after, samples);
     let when = closed.map_or("not closed".to_string(), |t| format!("closed at {t:.0} s"));
-    let (cause, why) = if seen > 0 {
+    let early = closed.is_some_and(|t| t < window.from);
+    let (cause, why) = if early {
+        // Verified from the last sighting: the model lost it before it left.
+        (
+            Cause::Detector,
+            "closed early, the model lost it before it left",
+        )
+    } else if seen > 0 {
         (Cause::Detector, "the model still sees something there")
     } else {
         (Cause::Rules, "unseen, yet not verified in time")

@@ -497,6 +497,8 @@ pub fn run_files<O: Outlet>(
     let started = Instant::now();
     let detect_before = detector.times();
     let metrics = Arc::new(Metrics::default());
+    // Filed recordings have their view guarded like live cameras.
+    let pictures = filing.is_some().then_some(PictureLimits::RECORDING);
     let pipeline = Pipeline::start(
         &PipelineConfig::files(),
         detector,
@@ -507,7 +509,11 @@ pub fn run_files<O: Outlet>(
     let intake = pipeline.intake();
     let mut fed = Vec::new();
     for mut file in files {
-        let feed = Arc::new(Feed::new(file.camera, 0, file.start));
+        let feed = Feed::new(file.camera, 0, file.start);
+        let feed = Arc::new(match pictures {
+            Some(limits) => feed.watching_pictures(limits),
+            None => feed,
+        });
         let stream: Arc<dyn StreamParameters> = Arc::new(FileStream::new(&file.info));
         let mut summary = Summary::default();
         let mut closed = false;

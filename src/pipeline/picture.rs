@@ -28,6 +28,17 @@ pub struct PictureLimits {
     pub view_guard: bool,
 }
 
+impl PictureLimits {
+    /// A recording filed as a camera (`replay --camera`, `eval`): its view is guarded, as a
+    /// live camera's is; frozen and dark pictures are not judged, since a clip made from a
+    /// still or recorded at night is what it is.
+    pub const RECORDING: PictureLimits = PictureLimits {
+        frozen_after: Duration::ZERO,
+        dark_after: Duration::ZERO,
+        view_guard: true,
+    };
+}
+
 /// Likeness to the reference view ([`ViewSignature::likeness`]) below this: other ground.
 /// Measured (tests/decode.rs): the same ground 0.90 or more in any light, with noise and
 /// people walking; panned by a tenth of the picture 0.44 at most, zoomed 0.16.
