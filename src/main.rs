@@ -137,6 +137,7 @@ fn main() -> ExitCode {
 /// files, users file, case catalogue): restarting will not help until it is fixed.
 fn is_config_error(e: &anyhow::Error) -> bool {
     use cgbot::pipeline::live::DaemonError;
+    use cgbot::pipeline::RecordingError;
     e.chain().any(|cause| {
         cause.is::<cgbot::config::ConfigError>()
             || cause.is::<cli::cameras::CheckFailed>()
@@ -145,6 +146,15 @@ fn is_config_error(e: &anyhow::Error) -> bool {
             || matches!(
                 cause.downcast_ref::<DaemonError>(),
                 Some(DaemonError::Config(_) | DaemonError::Catalogue(_) | DaemonError::Users(_))
+            )
+            || matches!(
+                cause.downcast_ref::<RecordingError>(),
+                Some(
+                    RecordingError::Config(_)
+                        | RecordingError::Catalogue(_)
+                        | RecordingError::NoSuchCamera { .. }
+                        | RecordingError::WhichCamera { .. }
+                )
             )
     })
 }
