@@ -45,7 +45,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::cases::{Case, EvidenceSource, HistoryEntry, LocalTimes, Status};
+use crate::cases::{Case, EvidenceSource, LocalTimes, PublishedEntry, Status};
 use crate::console::auth::Auth;
 use crate::console::{CameraBook, ConsoleConfig};
 pub use crate::pipeline::live::Snapshot;
@@ -795,7 +795,7 @@ struct CaseDetail {
     #[serde(flatten)]
     case: CaseItem,
     evidence: Vec<EvidenceItem>,
-    history: Vec<HistoryEntry>,
+    history: Vec<PublishedEntry>,
 }
 
 /// The case's evidence, or 404 when there is no such case.
@@ -832,7 +832,10 @@ async fn case(
             let case = find_case(store, &id)?;
             let history = store
                 .history(&id)
-                .map_err(|e| ApiError::internal("reading case history", e))?;
+                .map_err(|e| ApiError::internal("reading case history", e))?
+                .into_iter()
+                .map(|entry| PublishedEntry::of(entry, case.utc_offset))
+                .collect();
             Ok(CaseDetail {
                 evidence: evidence_of(store, &id)?,
                 history,

@@ -538,7 +538,7 @@ fn a_case_comes_with_history_and_evidence_images_and_nothing_outside_them() {
     let evidence_dir = Store::open(&db).unwrap().evidence_dir();
     let cases = writer.cases(&CaseFilter::default()).unwrap();
     let id = cases[0].id.clone();
-    let server = Server::start(fixed_view(), Some(TOKEN), db);
+    let server = Server::start(fixed_view(), Some(TOKEN), db.clone());
 
     let detail = server.get(&format!("/api/cases/{id}")).json();
     assert_eq!(detail["id"], id.as_str());
@@ -550,6 +550,15 @@ fn a_case_comes_with_history_and_evidence_images_and_nothing_outside_them() {
         .map(|h| h["to"].as_str().unwrap())
         .collect();
     assert_eq!(steps, ["detected", "filed"]);
+    // Each step's time also in the camera's local time, as the case's own times are.
+    let filed = &detail["history"][1];
+    assert_eq!(
+        filed["ts_rfc3339"].as_str(),
+        Some(
+            crate::local_time::rfc3339(filed["ts"].as_f64().unwrap(), cases[0].utc_offset).as_str()
+        )
+    );
+    assert!(detail["verdict_at_rfc3339"].is_null(), "no verdict yet");
     let list = server.get(&format!("/api/cases/{id}/evidence")).json();
     assert_eq!(detail["evidence"], list);
     let kinds: Vec<_> = list
@@ -582,6 +591,25 @@ fn a_case_comes_with_history_and_evidence_images_and_nothing_outside_them() {
         assert_eq!(image.body, on_disk, "{url}");
         assert_eq!(&image.body[..2], [0xff, 0xd8]);
     }
+
+    // An operator confirms it: the verdict's time is published in local time too.
+    let at = cases[0].last_seen + 60.0;
+    Store::open(&db)
+        .unwrap()
+        .operator_action(
+            &id,
+            crate::cases::OperatorAction::Confirm,
+            "op",
+            None,
+            at,
+            Duration::ZERO,
+        )
+        .unwrap();
+    let detail = server.get(&format!("/api/cases/{id}")).json();
+    assert_eq!(
+        detail["verdict_at_rfc3339"].as_str(),
+        Some(crate::local_time::rfc3339(at, cases[0].utc_offset).as_str())
+    );
 
     let evidence = |name: &str| server.get(&format!("/api/cases/{id}/evidence/{name}"));
     assert_eq!(evidence("after.jpg").error().0, 404);

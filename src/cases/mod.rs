@@ -26,7 +26,7 @@ pub use changes::{
     Changes, Evidence, EvidenceKind, EvidenceRequest, EvidenceSource, HistoryEntry, NewEvent,
 };
 pub use codes::{check_fields as check_code_fields, CityCode, CodeTable, CodeTableError};
-pub use published::{LocalTimes, PublishedCase};
+pub use published::{LocalTimes, PublishedCase, PublishedEntry};
 pub use status::{Status, ALL as ALL_STATUSES, SETTABLE as SETTABLE_STATUSES};
 pub use suppression::Suppression;
 pub use verdict::{OperatorAction, RejectReason, Verdict, VerdictKind};

@@ -17,6 +17,9 @@ pub struct LocalTimes {
     pub deadline_rfc3339: Option<String>,
     pub closed_at_rfc3339: Option<String>,
     pub updated_at_rfc3339: String,
+    /// When the operator's latest verdict was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict_at_rfc3339: Option<String>,
 }
 
 impl LocalTimes {
@@ -29,6 +32,7 @@ impl LocalTimes {
             deadline_rfc3339: case.deadline.map(at),
             closed_at_rfc3339: case.closed_at.map(at),
             updated_at_rfc3339: at(case.updated_at),
+            verdict_at_rfc3339: case.verdict.as_ref().map(|v| at(v.at)),
         }
     }
 }
@@ -47,6 +51,23 @@ impl<'a> PublishedCase<'a> {
         Self {
             case,
             times: LocalTimes::of(case),
+        }
+    }
+}
+
+/// A history entry with its time in the case camera's local time, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct PublishedEntry {
+    #[serde(flatten)]
+    pub entry: super::HistoryEntry,
+    pub ts_rfc3339: String,
+}
+
+impl PublishedEntry {
+    pub fn of(entry: super::HistoryEntry, utc_offset: i64) -> Self {
+        Self {
+            ts_rfc3339: rfc3339(entry.ts, utc_offset),
+            entry,
         }
     }
 }
