@@ -115,6 +115,27 @@ pub(super) fn check_zones(
         if rules.is_empty() {
             return Err((at, "a zone needs at least one rule".into()));
         }
+        // One new stationary thing would be filed once for each such rule.
+        let agnostic: Vec<usize> = (0..rules.len())
+            .filter(|&ri| {
+                rules[ri]
+                    .labels
+                    .iter()
+                    .any(|l| l == crate::scene::NEW_OBJECT)
+            })
+            .collect();
+        if let [first, second, ..] = agnostic[..] {
+            return Err((
+                format!("{at}.rules[{second}]"),
+                format!(
+                    "`{}` and rules[{first}] (`{}`) both take `{}`: one new thing would be filed \
+                     as both; give each its own zone",
+                    rules[second].event,
+                    rules[first].event,
+                    crate::scene::NEW_OBJECT
+                ),
+            ));
+        }
         checked.push(ZoneRules {
             id: zone.id.clone(),
             name: zone.name.clone().unwrap_or_else(|| zone.id.clone()),
@@ -700,6 +721,18 @@ main_stream = "rtsp://u:p@10.0.0.3/main"
                 vec![square("kerb", 0.1, "jaywalking")],
                 "zone[0] `kerb`.rules[0]",
                 "unknown event `jaywalking`",
+            ),
+            (
+                {
+                    let mut zone = square("kerb", 0.1, "material_piles");
+                    let mut litter = zone.rules[0].clone();
+                    litter.event = "exposed_litter".into();
+                    litter.fields.labels = Some(vec!["bottle".into(), "new_object".into()]);
+                    zone.rules.push(litter);
+                    vec![zone]
+                },
+                "zone[0] `kerb`.rules[1]",
+                "`exposed_litter` and rules[0] (`material_piles`) both take `new_object`: one new thing would be filed as both; give each its own zone",
             ),
             (
                 {
