@@ -22,8 +22,8 @@ use std::time::Duration;
 use cgbot::bench::memory_mib;
 use cgbot::decode::{keep_frame_buffers_out_of_the_heap, Decoder, Sampling};
 use cgbot::models::{Catalogue, InputSpec};
-use cgbot::source::{AccessUnit, FileSource, StreamInfo};
-use common::sample;
+use cgbot::source::{AccessUnit, StreamInfo};
+use common::keyframes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 
 const CLIPS: [(&str, &str); 2] = [
@@ -31,28 +31,6 @@ const CLIPS: [(&str, &str); 2] = [
     ("h265", "people-walking-1080p-h265.mp4"),
 ];
 const KEYFRAMES_ONLY: Sampling = Sampling::Keyframes { min_interval: None };
-
-/// The embedded default model's input (YOLOX-Nano, 416 × 416); no model file needed.
-fn model_input() -> InputSpec {
-    Catalogue::with_dirs(vec![])
-        .unwrap()
-        .default_model()
-        .unwrap()
-        .input
-        .clone()
-}
-
-/// Every keyframe of a sample clip.
-fn keyframes(name: &str) -> (StreamInfo, Vec<AccessUnit>) {
-    let (mut source, info) = FileSource::open(&sample(name)).expect("open sample");
-    let mut keyframes = Vec::new();
-    while let Some(unit) = source.next_unit().expect("read") {
-        if unit.keyframe {
-            keyframes.push(unit);
-        }
-    }
-    (info, keyframes)
-}
 
 /// CPU time this thread has used.
 fn thread_cpu() -> Duration {
@@ -87,11 +65,11 @@ fn kept_decoder_mib(info: &StreamInfo, unit: &AccessUnit, input: &InputSpec) -> 
 
 fn fresh_versus_kept(c: &mut Criterion) {
     keep_frame_buffers_out_of_the_heap();
-    let input = model_input();
+    let input = Catalogue::default_input();
     let mut group = c.benchmark_group("decode_keyframes_1080p");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     for (codec, file) in CLIPS {
-        let (info, units) = keyframes(file);
+        let (info, units) = keyframes(file, usize::MAX);
         assert_eq!(units.len(), 15, "{file}: one keyframe per 2 s GOP");
         println!(
             "decode_keyframes_1080p/{codec}: a kept decoder holds {:.1} MiB between keyframes",

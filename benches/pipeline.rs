@@ -32,12 +32,7 @@ fn demux(name: &str) -> (StreamInfo, Vec<AccessUnit>) {
 }
 
 fn decode_all(info: &StreamInfo, units: &[AccessUnit], sampling: Sampling) -> Vec<Frame> {
-    let input = Catalogue::with_dirs(vec![])
-        .unwrap()
-        .default_model()
-        .unwrap()
-        .input
-        .clone();
+    let input = Catalogue::default_input();
     let mut decoder = Decoder::new(info, &input, sampling).unwrap();
     let mut frames = Vec::new();
     let mut emit = |f: Frame| frames.push(f);

@@ -21,40 +21,16 @@ use cgbot::decode::{Decoder, LumaSignature, Sampling, ViewSignature};
 use cgbot::detect::nms::nms;
 use cgbot::detect::{Detection, DetectorOptions, YoloxGrid};
 use cgbot::geometry::{anchor_point, Polygon};
-use cgbot::models::{Catalogue, InputSpec};
+use cgbot::models::Catalogue;
 use cgbot::pipeline::live::{encode_snapshot, SNAPSHOT_QUALITY, SNAPSHOT_WIDTH};
 use cgbot::rules::{EventCatalogue, RuleFields, Sighting, ZoneRules};
 use cgbot::scene::{Scene, SceneConfig, SceneGrid};
-use cgbot::source::{AccessUnit, FileSource, StreamInfo};
 use cgbot::track::{Appearance, Observation, Tracker, TrackerConfig};
-use common::sample;
+use common::keyframes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode};
 
 const WIDTH: u32 = 1920;
 const HEIGHT: u32 = 1080;
-
-/// The embedded default model's input (YOLOX-Nano, 416 × 416); no model file needed.
-fn model_input() -> InputSpec {
-    Catalogue::with_dirs(vec![])
-        .unwrap()
-        .default_model()
-        .unwrap()
-        .input
-        .clone()
-}
-
-/// The first `n` keyframes of a sample clip.
-fn keyframes(name: &str, n: usize) -> (StreamInfo, Vec<AccessUnit>) {
-    let (mut source, info) = FileSource::open(&sample(name)).expect("open sample");
-    let mut keyframes = Vec::new();
-    while keyframes.len() < n {
-        let unit = source.next_unit().expect("read").expect("enough keyframes");
-        if unit.keyframe {
-            keyframes.push(unit);
-        }
-    }
-    (info, keyframes)
-}
 
 /// xorshift64*: a fixed-seed generator, so inputs are the same on every run.
 struct Rng(u64);
@@ -113,7 +89,7 @@ fn detection(label: &str, score: f32, bbox: [f32; 4]) -> Detection {
 /// `decode_time` counts it), the letterbox being `preprocess_letterbox_1080p_yuv420p_to_416`
 /// in `benches/pipeline.rs`.
 fn keyframe_decode(c: &mut Criterion) {
-    let input = model_input();
+    let input = Catalogue::default_input();
     let mut group = c.benchmark_group("decode_one_keyframe_1080p");
     group.sampling_mode(SamplingMode::Flat).sample_size(20);
     for (codec, file) in [
@@ -156,7 +132,7 @@ fn keyframe_decode(c: &mut Criterion) {
 /// 1080p sample: the scene grid read from the picture, and the whole scene step (grid,
 /// learning, regions, boxes) on a learned scene with ten model detections.
 fn scene_sample(c: &mut Criterion) {
-    let input = model_input();
+    let input = Catalogue::default_input();
     let (info, units) = keyframes("people-walking-1080p-h264.mp4", 1);
     let sampling = Sampling::Keyframes { min_interval: None };
     let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
@@ -192,7 +168,7 @@ fn scene_sample(c: &mut Criterion) {
 /// The two picture signatures every analysed 1080p frame gets while a camera is watched
 /// live: the luma lattice (frozen/dark) and the view grid (the view guard).
 fn picture_signatures(c: &mut Criterion) {
-    let input = model_input();
+    let input = Catalogue::default_input();
     let (info, units) = keyframes("people-walking-1080p-h264.mp4", 1);
     let sampling = Sampling::Keyframes { min_interval: None };
     let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
@@ -307,7 +283,7 @@ fn yolox_head_output(classes: usize, rng: &mut Rng) -> Vec<f32> {
 }
 
 fn yolox_postprocess(c: &mut Criterion) {
-    let input = model_input();
+    let input = Catalogue::default_input();
     let classes = Catalogue::with_dirs(vec![])
         .unwrap()
         .default_model()
@@ -618,7 +594,7 @@ fn snapshot(c: &mut Criterion) {
     let (info, units) = keyframes("people-walking-1080p-h264.mp4", 1);
     let mut decoder = Decoder::new(
         &info,
-        &model_input(),
+        &Catalogue::default_input(),
         Sampling::Keyframes { min_interval: None },
     )
     .unwrap();

@@ -199,6 +199,18 @@ impl Catalogue {
         names.join(", ")
     }
 
+    /// The input the embedded default model takes, which needs no model file: what a
+    /// decoder prepares frames for in tests and benchmarks. The embedded catalogue is
+    /// checked by this module's tests, so it cannot fail here.
+    pub fn default_input() -> InputSpec {
+        Catalogue::with_dirs(vec![])
+            .expect("the embedded model catalogue")
+            .default_model()
+            .expect("the embedded catalogue's default model")
+            .input
+            .clone()
+    }
+
     pub fn default_model(&self) -> Result<&ModelSpec, ModelError> {
         self.models
             .iter()

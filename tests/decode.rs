@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 
 use cgbot::decode::{DecodeStats, Decoder, Sampling};
+use cgbot::models::Catalogue;
 use cgbot::source::FileSource;
 use common::*;
 
@@ -17,7 +18,7 @@ struct Decoded {
 }
 
 fn decode(path: &Path, sampling: Sampling) -> Decoded {
-    let input = default_model_input();
+    let input = Catalogue::default_input();
     let (mut source, info) = FileSource::open(path).unwrap();
     let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
     let (mut keyframes, mut pts, mut units) = (0, Vec::new(), 0);
@@ -186,7 +187,7 @@ fn judge_pictures(path: &Path) -> (Option<cgbot::api::CameraProblem>, f32, f32) 
         view_guard: false,
     };
     let mut watch = PictureWatch::new(limits);
-    let input = default_model_input();
+    let input = Catalogue::default_input();
     let (mut source, info) = FileSource::open(path).unwrap();
     let sampling = Sampling::Interval(Duration::from_secs(1));
     let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
@@ -247,7 +248,7 @@ fn frozen_and_dark_pictures_are_told_from_a_static_street() {
 /// second) in `path`.
 fn likeness_to(reference: &cgbot::decode::ViewSignature, path: &Path) -> Vec<f32> {
     use cgbot::decode::ViewSignature;
-    let input = default_model_input();
+    let input = Catalogue::default_input();
     let (mut source, info) = FileSource::open(path).unwrap();
     let sampling = Sampling::Interval(std::time::Duration::from_secs(1));
     let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
@@ -264,7 +265,7 @@ fn likeness_to(reference: &cgbot::decode::ViewSignature, path: &Path) -> Vec<f32
 }
 
 fn first_view(path: &Path) -> cgbot::decode::ViewSignature {
-    let input = default_model_input();
+    let input = Catalogue::default_input();
     let (mut source, info) = FileSource::open(path).unwrap();
     let mut decoder =
         Decoder::new(&info, &input, Sampling::Keyframes { min_interval: None }).unwrap();

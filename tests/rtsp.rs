@@ -10,9 +10,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cgbot::decode::{Decoder, Sampling};
+use cgbot::models::Catalogue;
 use cgbot::sim::{Credentials, SimConfig, SimHandle};
 use cgbot::source::{LiveUnit, RtspError, RtspOptions, RtspSession, Transport};
-use common::{default_model_input, fault_plan, sample};
+use common::{fault_plan, sample};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The longest any step may take before the test gives up.
@@ -75,7 +76,7 @@ struct Decoded {
 
 fn decode(units: &[LiveUnit]) -> Decoded {
     let info = units[0].stream.stream_info();
-    let mut decoder = Decoder::new(&info, &default_model_input(), Sampling::All).unwrap();
+    let mut decoder = Decoder::new(&info, &Catalogue::default_input(), Sampling::All).unwrap();
     let (mut keyframes, mut pts, mut sizes) = (0, Vec::new(), Vec::new());
     let mut emit = |frame: cgbot::decode::Frame| {
         keyframes += u64::from(frame.keyframe);

@@ -300,15 +300,6 @@ mod tests {
 
     const KEYFRAMES_ONLY: Sampling = Sampling::Keyframes { min_interval: None };
 
-    fn input() -> InputSpec {
-        Catalogue::with_dirs(vec![])
-            .unwrap()
-            .default_model()
-            .unwrap()
-            .input
-            .clone()
-    }
-
     /// The first `n` keyframes of a shared sample clip.
     fn keyframes(clip: &str, n: usize) -> (StreamInfo, Vec<AccessUnit>) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -377,9 +368,11 @@ mod tests {
             "people-walking-1080p-h265.mp4",
         ] {
             let (info, units) = keyframes(clip, 3);
-            let mut kept = Decoder::new(&info, &input(), KEYFRAMES_ONLY).unwrap();
+            let mut kept =
+                Decoder::new(&info, &Catalogue::default_input(), KEYFRAMES_ONLY).unwrap();
             for unit in &units {
-                let mut fresh = Decoder::new(&info, &input(), KEYFRAMES_ONLY).unwrap();
+                let mut fresh =
+                    Decoder::new(&info, &Catalogue::default_input(), KEYFRAMES_ONLY).unwrap();
                 assert!(luma(&mut kept, unit) == luma(&mut fresh, unit), "{clip}");
             }
             assert_eq!(kept.stats().frames_damaged, 0, "{clip}");
@@ -393,19 +386,22 @@ mod tests {
             "people-walking-1080p-h265.mp4",
         ] {
             let (info, units) = keyframes(clip, 3);
-            let mut kept = Decoder::new(&info, &input(), KEYFRAMES_ONLY).unwrap();
+            let mut kept =
+                Decoder::new(&info, &Catalogue::default_input(), KEYFRAMES_ONLY).unwrap();
             luma(&mut kept, &units[0]);
             let mut spoilt = Vec::new();
             kept.push(&garbled(&units[1]), &mut |f| spoilt.push(luma_of(&f)))
                 .unwrap();
-            let mut fresh = Decoder::new(&info, &input(), KEYFRAMES_ONLY).unwrap();
+            let mut fresh =
+                Decoder::new(&info, &Catalogue::default_input(), KEYFRAMES_ONLY).unwrap();
             let intact = luma(&mut fresh, &units[1]);
             assert!(
                 spoilt.iter().all(|picture| *picture != intact),
                 "{clip}: the garbled keyframe is rejected or decodes to another picture"
             );
             let spoilt = kept.stats();
-            let mut fresh = Decoder::new(&info, &input(), KEYFRAMES_ONLY).unwrap();
+            let mut fresh =
+                Decoder::new(&info, &Catalogue::default_input(), KEYFRAMES_ONLY).unwrap();
             assert!(
                 luma(&mut kept, &units[2]) == luma(&mut fresh, &units[2]),
                 "{clip}: the keyframe after the garbled one decodes as on a fresh decoder"

@@ -444,12 +444,7 @@ mod tests {
     }
 
     fn worker(kept_decoders: usize) -> (DecodeWorker, Arc<FrameQueue>) {
-        let input = Catalogue::with_dirs(vec![])
-            .unwrap()
-            .default_model()
-            .unwrap()
-            .input
-            .clone();
+        let input = Catalogue::default_input();
         let out = Arc::new(FrameQueue::new(QueuePolicy::Backpressure, 64));
         let worker = DecodeWorker::new(
             QueuePolicy::Freshness,

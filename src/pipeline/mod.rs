@@ -236,12 +236,7 @@ pub(crate) mod test_support {
         )
         .unwrap()
         .remove(0);
-        let input = Catalogue::with_dirs(vec![])
-            .unwrap()
-            .default_model()
-            .unwrap()
-            .input
-            .clone();
+        let input = Catalogue::default_input();
         let clip = root.join("../shared/samples/street-static-h264.mp4");
         let frame = super::first_keyframe(&clip, &input).unwrap();
         (camera, input, frame)

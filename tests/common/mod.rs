@@ -34,16 +34,6 @@ pub fn sample(name: &str) -> PathBuf {
     path
 }
 
-/// The input the default model takes: what a decoder needs to prepare frames for it.
-pub fn default_model_input() -> cgbot::models::InputSpec {
-    cgbot::models::Catalogue::with_dirs(vec![])
-        .expect("built-in model catalogue")
-        .default_model()
-        .expect("a default model")
-        .input
-        .clone()
-}
-
 /// Synthetic models made by `make test-models`.
 pub fn test_model(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
