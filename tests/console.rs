@@ -310,6 +310,11 @@ fn an_operator_reviews_rejects_dispatches_and_draws_a_zone_in_chromium() {
     wait_browser(&browser, "the re-base", Duration::from_secs(10), |b| {
         b.find("#view-message").text().contains("已设为参考画面")
     });
+    browser.execute(
+        "document.getElementById('view-line').scrollIntoView({block: 'center'});",
+        &[],
+    );
+    shot(&browser, "camera-view-rebased");
     let audit = daemon.get("/api/audit");
     assert!(
         audit
@@ -444,6 +449,14 @@ fn an_operator_reviews_rejects_dispatches_and_draws_a_zone_in_chromium() {
         browser.wait_for(ready, Duration::from_secs(10));
         shot(&browser, name);
     }
+    // The camera page's view line, below the picture.
+    browser.goto(&page("/cameras/cam-2"));
+    browser.wait_for("#view-line", Duration::from_secs(10));
+    browser.execute(
+        "document.getElementById('view-line').scrollIntoView({block: 'center'});",
+        &[],
+    );
+    shot(&browser, "camera-view-en");
     browser.find("#sign-out").click();
     browser.wait_for("#login-form", Duration::from_secs(10));
     shot(&browser, "login-en");
