@@ -70,17 +70,24 @@ fn keyframe_decode(c: &mut Criterion) {
 }
 
 fn preprocess_and_detect(c: &mut Criterion) {
-    let (info, units) = demux("people-walking-1080p-h264.mp4");
-    let frames = decode_all(&info, &units[..1], Sampling::All);
-    let picture = frames[0].picture.as_frame();
     let catalogue = Catalogue::load(None).unwrap();
     let model = catalogue
         .resolve(None)
         .expect("default model: run `make setup`");
-    let mut preprocess = Preprocessor::new(model.spec.input.clone());
-    c.bench_function("preprocess_letterbox_1080p_yuv420p_to_416", |b| {
-        b.iter(|| preprocess.run(picture).unwrap())
-    });
+    // A main stream's 1080p and a sub stream's size (768 × 432, people-walking.mp4).
+    for (clip, size) in [
+        ("people-walking-1080p-h264.mp4", "1080p"),
+        ("people-walking.mp4", "432p"),
+    ] {
+        let (info, units) = demux(clip);
+        let frames = decode_all(&info, &units[..1], Sampling::All);
+        let picture = frames[0].picture.as_frame();
+        let mut preprocess = Preprocessor::new(model.spec.input.clone());
+        c.bench_function(
+            &format!("preprocess_letterbox_{size}_yuv420p_to_416"),
+            |b| b.iter(|| preprocess.run(picture).unwrap()),
+        );
+    }
 
     let image = FileSource::open(&sample("dog-bicycle-truck.jpg"))
         .unwrap()

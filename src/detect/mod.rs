@@ -293,8 +293,11 @@ impl Detector {
         };
         self.staging.clear();
         self.staging.resize(rows * per_image, 0.0);
+        let scale = spec.input.scale;
         for (slot, input) in self.staging.chunks_exact_mut(per_image).zip(inputs) {
-            slot.copy_from_slice(&input.tensor);
+            for (value, &level) in slot.iter_mut().zip(&input.levels) {
+                *value = f32::from(level) * scale;
+            }
         }
 
         let started = Instant::now();

@@ -321,14 +321,7 @@ impl RuleEngine {
         let observations = relevant
             .iter()
             .map(|d| {
-                Observation::from_frame(
-                    (*d).clone(),
-                    &input.tensor,
-                    tw,
-                    th,
-                    model.scale,
-                    input.letterbox.ratio,
-                )
+                Observation::from_frame((*d).clone(), &input.levels, tw, th, input.letterbox.ratio)
             })
             .collect();
         let tracker = self

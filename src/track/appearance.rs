@@ -26,22 +26,21 @@ pub struct Appearance {
 }
 
 impl Appearance {
-    /// Histogram of the region `[x1, y1, x2, y2]` (tensor pixels, clipped to the tensor) of a
-    /// `3 × height × width` channel-major tensor whose values are 8-bit levels × `value_scale`.
-    /// `None` for an empty region or a tensor too short for its stated size.
+    /// Histogram of the region `[x1, y1, x2, y2]` (model-input pixels, clipped to the input)
+    /// of a `3 × height × width` channel-major model input of 8-bit levels. `None` for an
+    /// empty region or an input too short for its stated size.
     ///
     /// Each pixel is split between the two nearest bins of each channel (trilinear soft
     /// binning), so a colour near a bin border does not flip bins with sensor noise or a
     /// passing cloud.
-    pub fn from_tensor(
-        tensor: &[f32],
+    pub fn from_levels(
+        levels: &[u8],
         width: usize,
         height: usize,
-        value_scale: f32,
         region: [f32; 4],
     ) -> Option<Appearance> {
         let plane = width * height;
-        if tensor.len() < 3 * plane {
+        if levels.len() < 3 * plane {
             return None;
         }
         // `as usize` maps NaN and negatives to 0, so a garbage region comes out empty.
@@ -59,7 +58,6 @@ impl Appearance {
         }
         let step_x = (x1 - x0).div_ceil(SAMPLES_PER_SIDE);
         let step_y = (y1 - y0).div_ceil(SAMPLES_PER_SIDE);
-        let levels_per_value = 1.0 / value_scale;
 
         let mut bins = [0.0f32; BINS];
         let mut samples = 0u32;
@@ -67,7 +65,7 @@ impl Appearance {
             for x in (x0..x1).step_by(step_x) {
                 let i = y * width + x;
                 let [c0, c1, c2] =
-                    [i, i + plane, i + 2 * plane].map(|j| soft_bin(tensor[j] * levels_per_value));
+                    [i, i + plane, i + 2 * plane].map(|j| soft_bin(f32::from(levels[j])));
                 for (b0, w0) in c0 {
                     for (b1, w1) in c1 {
                         for (b2, w2) in c2 {
@@ -113,27 +111,26 @@ fn soft_bin(level: f32) -> [(usize, f32); 2] {
 mod tests {
     use super::*;
 
-    const SCALE: f32 = 1.0 / 255.0;
     const LEFT_HALF: [f32; 4] = [0.0, 0.0, 20.0, 30.0];
 
-    /// Appearance of `region` in a 40 × 30 grey tensor whose left half is `left` (8-bit levels).
-    fn appearance(left: [f32; 3], region: [f32; 4]) -> Option<Appearance> {
+    /// Appearance of `region` in a 40 × 30 grey model input whose left half is `left`.
+    fn appearance(left: [u8; 3], region: [f32; 4]) -> Option<Appearance> {
         let (width, height) = (40, 30);
-        let mut data = vec![128.0 * SCALE; 3 * width * height];
+        let mut data = vec![128; 3 * width * height];
         for (i, value) in data.iter_mut().enumerate() {
             if i % width < width / 2 {
-                *value = left[i / (width * height)] * SCALE;
+                *value = left[i / (width * height)];
             }
         }
-        Appearance::from_tensor(&data, width, height, SCALE, region)
+        Appearance::from_levels(&data, width, height, region)
     }
 
     #[test]
     fn same_colours_are_similar_and_different_colours_are_not() {
-        let red = appearance([220.0, 30.0, 30.0], LEFT_HALF).unwrap();
-        let brighter_red = appearance([230.0, 40.0, 40.0], LEFT_HALF).unwrap();
-        let blue = appearance([30.0, 40.0, 200.0], LEFT_HALF).unwrap();
-        let red_and_grey = appearance([220.0, 30.0, 30.0], [-5.0, -5.0, 99.0, 99.0]).unwrap();
+        let red = appearance([220, 30, 30], LEFT_HALF).unwrap();
+        let brighter_red = appearance([230, 40, 40], LEFT_HALF).unwrap();
+        let blue = appearance([30, 40, 200], LEFT_HALF).unwrap();
+        let red_and_grey = appearance([220, 30, 30], [-5.0, -5.0, 99.0, 99.0]).unwrap();
 
         assert!((red.bins.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         assert!((red.similarity(&red) - 1.0).abs() < 1e-5);
@@ -150,7 +147,7 @@ mod tests {
 
     #[test]
     fn empty_or_invalid_regions_have_no_appearance() {
-        let black = |region| appearance([0.0; 3], region);
+        let black = |region| appearance([0; 3], region);
         assert!(black([10.0, 10.0, 10.0, 20.0]).is_none(), "zero width");
         assert!(
             black([50.0, 0.0, 60.0, 30.0]).is_none(),
@@ -161,7 +158,7 @@ mod tests {
             black([10.2, 10.2, 10.4, 10.4]).is_some(),
             "a sliver covers one pixel"
         );
-        let too_short = [0.0; 100];
-        assert!(Appearance::from_tensor(&too_short, 40, 30, SCALE, [0.0, 0.0, 5.0, 5.0]).is_none());
+        let too_short = [0; 100];
+        assert!(Appearance::from_levels(&too_short, 40, 30, [0.0, 0.0, 5.0, 5.0]).is_none());
     }
 }

@@ -28,21 +28,19 @@ pub struct Observation {
 
 impl Observation {
     /// Takes the appearance from the model input the detection came from: `ratio` is the
-    /// letterbox scale from source to tensor pixels (the picture sits at the tensor's
-    /// top-left corner); `width`, `height` and `value_scale` are as in
-    /// [`Appearance::from_tensor`].
+    /// letterbox scale from source to model-input pixels (the picture sits at the input's
+    /// top-left corner); `width` and `height` are as in [`Appearance::from_levels`].
     pub fn from_frame(
         detection: Detection,
-        tensor: &[f32],
+        levels: &[u8],
         width: usize,
         height: usize,
-        value_scale: f32,
         ratio: f32,
     ) -> Observation {
         let [x1, y1, x2, y2] = detection.bbox.map(|v| v * ratio);
         let (margin_x, margin_y) = ((x2 - x1) * APPEARANCE_MARGIN, (y2 - y1) * APPEARANCE_MARGIN);
         let core = [x1 + margin_x, y1 + margin_y, x2 - margin_x, y2 - margin_y];
-        let appearance = Appearance::from_tensor(tensor, width, height, value_scale, core);
+        let appearance = Appearance::from_levels(levels, width, height, core);
         Observation {
             detection,
             appearance,
@@ -324,9 +322,8 @@ mod tests {
     const HEIGHT: u32 = 480;
     /// The model input is half the source size, as a letterbox would make it.
     const RATIO: f32 = 0.5;
-    const SCALE: f32 = 1.0 / 255.0;
-    const RED: [f32; 3] = [200.0, 30.0, 30.0];
-    const BLUE: [f32; 3] = [30.0, 40.0, 200.0];
+    const RED: [u8; 3] = [200, 30, 30];
+    const BLUE: [u8; 3] = [30, 40, 200];
     const BAY: [f32; 4] = [200.0, 200.0, 320.0, 280.0];
 
     fn detection(label: &str, bbox: [f32; 4]) -> Detection {
@@ -340,25 +337,25 @@ mod tests {
 
     /// Observations of `cars` (label, box in source pixels, colour), with appearances taken
     /// from one synthetic frame: a grey road with each car a flat patch of its colour.
-    fn observe(cars: &[(&str, [f32; 4], [f32; 3])]) -> Vec<Observation> {
+    fn observe(cars: &[(&str, [f32; 4], [u8; 3])]) -> Vec<Observation> {
         let (w, h) = (
             (WIDTH as f32 * RATIO) as usize,
             (HEIGHT as f32 * RATIO) as usize,
         );
-        let mut tensor = vec![110.0 * SCALE; 3 * w * h];
+        let mut levels = vec![110; 3 * w * h];
         for (_, bbox, colour) in cars {
             let [x1, y1, x2, y2] = bbox.map(|v| (v * RATIO) as usize);
             for (channel, level) in colour.iter().enumerate() {
                 for y in y1..y2.min(h) {
                     for x in x1..x2.min(w) {
-                        tensor[channel * w * h + y * w + x] = level * SCALE;
+                        levels[channel * w * h + y * w + x] = *level;
                     }
                 }
             }
         }
         cars.iter()
             .map(|(label, bbox, _)| {
-                Observation::from_frame(detection(label, *bbox), &tensor, w, h, SCALE, RATIO)
+                Observation::from_frame(detection(label, *bbox), &levels, w, h, RATIO)
             })
             .collect()
     }
@@ -532,7 +529,7 @@ mod tests {
         fn ids_are_never_reused_and_live_tracks_are_within_max_missed(
             samples in prop::collection::vec(
                 prop::collection::vec(
-                    (0..3usize, 0.0..560f32, 0.0..400f32, 10.0..80f32, 10.0..80f32, prop::option::of(0.0..255f32)),
+                    (0..3usize, 0.0..560f32, 0.0..400f32, 10.0..80f32, 10.0..80f32, prop::option::of(0..=255u8)),
                     0..8,
                 ),
                 1..30,
@@ -554,7 +551,7 @@ mod tests {
                         detection: detection(labels[label], [x, y, x + w, y + h]),
                         // A uniform 2 × 2 patch of grey `level`.
                         appearance: level.and_then(|level| {
-                            Appearance::from_tensor(&[level * SCALE; 12], 2, 2, SCALE, [0.0, 0.0, 2.0, 2.0])
+                            Appearance::from_levels(&[level; 12], 2, 2, [0.0, 0.0, 2.0, 2.0])
                         }),
                     })
                     .collect();
