@@ -15,6 +15,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
+use cgbot::annotate::encode_jpeg;
 use cgbot::cases::{CaseEngine, Categories, Status};
 use cgbot::config::CameraInfo;
 use cgbot::decode::{Decoder, LumaSignature, Sampling, ViewSignature};
@@ -60,15 +61,15 @@ impl Rng {
 }
 
 /// The colour histogram of a 4 × 4 patch of `colour` with ±12 levels of noise, as the
-/// tracker gets from a model input (YOLOX tensors hold 0–255 levels).
+/// tracker gets from a model input (8-bit levels).
 fn appearance(rng: &mut Rng, colour: [f32; 3]) -> Appearance {
-    let mut patch = vec![0.0; 3 * 16];
+    let mut patch = vec![0; 3 * 16];
     for (c, plane) in patch.chunks_exact_mut(16).enumerate() {
         plane
             .iter_mut()
-            .for_each(|v| *v = (colour[c] + rng.range(-12.0, 12.0)).clamp(0.0, 255.0));
+            .for_each(|v| *v = (colour[c] + rng.range(-12.0, 12.0)).clamp(0.0, 255.0) as u8);
     }
-    Appearance::from_tensor(&patch, 4, 4, 1.0, [0.0, 0.0, 4.0, 4.0]).expect("non-empty patch")
+    Appearance::from_levels(&patch, 4, 4, [0.0, 0.0, 4.0, 4.0]).expect("non-empty patch")
 }
 
 fn detection(label: &str, score: f32, bbox: [f32; 4]) -> Detection {
@@ -584,7 +585,8 @@ fn cases_steady_state(c: &mut Criterion) {
 /// to RGB at the small size (area, fast bilinear; a new context per call, as the outlet
 /// would need one per source size and format); the full-size RGB conversion the evidence
 /// images use, then the `image` crate's resize (triangle) or thumbnail (box). The
-/// encoders: `jpeg-encoder`, which the daemon uses, and the `image` crate's.
+/// encoders: `jpeg-encoder` (`annotate::encode_jpeg`), which the daemon uses for snapshots and
+/// evidence, and the `image` crate's; and both on the whole 1080p frame an evidence image is.
 fn snapshot(c: &mut Criterion) {
     use ffmpeg_next::format::Pixel;
     use ffmpeg_next::software::scaling;
@@ -659,20 +661,21 @@ fn snapshot(c: &mut Criterion) {
         })
     });
     group.bench_function("encode_jpeg_encoder", |b| {
+        b.iter(|| encode_jpeg(black_box(&small), SNAPSHOT_QUALITY).unwrap())
+    });
+    // An evidence image is the whole frame: the same two encoders at 1080p, quality 85.
+    let full = picture.to_rgb().unwrap();
+    group.bench_function("evidence_encode_image_crate", |b| {
         b.iter(|| {
             let mut jpeg = Vec::new();
-            let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, SNAPSHOT_QUALITY);
-            encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
-            encoder
-                .encode(
-                    black_box(small.as_raw()),
-                    w as u16,
-                    h as u16,
-                    jpeg_encoder::ColorType::Rgb,
-                )
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+                .encode_image(black_box(&full))
                 .unwrap();
             jpeg
         })
+    });
+    group.bench_function("evidence_encode_jpeg_encoder", |b| {
+        b.iter(|| encode_jpeg(black_box(&full), 85).unwrap())
     });
     let size = encode_snapshot(picture, SNAPSHOT_WIDTH, SNAPSHOT_QUALITY)
         .unwrap()

@@ -341,16 +341,30 @@ pub fn without_caption(jpeg: &[u8], caption_height: u32) -> Result<Vec<u8>, Anno
         .to_rgb8();
     let height = image.height().saturating_sub(caption_height).max(1);
     let picture = image::imageops::crop_imm(&image, 0, 0, image.width(), height).to_image();
-    encode_jpeg(&picture).map_err(AnnotateError::Read)
+    encode_jpeg(&picture, EVIDENCE_QUALITY).map_err(AnnotateError::Read)
 }
 
-fn encode_jpeg(image: &RgbImage) -> Result<Vec<u8>, String> {
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
-        .encode_image(image)
+/// `image` as a JPEG of `quality`, 4:2:0. Encoded with `jpeg-encoder` (its AVX2 path
+/// where the CPU has one): several times faster than the `image` crate's encoder, which
+/// took most of the filing thread's CPU when evidence of many cases was drawn at once.
+pub fn encode_jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
+    let (w, h) = image.dimensions();
+    let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
+        return Err(format!(
+            "a {w} × {h} picture is beyond JPEG's 65,535 pixels a side"
+        ));
+    };
+    let mut jpeg = Vec::with_capacity(image.as_raw().len() / 8);
+    let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, quality);
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    encoder
+        .encode(image.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
         .map_err(|e| e.to_string())?;
     Ok(jpeg)
 }
+
+/// Evidence quality: boxes, plates and captions stay legible.
+const EVIDENCE_QUALITY: u8 = 85;
 
 /// Writes the image as JPEG (quality 85), creating the directory.
 pub fn save_jpeg(image: &RgbImage, path: &Path) -> Result<(), AnnotateError> {
@@ -358,7 +372,7 @@ pub fn save_jpeg(image: &RgbImage, path: &Path) -> Result<(), AnnotateError> {
         path: path.to_path_buf(),
         reason,
     };
-    let jpeg = encode_jpeg(image).map_err(fail)?;
+    let jpeg = encode_jpeg(image, EVIDENCE_QUALITY).map_err(fail)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
@@ -519,7 +533,7 @@ mod tests {
             .count();
         assert!(text > 30, "the band has text: {text} px");
 
-        let jpeg = encode_jpeg(&captioned).unwrap();
+        let jpeg = encode_jpeg(&captioned, EVIDENCE_QUALITY).unwrap();
         let cut = image::load_from_memory(&without_caption(&jpeg, band).unwrap()).unwrap();
         assert_eq!((cut.width(), cut.height()), (64, 48));
         assert_eq!(without_caption(&jpeg, 0).unwrap(), jpeg);
