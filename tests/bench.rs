@@ -79,3 +79,70 @@ fn baseline_without_its_environment_is_refused_before_measuring() {
     let err = fails(out);
     assert!(err.contains("make baseline-env"), "{err}");
 }
+
+#[test]
+fn patrol_reports_revisits_and_files_cases_with_main_stream_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    // Six cameras of the parked street (a bus and a van), two slots, analysed on the
+    // simulator's 640×360 sub stream; every second camera has a no-parking zone over them.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cgbot"))
+        .args(["bench", "--patrol", "--cameras", "6", "--slots", "2"])
+        .args([
+            "--parked-every",
+            "2",
+            "--min-dwell",
+            "4s",
+            "--stream",
+            "sub",
+        ])
+        .args(["--warmup", "8", "--duration", "12", "--json"])
+        .arg("--clip")
+        .arg(sample("street-static-h264.mp4"))
+        .arg("--work-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_str(&ok(out)).unwrap();
+    assert_eq!(report["stream"], "sub");
+    let patrol = &report["patrol"];
+    assert_eq!(patrol["cameras"], 6);
+    assert_eq!(patrol["parked_cameras"], 3);
+    assert!(patrol["visits_per_s"].as_f64().unwrap() > 0.0, "{patrol}");
+    let revisit = &patrol["revisit"];
+    let worst = revisit["worst_s"].as_f64().unwrap();
+    let p50 = revisit["p50_s"].as_f64().unwrap();
+    assert!(revisit["gaps"].as_u64().unwrap() > 0, "{revisit}");
+    // Every camera took its turn, and no revisit took longer than the whole run.
+    assert_eq!(revisit["cameras_unvisited"], 0, "{revisit}");
+    assert!(0.0 < p50 && p50 <= worst && worst < 20.0, "{revisit}");
+    assert!(
+        patrol["cpu_ms_per_visit"].as_f64().unwrap() > 0.0,
+        "{patrol}"
+    );
+    // The parked vehicles were filed on the parked cameras only, and their evidence came
+    // from the main stream.
+    let filed = patrol["cases_filed"].as_u64().unwrap();
+    assert!(filed >= 3, "{patrol}");
+    assert!(
+        patrol["evidence_grabs_main"].as_u64().unwrap() > 0,
+        "{patrol}"
+    );
+    let cameras = std::process::Command::new(env!("CARGO_BIN_EXE_cgbot"))
+        .args(["cases", "list", "--json", "--db"])
+        .arg(dir.path().join("patrol-6-cameras/cases.db"))
+        .output()
+        .unwrap();
+    let cases: Value = serde_json::from_str(&ok(cameras)).unwrap();
+    let cases = cases.as_array().unwrap();
+    // The daemon may file one more between the last scrape and its stop.
+    assert!(
+        cases.len() as u64 >= filed,
+        "{} cases, {filed} counted",
+        cases.len()
+    );
+    for case in cases {
+        let camera = case["camera_id"].as_str().unwrap();
+        let n: usize = camera.trim_start_matches("bench-").parse().unwrap();
+        assert_eq!(n % 2, 0, "{camera} has no parked zone");
+    }
+}

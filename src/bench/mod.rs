@@ -2,9 +2,11 @@
 //! real daemon (`cgbot run`, the same code path) as a child process, and the figures a
 //! city sizes its servers by, from the OS accounting of that child and its own metrics.
 
+mod patrol;
 pub(crate) mod plot;
 mod probe;
 
+pub use patrol::{parked_street_clip, run_patrol, PatrolOptions, PatrolReport};
 pub use plot::plot_sweep;
 pub use probe::memory_mib;
 
@@ -101,6 +103,11 @@ pub struct PointReport {
     pub peak_rss_mib: f64,
     /// (peak − base) / cameras.
     pub rss_per_camera_mib: f64,
+    /// RSS at the end of the window: with cameras that are mostly idle (a long
+    /// `--interval`), two camera counts' difference is what an idle camera holds.
+    pub end_rss_mib: f64,
+    /// CPU cores ÷ cameras, in percent of a core.
+    pub cpu_percent_per_camera: f64,
     /// ONNX Runtime alone on the same frames, measured right after this point's window
     /// (same machine load), so the two rates compare.
     pub inference_alone: Ceiling,
@@ -231,26 +238,41 @@ fn free_port() -> Result<u16, BenchError> {
         .port())
 }
 
-/// Starts `cgbot run` for cameras 0..n of the simulator and waits until it is ready.
+/// The camera list of a run: cameras 0..n of the simulator with both streams, each with
+/// the zone `zone(i)` gives (TOML of one `[[camera.zone]]` table).
+fn camera_list(sim: &SimHandle, cameras: usize, zone: impl Fn(usize) -> String) -> String {
+    (0..cameras)
+        .map(|i| {
+            format!(
+                "[[camera]]\nid = \"bench-{i}\"\nmain_stream = \"{}\"\nsub_stream = \"{}\"\n{}\n",
+                sim.url(i),
+                sim.sub_url(i),
+                zone(i)
+            )
+        })
+        .collect()
+}
+
+/// A whole-frame parking zone, so tracking, rules and cases run on every camera.
+const WHOLE_FRAME_PARKING: &str =
+    "[[camera.zone]]\nid = \"all\"\npolygon = [[0, 0], [1, 0], [1, 1], [0, 1]]\n\
+     rules = [{ event = \"illegal_parking\" }]\n";
+
+/// Starts `cgbot run` in `work_dir/name` on the camera list `list`, with `extra` appended
+/// to its configuration, and waits until it is ready.
 fn start_pipeline(
-    sim: &SimHandle,
     options: &BenchOptions,
-    cameras: usize,
+    name: &str,
+    list: &str,
+    extra: &str,
 ) -> Result<Pipeline, BenchError> {
-    let dir = options.work_dir.join(format!("{cameras}-cameras"));
+    let dir = options.work_dir.join(name);
     std::fs::create_dir_all(&dir)?;
-    let _ = std::fs::remove_file(dir.join("cases.db"));
-    // A whole-frame parking zone on every camera, so tracking, rules and cases run.
-    let mut list = String::new();
-    for i in 0..cameras {
-        list += &format!(
-            "[[camera]]\nid = \"bench-{i}\"\nmain_stream = \"{}\"\nsub_stream = \"{}\"\n\
-             [[camera.zone]]\nid = \"all\"\npolygon = [[0, 0], [1, 0], [1, 1], [0, 1]]\n\
-             rules = [{{ event = \"illegal_parking\" }}]\n\n",
-            sim.url(i),
-            sim.sub_url(i)
-        );
+    // Cases and evidence of an earlier run would be counted with this one's.
+    for stale in ["cases.db", "cases.db-wal", "cases.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(stale));
     }
+    let _ = std::fs::remove_dir_all(dir.join("cases.db.evidence"));
     std::fs::write(dir.join("cameras.toml"), list)?;
     let port = free_port()?;
     let model = options
@@ -259,7 +281,7 @@ fn start_pipeline(
         .map_or(String::new(), |m| format!("model = {m:?}\n"));
     let config = format!(
         "cameras = \"cameras.toml\"\ndb = \"cases.db\"\n\n[detector]\n{model}provider = {:?}\nbatch = {}\nthreads = {}\n\n\
-         [queues]\ndecode_threads = {}\n\n[sampling]\ninterval = \"{}ms\"\n\n[rtsp]\nstream = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+         [queues]\ndecode_threads = {}\n\n[sampling]\ninterval = \"{}ms\"\n\n[rtsp]\nstream = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n{extra}",
         options.provider,
         options.batch,
         options.threads,
@@ -311,7 +333,8 @@ pub fn run_point(
     ceiling: &mut InferenceCeiling,
     progress: &mut dyn FnMut(String),
 ) -> Result<PointReport, BenchError> {
-    let pipeline = start_pipeline(sim, options, cameras)?;
+    let list = camera_list(sim, cameras, |_| WHOLE_FRAME_PARKING.into());
+    let pipeline = start_pipeline(options, &format!("{cameras}-cameras"), &list, "")?;
     let pid = pipeline.pid();
     let warmup_started = Instant::now();
     let base_rss = settled_rss(&pipeline, options.warmup)?;
@@ -329,7 +352,10 @@ pub fn run_point(
     );
     let (cpu_after, metrics_after) = (CpuSample::read(pid)?, pipeline.metrics()?);
     let wall = started.elapsed().as_secs_f64();
-    let peak_rss = memory_mib(pid, "VmHWM").unwrap_or(0.0);
+    let (end_rss, peak_rss) = (
+        memory_mib(pid, "VmRSS").unwrap_or(0.0),
+        memory_mib(pid, "VmHWM").unwrap_or(0.0),
+    );
     pipeline.stop()?;
     progress(format!("{cameras} cameras: inference alone"));
     let inference_alone = ceiling.measure(ceiling_budget(options.duration))?;
@@ -340,29 +366,12 @@ pub fn run_point(
         .zip(latency_histogram(&metrics_before))
         .map(|(after, before)| after.since(&before));
     let analysed = delta("cgbot_frames_analysed_total");
-    let total_cpu = (cpu_after.total - cpu_before.total).max(0.0);
-    let thread_cpu = |matches: &dyn Fn(&str) -> bool| cpu_after.since(&cpu_before, matches);
-    let stage_sum = |stage: &str| delta(&format!("cgbot_stage_seconds_sum{{stage=\"{stage}\"}}"));
-    // Decode threads decode and preprocess; split their CPU by the stages' timings.
-    let decode_threads = thread_cpu(&|n| n.starts_with("decode-"));
-    let (decode_s, preprocess_s) = (stage_sum("decode"), stage_sum("preprocess"));
-    let decode_share = decode_s / (decode_s + preprocess_s).max(f64::MIN_POSITIVE);
-    // ONNX Runtime's threads are created by the main thread and carry its name.
-    let detect_threads = thread_cpu(&|n| n == "detect" || n == "cgbot");
-    let postprocess_s = stage_sum("postprocess").min(detect_threads);
-    let filing = thread_cpu(&|n| n == "filing");
-    let receive = thread_cpu(&|n| n.starts_with("cgbot-io"));
-    let per_frame = |seconds: f64| seconds * 1000.0 / analysed.max(1.0);
-    let inference = detect_threads - postprocess_s;
-    let accounted = decode_threads + detect_threads + filing + receive;
-    let split = StageSplit {
-        receive: per_frame(receive),
-        decode: per_frame(decode_threads * decode_share),
-        preprocess: per_frame(decode_threads * (1.0 - decode_share)),
-        inference: per_frame(inference),
-        postprocess_rules: per_frame(postprocess_s + filing),
-        other: per_frame((total_cpu - accounted).max(0.0)),
-    };
+    let cpu = CpuWindow::split(
+        (&cpu_before, &cpu_after),
+        (&metrics_before, &metrics_after),
+        analysed,
+    );
+    let total_cpu = cpu.total;
     let cpu_cores = total_cpu / wall;
     let (analysed_fps, wanted_fps) = (
         analysed / wall,
@@ -381,8 +390,8 @@ pub fn run_point(
             wanted_fps,
             cpu_cores,
         ),
-        cpu_ms_per_frame: split,
-        non_inference_share: 1.0 - inference / total_cpu.max(f64::MIN_POSITIVE),
+        non_inference_share: cpu.non_inference_share(),
+        cpu_ms_per_frame: cpu.per_frame,
         latency_p50: latency.as_ref().and_then(|l| l.quantile(0.5)),
         latency_p99: latency.as_ref().and_then(|l| l.quantile(0.99)),
         skipped: {
@@ -398,6 +407,8 @@ pub fn run_point(
         base_rss_mib: base_rss,
         peak_rss_mib: peak_rss,
         rss_per_camera_mib: (peak_rss - base_rss).max(0.0) / cameras.max(1) as f64,
+        end_rss_mib: end_rss,
+        cpu_percent_per_camera: 100.0 * cpu_cores / cameras.max(1) as f64,
         share_of_inference_alone: analysed_fps / inference_alone.at_batch().max(f64::MIN_POSITIVE),
         inference_alone,
     })
@@ -407,6 +418,63 @@ pub fn run_point(
 /// of a shared machine, short beside the pipeline's window.
 fn ceiling_budget(duration: Duration) -> Duration {
     (duration / 5).clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
+/// The pipeline process's CPU over a measured window, split by stage.
+struct CpuWindow {
+    /// CPU seconds of the whole process.
+    total: f64,
+    /// CPU seconds of the ONNX Runtime call.
+    inference: f64,
+    per_frame: StageSplit,
+}
+
+impl CpuWindow {
+    /// From `/proc` samples and the daemon's metrics at both ends of the window, per
+    /// analysed frame.
+    fn split(
+        (before, after): (&CpuSample, &CpuSample),
+        (metrics_before, metrics_after): (&Metrics, &Metrics),
+        analysed: f64,
+    ) -> CpuWindow {
+        let total = (after.total - before.total).max(0.0);
+        let thread_cpu = |matches: &dyn Fn(&str) -> bool| after.since(before, matches);
+        let stage_sum = |stage: &str| {
+            metrics_after.delta(
+                metrics_before,
+                &format!("cgbot_stage_seconds_sum{{stage=\"{stage}\"}}"),
+            )
+        };
+        // Decode threads decode and preprocess; split their CPU by the stages' timings.
+        let decode_threads = thread_cpu(&|n| n.starts_with("decode-"));
+        let (decode_s, preprocess_s) = (stage_sum("decode"), stage_sum("preprocess"));
+        let decode_share = decode_s / (decode_s + preprocess_s).max(f64::MIN_POSITIVE);
+        // ONNX Runtime's threads are created by the main thread and carry its name.
+        let detect_threads = thread_cpu(&|n| n == "detect" || n == "cgbot");
+        let postprocess_s = stage_sum("postprocess").min(detect_threads);
+        let filing = thread_cpu(&|n| n == "filing");
+        let receive = thread_cpu(&|n| n.starts_with("cgbot-io"));
+        let per_frame = |seconds: f64| seconds * 1000.0 / analysed.max(1.0);
+        let inference = detect_threads - postprocess_s;
+        let accounted = decode_threads + detect_threads + filing + receive;
+        CpuWindow {
+            total,
+            inference,
+            per_frame: StageSplit {
+                receive: per_frame(receive),
+                decode: per_frame(decode_threads * decode_share),
+                preprocess: per_frame(decode_threads * (1.0 - decode_share)),
+                inference: per_frame(inference),
+                postprocess_rules: per_frame(postprocess_s + filing),
+                other: per_frame((total - accounted).max(0.0)),
+            },
+        }
+    }
+
+    /// Share of the process's CPU outside the ONNX Runtime call.
+    fn non_inference_share(&self) -> f64 {
+        1.0 - self.inference / self.total.max(f64::MIN_POSITIVE)
+    }
 }
 
 /// The RSS once start-up has settled: the first frame analysed (the model's buffers are

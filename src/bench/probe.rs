@@ -7,11 +7,12 @@ use std::path::Path;
 
 use crate::metrics::HistogramSnapshot;
 
-/// CPU seconds of a process, in all and per thread name.
+/// CPU seconds of a process, in all and per thread.
 #[derive(Debug, Clone, Default)]
 pub struct CpuSample {
     pub total: f64,
-    pub by_thread: BTreeMap<String, f64>,
+    /// By thread id: the thread's name and CPU seconds.
+    pub by_thread: BTreeMap<u32, (String, f64)>,
 }
 
 impl CpuSample {
@@ -22,23 +23,26 @@ impl CpuSample {
         let mut by_thread = BTreeMap::new();
         for task in std::fs::read_dir(proc.join("task"))?.flatten() {
             // Threads may end between listing and reading: skip them.
-            let (Ok(stat), Ok(name)) = (
+            let (Some(tid), Ok(stat), Ok(name)) = (
+                task.file_name().to_str().and_then(|t| t.parse().ok()),
                 std::fs::read_to_string(task.path().join("stat")),
                 std::fs::read_to_string(task.path().join("comm")),
             ) else {
                 continue;
             };
-            *by_thread.entry(name.trim().to_string()).or_insert(0.0) += stat_seconds(&stat, ticks);
+            by_thread.insert(tid, (name.trim().to_string(), stat_seconds(&stat, ticks)));
         }
         Ok(CpuSample { total, by_thread })
     }
 
-    /// CPU seconds since `earlier`, for threads whose name satisfies `matches`.
+    /// CPU seconds since `earlier`, for threads whose name satisfies `matches`. Threads
+    /// are told apart by id, so one that ended in between (a pool's idle thread) takes
+    /// nothing away; what it used since `earlier` is only in the process's total.
     pub fn since(&self, earlier: &CpuSample, matches: impl Fn(&str) -> bool) -> f64 {
         self.by_thread
             .iter()
-            .filter(|(name, _)| matches(name))
-            .map(|(name, s)| s - earlier.by_thread.get(name).copied().unwrap_or(0.0))
+            .filter(|(_, (name, _))| matches(name))
+            .map(|(tid, (_, s))| s - earlier.by_thread.get(tid).map_or(0.0, |(_, s)| *s))
             .sum::<f64>()
             .max(0.0)
     }

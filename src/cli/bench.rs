@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use cgbot::bench::{self, BaselineReport, BenchOptions, InferenceCeiling, PointReport};
+use cgbot::bench::{
+    self, BaselineReport, BenchOptions, InferenceCeiling, PatrolOptions, PatrolReport, PointReport,
+};
 use cgbot::metrics::Quantile;
 use cgbot::sim::{SimConfig, SimHandle};
 
@@ -66,6 +68,22 @@ pub struct BenchArgs {
     /// Where the sweep plot goes.
     #[arg(long, default_value = "out/bench/sweep.png")]
     plot: PathBuf,
+    /// Patrol instead of continuous watching: `--cameras` take turns in `--slots`, one
+    /// analysed frame a visit; prints revisit figures, CPU per visit, cases filed and
+    /// main-stream evidence grabs. The clip defaults to a parked street made from the
+    /// shared street-bus-car.jpg (1080p25 H.264, 4 Mbit/s, a keyframe every 2 s).
+    #[arg(long)]
+    patrol: bool,
+    /// Patrol slots: cameras visited at once.
+    #[arg(long, default_value_t = 50)]
+    slots: usize,
+    /// With --patrol, every Nth camera has a no-parking zone over the parked vehicles, so
+    /// it files cases and takes evidence (0: none).
+    #[arg(long, default_value_t = 20)]
+    parked_every: usize,
+    /// With --patrol, how long a parked vehicle is seen before its case is filed.
+    #[arg(long, default_value = "60s", value_parser = cgbot::duration::parse)]
+    min_dwell: Duration,
     /// Working directory for the runs' configuration, databases and logs.
     #[arg(long, default_value = "out/bench")]
     work_dir: PathBuf,
@@ -97,10 +115,14 @@ impl BenchArgs {
         if counts.contains(&0) {
             bail!("camera counts must be at least 1");
         }
-        let clip = self
-            .clip
-            .clone()
-            .unwrap_or_else(|| default_clip("people-walking-1080p-h264.mp4"));
+        let clip = match (&self.clip, self.patrol) {
+            (Some(clip), _) => clip.clone(),
+            (None, true) => {
+                eprintln!("bench: making the parked-street clip (once)");
+                bench::parked_street_clip(&default_clip("street-bus-car.jpg"), &self.work_dir)?
+            }
+            (None, false) => default_clip("people-walking-1080p-h264.mp4"),
+        };
         let options = BenchOptions {
             clip: clip.clone(),
             warmup: self.warmup,
@@ -124,6 +146,9 @@ impl BenchArgs {
         }
         std::fs::create_dir_all(&self.work_dir)
             .with_context(|| format!("{}", self.work_dir.display()))?;
+        if self.patrol {
+            return self.run_patrol(&options);
+        }
         let most = counts
             .iter()
             .copied()
@@ -196,6 +221,95 @@ impl BenchArgs {
     }
 }
 
+impl BenchArgs {
+    fn run_patrol(&self, options: &BenchOptions) -> Result<()> {
+        if self.slots == 0 {
+            bail!("--slots must be at least 1");
+        }
+        let mut sim_config = SimConfig::new(&options.clip, self.cameras);
+        sim_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let sim = SimHandle::start(sim_config)?;
+        let patrol = PatrolOptions {
+            cameras: self.cameras,
+            slots: self.slots,
+            parked_every: self.parked_every,
+            min_dwell: self.min_dwell,
+        };
+        let report = bench::run_patrol(&sim, options, &patrol, &mut |line| {
+            eprintln!("bench: {line}")
+        })?;
+        sim.shutdown();
+        if self.json {
+            let report = PatrolRun {
+                clip: options.clip.display().to_string(),
+                stream: self.stream.clone(),
+                interval_s: self.interval.as_secs_f64(),
+                provider: self.provider.clone(),
+                machine: machine(),
+                patrol: report,
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", render_patrol(&report, &self.stream));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct PatrolRun {
+    clip: String,
+    stream: String,
+    interval_s: f64,
+    provider: String,
+    machine: String,
+    patrol: PatrolReport,
+}
+
+fn render_patrol(p: &PatrolReport, stream: &str) -> String {
+    let s = |figure: Option<f64>| figure.map_or("-".into(), |v| format!("{v:.1}"));
+    let r = &p.revisit;
+    let c = &p.cpu_ms_per_frame;
+    format!(
+        "patrol: {} cameras ({stream} stream analysed), {} slots, one analysed frame a visit, \
+         {}\n\n\
+         over {:.0} s: {:.1} visits/s, {:.1} analysed frames/s, {:.2} cores, {:.1} ms CPU a visit\n\
+         revisit (start to start, {} gaps and the waits still open): p50 {} s, p99 {} s, \
+         worst {} s; {} cameras not visited in the window\n\
+         CPU ms per analysed frame: receive {:.1}, decode {:.1}, preprocess {:.1}, inference \
+         {:.1}, post+rules {:.1}, other {:.1}; {:.0} % outside ONNX Runtime\n\
+         cases filed since the start: {} (on {} cameras with parked vehicles); evidence grabs: {} from the \
+         main stream, {} fell back to the analysed frame\n\
+         RSS: {:.0} MiB settled, {:.0} MiB peak\n",
+        p.cameras,
+        p.slots,
+        machine(),
+        p.duration_s,
+        p.visits_per_s,
+        p.analysed_fps,
+        p.cpu_cores,
+        p.cpu_ms_per_visit,
+        r.gaps,
+        s(r.p50_s),
+        s(r.p99_s),
+        s(r.worst_s),
+        r.cameras_unvisited,
+        c.receive,
+        c.decode,
+        c.preprocess,
+        c.inference,
+        c.postprocess_rules,
+        c.other,
+        p.non_inference_share * 100.0,
+        p.cases_filed,
+        p.parked_cameras,
+        p.evidence_grabs_main,
+        p.evidence_grabs_fallback,
+        p.base_rss_mib,
+        p.peak_rss_mib,
+    )
+}
+
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
@@ -241,10 +355,10 @@ fn render(r: &Report) -> String {
         "clip {} ({} stream analysed), one frame per camera every {} s, provider {}, {}\n\n",
         r.clip, r.stream, r.interval_s, r.provider, r.machine
     );
-    out += "cameras  analysed/s  wanted/s  served  cores  served/core  p50 s  p99 s  skipped: receive  decode  detect  base RSS MiB  peak RSS MiB  RSS/camera MiB\n";
+    out += "cameras  analysed/s  wanted/s  served  cores  served/core  p50 s  p99 s  skipped: receive  decode  detect  base RSS MiB  peak RSS MiB  RSS/camera MiB  end RSS MiB  CPU %/camera\n";
     for p in &r.points {
         out += &format!(
-            "{:>7}  {:>10.1}  {:>8.1}  {:>6.1}  {:>5.2}  {:>11.1}  {:>5}  {:>5}  {:>16}  {:>6}  {:>6}  {:>12.0}  {:>12.0}  {:>14.2}\n",
+            "{:>7}  {:>10.1}  {:>8.1}  {:>6.1}  {:>5.2}  {:>11.1}  {:>5}  {:>5}  {:>16}  {:>6}  {:>6}  {:>12.0}  {:>12.0}  {:>14.2}  {:>11.0}  {:>12.4}\n",
             p.cameras,
             p.analysed_fps,
             p.wanted_fps,
@@ -258,7 +372,9 @@ fn render(r: &Report) -> String {
             p.skipped.detect,
             p.base_rss_mib,
             p.peak_rss_mib,
-            p.rss_per_camera_mib
+            p.rss_per_camera_mib,
+            p.end_rss_mib,
+            p.cpu_percent_per_camera
         );
     }
     out += "\nCPU ms per analysed frame\ncameras  receive  decode  preprocess  inference  post+rules  other  non-inference share\n";
