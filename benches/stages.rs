@@ -580,7 +580,8 @@ fn cases_steady_state(c: &mut Criterion) {
 // Snapshot: the daemon's latest picture of a camera
 
 /// One camera snapshot from a decoded 1080p H.264 keyframe (YUV 4:2:0): scaled down to
-/// 480 × 270 and encoded at quality 75 (`total`), and its parts. The scaling candidates:
+/// 480 × 270 and encoded at quality 75 (`total`), and its parts; the same from a 768 × 432
+/// keyframe, a sub stream's size, whose boxes are of uneven widths. The scaling candidates:
 /// the box filter over the YUV planes that the daemon uses; libswscale straight from YUV
 /// to RGB at the small size (area, fast bilinear; a new context per call, as the outlet
 /// would need one per source size and format); the full-size RGB conversion the evidence
@@ -593,17 +594,21 @@ fn snapshot(c: &mut Criterion) {
     use ffmpeg_next::util::frame::Video as VideoFrame;
     use image::imageops::{self, FilterType};
 
-    let (info, units) = keyframes("people-walking-1080p-h264.mp4", 1);
-    let mut decoder = Decoder::new(
-        &info,
-        &Catalogue::default_input(),
-        Sampling::Keyframes { min_interval: None },
-    )
-    .unwrap();
-    let mut frames = Vec::new();
-    decoder.push(&units[0], &mut |f| frames.push(f)).unwrap();
-    decoder.finish(&mut |f| frames.push(f)).unwrap();
-    let picture = &frames.first().expect("a decoded keyframe").picture;
+    // The first keyframe of a sample clip, decoded.
+    let first_picture = |clip: &str| {
+        let (info, units) = keyframes(clip, 1);
+        let mut decoder = Decoder::new(
+            &info,
+            &Catalogue::default_input(),
+            Sampling::Keyframes { min_interval: None },
+        )
+        .unwrap();
+        let mut frames = Vec::new();
+        decoder.push(&units[0], &mut |f| frames.push(f)).unwrap();
+        decoder.finish(&mut |f| frames.push(f)).unwrap();
+        frames.remove(0).picture
+    };
+    let picture = &first_picture("people-walking-1080p-h264.mp4");
     assert_eq!((picture.width(), picture.height()), (WIDTH, HEIGHT));
     let source = picture.as_frame();
     let (w, h) = (SNAPSHOT_WIDTH, SNAPSHOT_WIDTH * HEIGHT / WIDTH);
@@ -613,6 +618,16 @@ fn snapshot(c: &mut Criterion) {
     let mut group = c.benchmark_group("snapshot_1080p");
     group.bench_function("total", |b| {
         b.iter(|| encode_snapshot(black_box(picture), SNAPSHOT_WIDTH, SNAPSHOT_QUALITY).unwrap())
+    });
+    // A sub stream's size: boxes of uneven widths (768 → 480).
+    let sub_picture = &first_picture("people-walking.mp4");
+    group.bench_function("total_768x432", |b| {
+        b.iter(|| {
+            encode_snapshot(black_box(sub_picture), SNAPSHOT_WIDTH, SNAPSHOT_QUALITY).unwrap()
+        })
+    });
+    group.bench_function("scale_box_yuv_768x432", |b| {
+        b.iter(|| black_box(sub_picture).thumbnail(SNAPSHOT_WIDTH).unwrap())
     });
     group.bench_function("scale_box_yuv", |b| {
         b.iter(|| black_box(picture).thumbnail(SNAPSHOT_WIDTH).unwrap())

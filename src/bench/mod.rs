@@ -531,7 +531,8 @@ impl InferenceCeiling {
             model,
             DetectorOptions {
                 provider,
-                threads: options.threads,
+                // The daemon's own split, so both rates run on as many threads.
+                threads: crate::config::thread_split(options.decode_threads, options.threads).1,
                 max_batch: options.batch.max(1),
                 ..DetectorOptions::default()
             },

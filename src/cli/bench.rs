@@ -118,7 +118,7 @@ impl BenchArgs {
         let clip = match (&self.clip, self.patrol) {
             (Some(clip), _) => clip.clone(),
             (None, true) => {
-                eprintln!("bench: making the parked-street clip (once)");
+                eprintln!("bench: the parked-street clip (made on first use, then kept in the work directory)");
                 bench::parked_street_clip(&default_clip("street-bus-car.jpg"), &self.work_dir)?
             }
             (None, false) => default_clip("people-walking-1080p-h264.mp4"),

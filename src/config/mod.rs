@@ -54,8 +54,8 @@ mod fuzz_tests;
 mod run;
 
 pub use run::{
-    webhook_signer, ConsoleSettings, PatrolConfig, RetentionSettings, RtspSettings, RunConfig,
-    StreamChoice,
+    thread_split, webhook_signer, ConsoleSettings, PatrolConfig, RetentionSettings, RtspSettings,
+    RunConfig, StreamChoice,
 };
 pub use secrets::{read_secrets_file, Credential, Secrets, SecretsFile, SECRETS_ENV};
 

@@ -242,6 +242,7 @@ impl Detector {
         tracing::info!(
             model = %model.path.display(),
             provider = %options.provider,
+            threads = options.threads,
             batch,
             dynamic_batch,
             "detector ready"

@@ -242,10 +242,7 @@ pub fn run(
         config.snapshot_budget_mib.saturating_mul(1 << 20),
     ));
     let registry = Arc::new(Registry::new(config.patrol.clone(), snapshots.clone()));
-    let decode_threads = match config.queues.decode_threads {
-        0 => (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
-        n => n,
-    };
+    let decode_threads = config.decode_threads();
     let pipeline = Pipeline::start(
         &PipelineConfig {
             policy: QueuePolicy::Freshness,
