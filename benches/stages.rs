@@ -18,7 +18,7 @@ use std::time::Duration;
 use cgbot::annotate::encode_jpeg;
 use cgbot::cases::{CaseEngine, Categories, Status};
 use cgbot::config::CameraInfo;
-use cgbot::decode::{Decoder, LumaSignature, Sampling, ViewSignature};
+use cgbot::decode::{Decoder, LumaSignature, Picture, Sampling, ViewSignature};
 use cgbot::detect::nms::nms;
 use cgbot::detect::{Detection, DetectorOptions, YoloxGrid};
 use cgbot::geometry::{anchor_point, Polygon};
@@ -129,19 +129,25 @@ fn keyframe_decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// The first keyframe of a sample clip, decoded as the daemon samples it.
+fn first_picture(clip: &str) -> Picture {
+    let (info, units) = keyframes(clip, 1);
+    let sampling = Sampling::Keyframes { min_interval: None };
+    let mut decoder = Decoder::new(&info, &Catalogue::default_input(), sampling).unwrap();
+    let mut picture = None;
+    let mut keep = |frame: cgbot::decode::Frame| {
+        picture.get_or_insert(frame.picture);
+    };
+    decoder.push(&units[0], &mut keep).unwrap();
+    decoder.finish(&mut keep).unwrap();
+    picture.expect("a decoded keyframe")
+}
+
 /// What a camera watching for new stationary things (`new_object`) adds to each analysed
 /// 1080p sample: the scene grid read from the picture, and the whole scene step (grid,
 /// learning, regions, boxes) on a learned scene with ten model detections.
 fn scene_sample(c: &mut Criterion) {
-    let input = Catalogue::default_input();
-    let (info, units) = keyframes("people-walking-1080p-h264.mp4", 1);
-    let sampling = Sampling::Keyframes { min_interval: None };
-    let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
-    let mut picture = None;
-    decoder
-        .push(&units[0], &mut |frame| picture = Some(frame.picture))
-        .unwrap();
-    let picture = picture.expect("a decoded keyframe");
+    let picture = first_picture("people-walking-1080p-h264.mp4");
     let mut rng = Rng(7);
     let detections: Vec<Detection> = (0..10)
         .map(|_| {
@@ -169,15 +175,7 @@ fn scene_sample(c: &mut Criterion) {
 /// The two picture signatures every analysed 1080p frame gets while a camera is watched
 /// live: the luma lattice (frozen/dark) and the view grid (the view guard).
 fn picture_signatures(c: &mut Criterion) {
-    let input = Catalogue::default_input();
-    let (info, units) = keyframes("people-walking-1080p-h264.mp4", 1);
-    let sampling = Sampling::Keyframes { min_interval: None };
-    let mut decoder = Decoder::new(&info, &input, sampling).unwrap();
-    let mut picture = None;
-    decoder
-        .push(&units[0], &mut |frame| picture = Some(frame.picture))
-        .unwrap();
-    let picture = picture.expect("a decoded keyframe");
+    let picture = first_picture("people-walking-1080p-h264.mp4");
     let mut group = c.benchmark_group("picture_signature_1080p");
     group.bench_function("luma", |b| {
         b.iter(|| LumaSignature::of(black_box(&picture)))
@@ -594,20 +592,6 @@ fn snapshot(c: &mut Criterion) {
     use ffmpeg_next::util::frame::Video as VideoFrame;
     use image::imageops::{self, FilterType};
 
-    // The first keyframe of a sample clip, decoded.
-    let first_picture = |clip: &str| {
-        let (info, units) = keyframes(clip, 1);
-        let mut decoder = Decoder::new(
-            &info,
-            &Catalogue::default_input(),
-            Sampling::Keyframes { min_interval: None },
-        )
-        .unwrap();
-        let mut frames = Vec::new();
-        decoder.push(&units[0], &mut |f| frames.push(f)).unwrap();
-        decoder.finish(&mut |f| frames.push(f)).unwrap();
-        frames.remove(0).picture
-    };
     let picture = &first_picture("people-walking-1080p-h264.mp4");
     assert_eq!((picture.width(), picture.height()), (WIDTH, HEIGHT));
     let source = picture.as_frame();

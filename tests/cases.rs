@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,27 +16,11 @@ use serde_json::Value;
 
 /// The van at the right edge of `street-static-h264.mp4` ([520, 213, 640, 337]).
 const VAN_ZONE: &str = "[[0.78, 0.40], [1.0, 0.40], [1.0, 0.80], [0.78, 0.80]]";
-const START: &str = "2026-11-24T00:00:00Z";
 
-struct Scene {
-    dir: tempfile::TempDir,
-}
+/// The test's directory and database (see [`Scratch`]), with the van's camera and clips.
+type Scene = Scratch;
 
 impl Scene {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn db(&self) -> String {
-        self.path("cases.db").display().to_string()
-    }
-
     /// A camera with one no-parking zone around the van.
     fn camera(&self, dwell: &str, verify: &str) -> String {
         let path = self.path("camera.toml");
@@ -70,24 +54,6 @@ impl Scene {
             path.to_str().unwrap(),
         ]);
         path.display().to_string()
-    }
-
-    fn replay(&self, clip: &str, camera: &str, extra: &[&str]) -> String {
-        let db = self.db();
-        let mut args = vec![
-            "replay", clip, "--every", "2s", "--camera", camera, "--db", &db, "--start", START,
-        ];
-        args.extend_from_slice(extra);
-        let out = cgbot(&args);
-        assert!(out.status.success(), "replay failed: {}", stderr(&out));
-        stderr(&out)
-    }
-
-    fn cases(&self) -> Vec<Value> {
-        let json: Value =
-            serde_json::from_str(&ok(cgbot(&["cases", "list", "--json", "--db", &self.db()])))
-                .unwrap();
-        json.as_array().unwrap().clone()
     }
 
     fn show(&self, id: &str) -> Value {
@@ -216,7 +182,7 @@ fn killing_the_process_mid_filing_loses_and_duplicates_nothing() {
         "--db",
         &db,
         "--start",
-        START,
+        REPLAY_START,
         "--jsonl",
         jsonl.to_str().unwrap(),
     ];

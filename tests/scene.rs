@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use serde_json::Value;
 
-const START: &str = "2026-11-24T00:00:00Z";
-/// [`START`] in Unix seconds.
+/// [`REPLAY_START`] in Unix seconds.
 const START_UNIX: f64 = 1_795_478_400.0;
 
 /// The road at the bottom left of `street-static-h264.mp4` (640×480), left of the buses.
@@ -19,25 +18,10 @@ const ROAD_ZONE: &str = "[[0.0, 0.76], [0.22, 0.76], [0.22, 1.0], [0.0, 1.0]]";
 /// Where the object lies on it: 80×56 pixels at (24, 396).
 const OBJECT_AT: (u32, u32) = (24, 396);
 
-struct Run {
-    dir: tempfile::TempDir,
-}
+/// The test's directory and database (see [`Scratch`]), with the road's camera and clip.
+type Run = Scratch;
 
 impl Run {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn db(&self) -> String {
-        self.path("cases.db").display().to_string()
-    }
-
     /// A camera with one zone watching for piles of material, with a dwell short enough
     /// for the clips.
     fn camera(&self, zone: &str) -> String {
@@ -69,22 +53,6 @@ impl Run {
         filtered_clip(&sample("street-static-h264.mp4"), seconds, &filter, &path);
         path.display().to_string()
     }
-
-    fn replay(&self, clip: &str, camera: &str) -> String {
-        let db = self.db();
-        let out = cgbot(&[
-            "replay", clip, "--every", "2s", "--camera", camera, "--db", &db, "--start", START,
-        ]);
-        assert!(out.status.success(), "replay failed: {}", stderr(&out));
-        stderr(&out)
-    }
-
-    fn cases(&self) -> Vec<Value> {
-        let json: Value =
-            serde_json::from_str(&ok(cgbot(&["cases", "list", "--json", "--db", &self.db()])))
-                .unwrap();
-        json.as_array().unwrap().clone()
-    }
 }
 
 #[test]
@@ -93,7 +61,7 @@ fn an_object_left_on_the_road_files_a_0507_case_that_closes_when_it_is_taken_awa
     let camera = run.camera(ROAD_ZONE);
     // Learned from the first samples (0–4 s), the object there from 8 s to 35 s.
     let clip = run.street_with_object(60, 8, 35);
-    let log = run.replay(&clip, &camera);
+    let log = run.replay(&clip, &camera, &[]);
     let cases = run.cases();
     assert_eq!(cases.len(), 1, "{log}\n{cases:#?}");
     let case = &cases[0];
@@ -163,7 +131,7 @@ fn people_walking_through_and_standing_at_a_table_file_nothing() {
     // The whole floor of the corridor, where four people walk in, stand at the table
     // for up to half a minute and leave.
     let camera = run.camera("[[0.0, 0.56], [1.0, 0.56], [1.0, 1.0], [0.0, 1.0]]");
-    let log = run.replay(sample("people-walking.mp4").to_str().unwrap(), &camera);
+    let log = run.replay(sample("people-walking.mp4").to_str().unwrap(), &camera, &[]);
     assert!(log.contains("cases: 0 candidates, 0 filed"), "{log}");
     assert!(run.cases().is_empty());
 }

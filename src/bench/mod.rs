@@ -6,7 +6,7 @@ mod patrol;
 pub(crate) mod plot;
 mod probe;
 
-pub use patrol::{parked_street_clip, run_patrol, PatrolOptions, PatrolReport};
+pub use patrol::{parked_street_clip, run_patrol, shown_seconds, PatrolOptions, PatrolReport};
 pub use plot::plot_sweep;
 pub use probe::memory_mib;
 
@@ -214,6 +214,14 @@ impl Pipeline {
         Ok(Metrics::parse(&self.get("/metrics")?))
     }
 
+    /// The process's CPU and the daemon's metrics now: one end of a measured window.
+    fn reading(&self) -> Result<Reading, BenchError> {
+        Ok(Reading {
+            cpu: CpuSample::read(self.pid())?,
+            metrics: self.metrics()?,
+        })
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -343,14 +351,13 @@ pub fn run_point(
         &format!("{cameras} cameras: warming up"),
         progress,
     );
-    let (cpu_before, metrics_before, started) =
-        (CpuSample::read(pid)?, pipeline.metrics()?, Instant::now());
+    let (before, started) = (pipeline.reading()?, Instant::now());
     wait_showing(
         options.duration,
         &format!("{cameras} cameras: measuring"),
         progress,
     );
-    let (cpu_after, metrics_after) = (CpuSample::read(pid)?, pipeline.metrics()?);
+    let after = pipeline.reading()?;
     let wall = started.elapsed().as_secs_f64();
     let (end_rss, peak_rss) = (
         memory_mib(pid, "VmRSS").unwrap_or(0.0),
@@ -360,17 +367,13 @@ pub fn run_point(
     progress(format!("{cameras} cameras: inference alone"));
     let inference_alone = ceiling.measure(ceiling_budget(options.duration))?;
 
-    let delta = |key: &str| metrics_after.delta(&metrics_before, key);
+    let delta = |key: &str| after.metrics.delta(&before.metrics, key);
     let latency_histogram = |m: &Metrics| m.histogram("cgbot_frame_latency_seconds");
-    let latency = latency_histogram(&metrics_after)
-        .zip(latency_histogram(&metrics_before))
+    let latency = latency_histogram(&after.metrics)
+        .zip(latency_histogram(&before.metrics))
         .map(|(after, before)| after.since(&before));
     let analysed = delta("cgbot_frames_analysed_total");
-    let cpu = CpuWindow::split(
-        (&cpu_before, &cpu_after),
-        (&metrics_before, &metrics_after),
-        analysed,
-    );
+    let cpu = CpuWindow::split(&before, &after, analysed);
     let total_cpu = cpu.total;
     let cpu_cores = total_cpu / wall;
     let (analysed_fps, wanted_fps) = (
@@ -420,6 +423,12 @@ fn ceiling_budget(duration: Duration) -> Duration {
     (duration / 5).clamp(Duration::from_secs(2), Duration::from_secs(10))
 }
 
+/// One end of a measured window.
+struct Reading {
+    cpu: CpuSample,
+    metrics: Metrics,
+}
+
 /// The pipeline process's CPU over a measured window, split by stage.
 struct CpuWindow {
     /// CPU seconds of the whole process.
@@ -430,13 +439,10 @@ struct CpuWindow {
 }
 
 impl CpuWindow {
-    /// From `/proc` samples and the daemon's metrics at both ends of the window, per
-    /// analysed frame.
-    fn split(
-        (before, after): (&CpuSample, &CpuSample),
-        (metrics_before, metrics_after): (&Metrics, &Metrics),
-        analysed: f64,
-    ) -> CpuWindow {
+    /// From the readings at both ends of the window, per analysed frame.
+    fn split(before: &Reading, after: &Reading, analysed: f64) -> CpuWindow {
+        let (metrics_before, metrics_after) = (&before.metrics, &after.metrics);
+        let (before, after) = (&before.cpu, &after.cpu);
         let total = (after.total - before.total).max(0.0);
         let thread_cpu = |matches: &dyn Fn(&str) -> bool| after.since(before, matches);
         let stage_sum = |stage: &str| {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::probe::CpuSample;
 use super::{
     camera_list, memory_mib, settled_rss, start_pipeline, BenchError, BenchOptions, CpuWindow,
     StageSplit,
@@ -255,8 +254,7 @@ pub fn run_patrol(
         std::thread::sleep(POLL.min(options.warmup.saturating_sub(clock.elapsed())));
     }
     poll(&mut log, false)?;
-    let (cpu_before, metrics_before, started) =
-        (CpuSample::read(pid)?, pipeline.metrics()?, Instant::now());
+    let (before, started) = (pipeline.reading()?, Instant::now());
     let mut last_line = Instant::now();
     while started.elapsed() < options.duration {
         std::thread::sleep(POLL.min(options.duration.saturating_sub(started.elapsed())));
@@ -266,33 +264,29 @@ pub fn run_patrol(
             let so_far = log.revisits(now());
             let visits = pipeline
                 .metrics()?
-                .delta(&metrics_before, "cgbot_patrol_visits_total");
+                .delta(&before.metrics, "cgbot_patrol_visits_total");
             progress(format!(
                 "patrol of {} cameras: {:.1} visits/s, revisit p99 {} s, worst {} s, {} s left",
                 patrol.cameras,
                 visits / started.elapsed().as_secs_f64(),
-                seconds(so_far.p99_s),
-                seconds(so_far.worst_s),
+                shown_seconds(so_far.p99_s),
+                shown_seconds(so_far.worst_s),
                 options.duration.saturating_sub(started.elapsed()).as_secs()
             ));
         }
     }
-    let (cpu_after, metrics_after) = (CpuSample::read(pid)?, pipeline.metrics()?);
+    let after = pipeline.reading()?;
     let wall = started.elapsed().as_secs_f64();
     let revisit = log.revisits(now());
     let peak_rss = memory_mib(pid, "VmHWM").unwrap_or(0.0);
     pipeline.stop()?;
 
-    let delta = |key: &str| metrics_after.delta(&metrics_before, key);
+    let delta = |key: &str| after.metrics.delta(&before.metrics, key);
     let (analysed, visits) = (
         delta("cgbot_frames_analysed_total"),
         delta("cgbot_patrol_visits_total"),
     );
-    let cpu = CpuWindow::split(
-        (&cpu_before, &cpu_after),
-        (&metrics_before, &metrics_after),
-        analysed,
-    );
+    let cpu = CpuWindow::split(&before, &after, analysed);
     Ok(PatrolReport {
         cameras: patrol.cameras,
         slots: patrol.slots,
@@ -305,10 +299,12 @@ pub fn run_patrol(
         cpu_ms_per_frame: cpu.per_frame,
         revisit,
         parked_cameras: (0..patrol.cameras).filter(|&i| parked(i)).count(),
-        cases_filed: metrics_after.get("cgbot_cases_filed_total") as u64,
-        evidence_grabs_main: metrics_after.get("cgbot_evidence_grabs_total{result=\"main\"}")
-            as u64,
-        evidence_grabs_fallback: metrics_after
+        cases_filed: after.metrics.get("cgbot_cases_filed_total") as u64,
+        evidence_grabs_main: after
+            .metrics
+            .get("cgbot_evidence_grabs_total{result=\"main\"}") as u64,
+        evidence_grabs_fallback: after
+            .metrics
             .get("cgbot_evidence_grabs_total{result=\"fallback\"}")
             as u64,
         base_rss_mib: base_rss,
@@ -316,8 +312,8 @@ pub fn run_patrol(
     })
 }
 
-/// Seconds for a status line, `-` when there is no figure yet.
-fn seconds(figure: Option<f64>) -> String {
+/// Seconds for a status line or table, `-` when there is no figure.
+pub fn shown_seconds(figure: Option<f64>) -> String {
     figure.map_or("-".into(), |s| format!("{s:.1}"))
 }
 

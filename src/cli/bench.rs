@@ -267,7 +267,6 @@ struct PatrolRun {
 }
 
 fn render_patrol(p: &PatrolReport, stream: &str) -> String {
-    let s = |figure: Option<f64>| figure.map_or("-".into(), |v| format!("{v:.1}"));
     let r = &p.revisit;
     let c = &p.cpu_ms_per_frame;
     format!(
@@ -290,9 +289,9 @@ fn render_patrol(p: &PatrolReport, stream: &str) -> String {
         p.cpu_cores,
         p.cpu_ms_per_visit,
         r.gaps,
-        s(r.p50_s),
-        s(r.p99_s),
-        s(r.worst_s),
+        bench::shown_seconds(r.p50_s),
+        bench::shown_seconds(r.p99_s),
+        bench::shown_seconds(r.worst_s),
         r.cameras_unvisited,
         c.receive,
         c.decode,

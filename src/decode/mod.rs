@@ -298,8 +298,6 @@ mod tests {
     use crate::models::Catalogue;
     use crate::source::FileSource;
 
-    const KEYFRAMES_ONLY: Sampling = Sampling::Keyframes { min_interval: None };
-
     /// The first `n` keyframes of a shared sample clip.
     fn keyframes(clip: &str, n: usize) -> (StreamInfo, Vec<AccessUnit>) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -339,6 +337,18 @@ mod tests {
         }
     }
 
+    /// The 1080p samples, H.264 and H.265.
+    const BOTH_CODECS: [&str; 2] = [
+        "people-walking-1080p-h264.mp4",
+        "people-walking-1080p-h265.mp4",
+    ];
+
+    /// A new decoder of keyframes for the default model's input.
+    fn keyframe_decoder(info: &StreamInfo) -> Decoder {
+        let sampling = Sampling::Keyframes { min_interval: None };
+        Decoder::new(info, &Catalogue::default_input(), sampling).unwrap()
+    }
+
     /// The luma plane of the one picture `unit` decodes to.
     fn luma(decoder: &mut Decoder, unit: &AccessUnit) -> Vec<u8> {
         let mut frames = Vec::new();
@@ -363,16 +373,11 @@ mod tests {
 
     #[test]
     fn a_kept_decoder_decodes_each_keyframe_as_a_fresh_one_would() {
-        for clip in [
-            "people-walking-1080p-h264.mp4",
-            "people-walking-1080p-h265.mp4",
-        ] {
+        for clip in BOTH_CODECS {
             let (info, units) = keyframes(clip, 3);
-            let mut kept =
-                Decoder::new(&info, &Catalogue::default_input(), KEYFRAMES_ONLY).unwrap();
+            let mut kept = keyframe_decoder(&info);
             for unit in &units {
-                let mut fresh =
-                    Decoder::new(&info, &Catalogue::default_input(), KEYFRAMES_ONLY).unwrap();
+                let mut fresh = keyframe_decoder(&info);
                 assert!(luma(&mut kept, unit) == luma(&mut fresh, unit), "{clip}");
             }
             assert_eq!(kept.stats().frames_damaged, 0, "{clip}");
@@ -381,27 +386,21 @@ mod tests {
 
     #[test]
     fn a_corrupt_keyframe_does_not_spoil_the_next() {
-        for clip in [
-            "people-walking-1080p-h264.mp4",
-            "people-walking-1080p-h265.mp4",
-        ] {
+        for clip in BOTH_CODECS {
             let (info, units) = keyframes(clip, 3);
-            let mut kept =
-                Decoder::new(&info, &Catalogue::default_input(), KEYFRAMES_ONLY).unwrap();
+            let mut kept = keyframe_decoder(&info);
             luma(&mut kept, &units[0]);
             let mut spoilt = Vec::new();
             kept.push(&garbled(&units[1]), &mut |f| spoilt.push(luma_of(&f)))
                 .unwrap();
-            let mut fresh =
-                Decoder::new(&info, &Catalogue::default_input(), KEYFRAMES_ONLY).unwrap();
+            let mut fresh = keyframe_decoder(&info);
             let intact = luma(&mut fresh, &units[1]);
             assert!(
                 spoilt.iter().all(|picture| *picture != intact),
                 "{clip}: the garbled keyframe is rejected or decodes to another picture"
             );
             let spoilt = kept.stats();
-            let mut fresh =
-                Decoder::new(&info, &Catalogue::default_input(), KEYFRAMES_ONLY).unwrap();
+            let mut fresh = keyframe_decoder(&info);
             assert!(
                 luma(&mut kept, &units[2]) == luma(&mut fresh, &units[2]),
                 "{clip}: the keyframe after the garbled one decodes as on a fresh decoder"

@@ -80,6 +80,61 @@ pub fn ok(out: Output) -> String {
     stdout(&out)
 }
 
+/// When a [`Scratch::replay`] recording starts (`--start`).
+pub const REPLAY_START: &str = "2026-11-24T00:00:00Z";
+
+/// A test's scratch directory with a case database: recordings replayed into it, and the
+/// cases they filed. Test files add their own cameras and clips to it.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db(&self) -> String {
+        self.path("cases.db").display().to_string()
+    }
+
+    /// `cgbot replay CLIP` of `camera` every 2 s into the database, starting at
+    /// [`REPLAY_START`], with `extra` arguments; its log.
+    pub fn replay(&self, clip: &str, camera: &str, extra: &[&str]) -> String {
+        let db = self.db();
+        let mut args = vec![
+            "replay",
+            clip,
+            "--every",
+            "2s",
+            "--camera",
+            camera,
+            "--db",
+            &db,
+            "--start",
+            REPLAY_START,
+        ];
+        args.extend_from_slice(extra);
+        let out = cgbot(&args);
+        assert!(out.status.success(), "replay failed: {}", stderr(&out));
+        stderr(&out)
+    }
+
+    /// `cgbot cases list --json` of the database.
+    pub fn cases(&self) -> Vec<serde_json::Value> {
+        let json: serde_json::Value =
+            serde_json::from_str(&ok(cgbot(&["cases", "list", "--json", "--db", &self.db()])))
+                .unwrap();
+        json.as_array().unwrap().clone()
+    }
+}
+
 /// Asserts a clean failure (exit 1, an `error:` line, no panic) and returns stderr.
 pub fn fails(out: Output) -> String {
     fails_with(out, 1)
