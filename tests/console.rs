@@ -315,6 +315,30 @@ fn an_operator_reviews_rejects_dispatches_and_draws_a_zone_in_chromium() {
         &[],
     );
     shot(&browser, "camera-view-rebased");
+    // The vertex handles stay round on screen when the picture changes shape (as it does
+    // when it loads after the page drew them).
+    let round_handle = |b: &Browser| {
+        let size = b.execute(
+            "const r = document.querySelector('#overlay ellipse.vertex').getBoundingClientRect();\
+             return [r.width, r.height];",
+            &[],
+        );
+        (size[0].as_f64().unwrap() - size[1].as_f64().unwrap()).abs() < 1.0
+    };
+    assert!(round_handle(&browser));
+    browser.execute(
+        "document.querySelector('#stage img').style.height = '300px';",
+        &[],
+    );
+    browser.wait_until(
+        "round vertex handles on a reshaped picture",
+        Duration::from_secs(5),
+        round_handle,
+    );
+    browser.execute(
+        "document.querySelector('#stage img').style.height = '';",
+        &[],
+    );
     let audit = daemon.get("/api/audit");
     assert!(
         audit

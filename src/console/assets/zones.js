@@ -195,4 +195,8 @@
 
   document.getElementById("picture").addEventListener("error", (e) => { e.target.style.minHeight = "360px"; });
   render();
+  // The handles' radii follow the overlay's shape on screen, which is only known once the
+  // picture has loaded (and changes with the window): drawn before, they came out as tall
+  // ovals.
+  new ResizeObserver(() => draw()).observe(svg);
 })();
