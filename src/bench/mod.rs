@@ -46,8 +46,10 @@ pub struct BenchOptions {
     pub model: Option<String>,
     pub provider: String,
     pub batch: usize,
-    /// Inference threads (0: one per core).
+    /// Intra-op threads of each detect worker (0: the daemon's default).
     pub threads: usize,
+    /// Detect workers (0: the daemon's default).
+    pub workers: usize,
     /// Decode threads (0: the daemon's default).
     pub decode_threads: usize,
     /// `sub`: cameras are analysed on the simulator's `/cam/<i>/sub`, their main stream
@@ -66,7 +68,7 @@ pub struct StageSplit {
     pub receive: f64,
     pub decode: f64,
     pub preprocess: f64,
-    /// The ONNX Runtime call (the detect thread and ONNX Runtime's own threads).
+    /// The ONNX Runtime call (the detect workers and ONNX Runtime's own threads).
     pub inference: f64,
     /// Decoding the model output, NMS, tracking, rules, cases and the store.
     pub postprocess_rules: f64,
@@ -288,11 +290,12 @@ fn start_pipeline(
         .as_ref()
         .map_or(String::new(), |m| format!("model = {m:?}\n"));
     let config = format!(
-        "cameras = \"cameras.toml\"\ndb = \"cases.db\"\n\n[detector]\n{model}provider = {:?}\nbatch = {}\nthreads = {}\n\n\
+        "cameras = \"cameras.toml\"\ndb = \"cases.db\"\n\n[detector]\n{model}provider = {:?}\nbatch = {}\nthreads = {}\nworkers = {}\n\n\
          [queues]\ndecode_threads = {}\n\n[sampling]\ninterval = \"{}ms\"\n\n[rtsp]\nstream = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n{extra}",
         options.provider,
         options.batch,
         options.threads,
+        options.workers,
         options.decode_threads,
         options.interval.as_millis(),
         match options.stream {
@@ -456,7 +459,7 @@ impl CpuWindow {
         let (decode_s, preprocess_s) = (stage_sum("decode"), stage_sum("preprocess"));
         let decode_share = decode_s / (decode_s + preprocess_s).max(f64::MIN_POSITIVE);
         // ONNX Runtime's threads are created by the main thread and carry its name.
-        let detect_threads = thread_cpu(&|n| n == "detect" || n == "cgbot");
+        let detect_threads = thread_cpu(&|n| n.starts_with("detect-") || n == "cgbot");
         let postprocess_s = stage_sum("postprocess").min(detect_threads);
         let filing = thread_cpu(&|n| n == "filing");
         let receive = thread_cpu(&|n| n.starts_with("cgbot-io"));
@@ -520,9 +523,10 @@ impl Ceiling {
 }
 
 /// ONNX Runtime alone on a real preprocessed frame of the clip, with the pipeline's model,
-/// provider and threads: loaded once, measured after each point.
+/// provider, workers and threads: loaded once, measured after each point.
 pub struct InferenceCeiling {
-    detector: Detector,
+    /// One per detect worker, run side by side.
+    detectors: Vec<Detector>,
     input: crate::decode::ModelInput,
 }
 
@@ -533,27 +537,33 @@ impl InferenceCeiling {
         let model = Catalogue::load(None)
             .and_then(|c| c.resolve(options.model.as_deref()))
             .map_err(|e| setup(e.to_string()))?;
-        let detector = Detector::new(
-            model,
-            DetectorOptions {
-                provider,
-                // The daemon's own split, so both rates run on as many threads.
-                threads: crate::config::thread_split(options.decode_threads, options.threads).1,
-                max_batch: options.batch.max(1),
-                ..DetectorOptions::default()
-            },
-        )
-        .map_err(|e| setup(e.to_string()))?;
-        let spec = detector.model().spec.input.clone();
+        // The daemon's own split, so both rates run on as many threads.
+        let split =
+            crate::config::thread_split(options.decode_threads, options.workers, options.threads);
+        let detectors = (0..split.workers)
+            .map(|_| {
+                Detector::new(
+                    model.clone(),
+                    DetectorOptions {
+                        provider,
+                        threads: split.inference,
+                        max_batch: options.batch.max(1),
+                        ..DetectorOptions::default()
+                    },
+                )
+                .map_err(|e| setup(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let spec = detectors[0].model().spec.input.clone();
         let input = first_keyframe(&options.clip, &spec)
             .map_err(|e| setup(e.to_string()))?
             .input;
-        Ok(Self { detector, input })
+        Ok(Self { detectors, input })
     }
 
     /// Frames/s at batch 1 and at the pipeline's batch, about `budget` each.
     pub fn measure(&mut self, budget: Duration) -> Result<Ceiling, BenchError> {
-        let batch = self.detector.batch_size();
+        let batch = self.detectors[0].batch_size();
         Ok(Ceiling {
             batch1_fps: self.rate(1, budget)?,
             batch,
@@ -565,22 +575,37 @@ impl InferenceCeiling {
         })
     }
 
+    /// Every worker's session detecting at once for `budget`: frames/s, all together.
     fn rate(&mut self, batch: usize, budget: Duration) -> Result<f64, BenchError> {
         let inputs = vec![&self.input; batch];
-        let mut run = || {
-            self.detector
-                .detect(&inputs)
-                .map_err(|e| BenchError::Setup(e.to_string()))
-        };
-        for _ in 0..3 {
-            run()?;
-        }
-        let (started, mut frames) = (Instant::now(), 0);
-        while started.elapsed() < budget {
-            run()?;
-            frames += batch;
-        }
-        Ok(frames as f64 / started.elapsed().as_secs_f64())
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = self
+                .detectors
+                .iter_mut()
+                .map(|detector| {
+                    let inputs = &inputs;
+                    scope.spawn(move || {
+                        let mut run = || {
+                            detector
+                                .detect(inputs)
+                                .map_err(|e| BenchError::Setup(e.to_string()))
+                        };
+                        for _ in 0..3 {
+                            run()?;
+                        }
+                        let (started, mut frames) = (Instant::now(), 0);
+                        while started.elapsed() < budget {
+                            run()?;
+                            frames += batch;
+                        }
+                        Ok::<_, BenchError>(frames as f64 / started.elapsed().as_secs_f64())
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .map(|run| run.join().expect("an inference ceiling thread panicked"))
+                .sum()
+        })
     }
 }
 

@@ -50,9 +50,14 @@ pub struct BenchArgs {
     /// Largest inference batch across cameras (models with a dynamic batch).
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Inference threads (0: one per core).
+    /// Intra-op threads of each detect worker (0: the daemon's default,
+    /// `detector.threads`).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Detect workers, each with its own ONNX Runtime session (0: the daemon's default,
+    /// `detector.workers`).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     /// Decode threads (0: the daemon's default, `queues.decode_threads`).
     #[arg(long, default_value_t = 0)]
     decode_threads: usize,
@@ -132,6 +137,7 @@ impl BenchArgs {
             provider: self.provider.clone(),
             batch: self.batch,
             threads: self.threads,
+            workers: self.workers,
             decode_threads: self.decode_threads,
             stream: if self.stream == "sub" {
                 cgbot::config::StreamChoice::Sub

@@ -55,7 +55,7 @@ mod run;
 
 pub use run::{
     thread_split, webhook_signer, ConsoleSettings, PatrolConfig, RetentionSettings, RtspSettings,
-    RunConfig, StreamChoice,
+    RunConfig, StreamChoice, ThreadSplit,
 };
 pub use secrets::{read_secrets_file, Credential, Secrets, SecretsFile, SECRETS_ENV};
 

@@ -152,8 +152,11 @@ pub struct DetectorSettings {
     pub provider: String,
     pub conf: f32,
     pub nms: f32,
-    /// Intra-op threads for inference (0: the cores the decode threads leave, at least one;
-    /// see [`thread_split`]).
+    /// Detect workers, each with its own ONNX Runtime session (0: the default; see
+    /// [`thread_split`]).
+    pub workers: usize,
+    /// Intra-op threads of each worker's session (0: the cores the decode threads leave,
+    /// shared among the workers, at least one; see [`thread_split`]).
     pub threads: usize,
     /// Largest batch across cameras, for models with a dynamic batch dimension.
     pub batch: usize,
@@ -170,6 +173,7 @@ impl Default for DetectorSettings {
             provider: "cpu".into(),
             conf: d.conf,
             nms: d.nms_iou,
+            workers: 0,
             threads: d.threads,
             batch: d.max_batch,
             max_wait: Duration::from_millis(20),
@@ -650,19 +654,15 @@ impl RunConfig {
             conf: d.conf,
             nms_iou: d.nms,
             provider,
-            threads: self.inference_threads(),
+            threads: self.threads().inference,
             max_batch: d.batch.max(1),
         })
     }
 
-    /// Decode threads (see [`thread_split`]).
-    pub fn decode_threads(&self) -> usize {
-        thread_split(self.queues.decode_threads, self.detector.threads).0
-    }
-
-    /// ONNX Runtime's intra-op threads (see [`thread_split`]).
-    pub fn inference_threads(&self) -> usize {
-        thread_split(self.queues.decode_threads, self.detector.threads).1
+    /// Decode threads, detect workers and their intra-op threads (see [`thread_split`]).
+    pub fn threads(&self) -> ThreadSplit {
+        let d = &self.detector;
+        thread_split(self.queues.decode_threads, d.workers, d.threads)
     }
 
     /// Where the camera files' credentials come from: `secrets`, else `$CGBOT_SECRETS`.
@@ -751,21 +751,43 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Decode and ONNX Runtime intra-op threads from their settings, 0 meaning the default:
-/// half the cores decode (at least one), and inference takes the cores decoding leaves (at
-/// least one). On the 2-core box one inference thread served 18 % more cameras per core
-/// than two (medians of 3, `cgbot bench --threads 1|2`): a second intra-op thread contends
-/// with decoding for the same cores and spends more CPU per frame waiting.
-pub fn thread_split(decode_threads: usize, inference_threads: usize) -> (usize, usize) {
-    let decode = match decode_threads {
+/// Detect workers when not told (see [`thread_split`]).
+const WORKERS_DEFAULT: usize = 2;
+
+/// How a box's cores are shared between decoding and inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadSplit {
+    pub decode: usize,
+    /// Detect workers, each with its own ONNX Runtime session.
+    pub workers: usize,
+    /// ONNX Runtime intra-op threads of each worker's session.
+    pub inference: usize,
+}
+
+/// Decode threads, detect workers and their intra-op threads from their settings, 0 meaning
+/// the default: half the cores decode (at least one); [`WORKERS_DEFAULT`] detect workers; and
+/// the cores decoding leaves are shared out among the workers (at least one thread each).
+/// On the 2-core box one intra-op thread served 18 % more cameras per core than two
+/// (medians of 3, `cgbot bench --threads 1|2`): a second intra-op thread contends with
+/// decoding for the same cores and spends more CPU per frame waiting.
+pub fn thread_split(decode: usize, workers: usize, inference: usize) -> ThreadSplit {
+    let decode = match decode {
         0 => (cores() / 2).max(1),
         n => n,
     };
-    let inference = match inference_threads {
-        0 => cores().saturating_sub(decode).max(1),
+    let workers = match workers {
+        0 => WORKERS_DEFAULT,
         n => n,
     };
-    (decode, inference)
+    let inference = match inference {
+        0 => (cores().saturating_sub(decode) / workers).max(1),
+        n => n,
+    };
+    ThreadSplit {
+        decode,
+        workers,
+        inference,
+    }
 }
 
 #[cfg(test)]
@@ -783,22 +805,25 @@ mod tests {
     fn inference_takes_the_cores_decoding_leaves_unless_told() {
         let cores = cores();
         let config = load("cameras = \"c\"\n[queues]\ndecode_threads = 1\n").unwrap();
-        assert_eq!(config.decode_threads(), 1);
-        assert_eq!(config.inference_threads(), (cores - 1).max(1));
-        assert_eq!(
-            config.detector_options().unwrap().threads,
-            (cores - 1).max(1)
-        );
-        // Decoding on every core still leaves inference one thread.
+        let split = config.threads();
+        assert_eq!((split.decode, split.workers), (1, WORKERS_DEFAULT));
+        let each = ((cores - 1) / WORKERS_DEFAULT).max(1);
+        assert_eq!(split.inference, each);
+        assert_eq!(config.detector_options().unwrap().threads, each);
+        // Decoding on every core still leaves each worker one thread.
         let busy = load(&format!(
             "cameras = \"c\"\n[queues]\ndecode_threads = {cores}\n"
         ))
         .unwrap();
-        assert_eq!(busy.inference_threads(), 1);
-        let told = load("cameras = \"c\"\n[detector]\nthreads = 3\n").unwrap();
+        assert_eq!(busy.threads().inference, 1);
+        let told = load("cameras = \"c\"\n[detector]\nthreads = 3\nworkers = 1\n").unwrap();
         assert_eq!(
-            (told.inference_threads(), told.decode_threads()),
-            (3, (cores / 2).max(1))
+            told.threads(),
+            ThreadSplit {
+                decode: (cores / 2).max(1),
+                workers: 1,
+                inference: 3
+            }
         );
     }
 

@@ -471,7 +471,8 @@ mod tests {
         worker.decode_next(lane).map_err(|_| "decode").unwrap();
         let samples = out
             .next_batch(64, Duration::ZERO)
-            .expect("a decoded sample");
+            .expect("a decoded sample")
+            .take();
         let [sample] = &samples[..] else {
             panic!("{} samples for one keyframe", samples.len())
         };

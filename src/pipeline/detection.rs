@@ -2,9 +2,11 @@
 //! least recently served feed first. With freshness a feed's newer frame replaces the one
 //! waiting (an overloaded box analyses every camera's freshest frame in turn; a FIFO locks
 //! into the cameras' frame phases and starves some); with back-pressure a feed's frames
-//! queue in order and the decoder waits for room.
+//! queue in order and the decoder waits for room. Several detect workers may take
+//! batches; a feed whose frames one of them holds waits until that batch is handed on, so
+//! each feed's frames reach filing in order.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -40,7 +42,11 @@ type Ticket = (u64, u64, usize);
 struct State<T> {
     slots: HashMap<usize, VecDeque<T>>,
     ready: BTreeSet<Ticket>,
+    /// Feeds with frames in a worker's batch: not ready until it is handed on.
+    taken: HashSet<usize>,
     waiting: usize,
+    /// Of the frames waiting, those of taken feeds.
+    held: usize,
     arrivals: u64,
     services: u64,
     closed: bool,
@@ -54,7 +60,9 @@ impl<T: OfFeed> FrameQueue<T> {
             state: Mutex::new(State {
                 slots: HashMap::new(),
                 ready: BTreeSet::new(),
+                taken: HashSet::new(),
                 waiting: 0,
+                held: 0,
                 arrivals: 0,
                 services: 0,
                 closed: false,
@@ -89,8 +97,9 @@ impl<T: OfFeed> FrameQueue<T> {
         }
         let state = &mut *guard;
         let served = sample.feed().detect_served.load(Ordering::Relaxed);
+        let taken = state.taken.contains(&key);
         let slot = state.slots.entry(key).or_default();
-        if slot.is_empty() {
+        if slot.is_empty() && !taken {
             state.arrivals += 1;
             state.ready.insert((served, state.arrivals, key));
         }
@@ -100,6 +109,7 @@ impl<T: OfFeed> FrameQueue<T> {
         };
         if replaced.is_none() {
             state.waiting += 1;
+            state.held += usize::from(taken);
         }
         slot.push_back(sample);
         drop(guard);
@@ -120,12 +130,13 @@ impl<T: OfFeed> FrameQueue<T> {
         self.lock().waiting
     }
 
-    /// Blocks for the first frame, then waits up to `max_wait` for the batch to fill to
-    /// `max`. `None` once closed and empty.
-    pub fn next_batch(&self, max: usize, max_wait: Duration) -> Option<Vec<T>> {
+    /// Blocks for the first frame of a feed no other batch holds, then waits up to
+    /// `max_wait` for the batch to fill to `max`. `None` once closed and empty. The batch's
+    /// feeds are held until it is dropped.
+    pub fn next_batch(&self, max: usize, max_wait: Duration) -> Option<Batch<'_, T>> {
         let mut guard = self.lock();
-        while guard.waiting == 0 {
-            if guard.closed {
+        while guard.ready.is_empty() {
+            if guard.closed && guard.waiting == 0 {
                 return None;
             }
             guard = self
@@ -134,7 +145,7 @@ impl<T: OfFeed> FrameQueue<T> {
                 .unwrap_or_else(|p| p.into_inner());
         }
         let deadline = Instant::now() + max_wait;
-        while guard.waiting < max && !guard.closed {
+        while guard.waiting - guard.held < max && !guard.closed {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -146,14 +157,18 @@ impl<T: OfFeed> FrameQueue<T> {
                 .0;
         }
         let state = &mut *guard;
-        let mut batch = Vec::with_capacity(max);
-        while batch.len() < max {
+        let mut batch = Batch {
+            queue: self,
+            samples: Vec::with_capacity(max),
+            feeds: Vec::new(),
+        };
+        while batch.samples.len() < max {
             let Some((_, _, key)) = state.ready.pop_first() else {
                 break;
             };
             let slot = state.slots.get_mut(&key).expect("a ready feed has a slot");
             state.services += 1;
-            while batch.len() < max {
+            while batch.samples.len() < max {
                 let Some(sample) = slot.pop_front() else {
                     break;
                 };
@@ -161,19 +176,59 @@ impl<T: OfFeed> FrameQueue<T> {
                     .feed()
                     .detect_served
                     .store(state.services, Ordering::Relaxed);
-                batch.push(sample);
+                batch.samples.push(sample);
                 state.waiting -= 1;
             }
-            if slot.is_empty() {
-                state.slots.remove(&key);
-            } else {
-                state.arrivals += 1;
-                state.ready.insert((state.services, state.arrivals, key));
-            }
+            // Frames left behind wait for this batch to be handed on.
+            state.held += slot.len();
+            state.taken.insert(key);
+            batch.feeds.push(key);
         }
         drop(guard);
         self.space.notify_all();
         Some(batch)
+    }
+
+    /// The batch holding `feeds` is handed on: their waiting frames are ready again.
+    fn release(&self, feeds: &[usize]) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        for key in feeds {
+            state.taken.remove(key);
+            let Some(slot) = state.slots.get(key) else {
+                continue;
+            };
+            if slot.is_empty() {
+                state.slots.remove(key);
+                continue;
+            }
+            state.held -= slot.len();
+            let served = slot[0].feed().detect_served.load(Ordering::Relaxed);
+            state.arrivals += 1;
+            state.ready.insert((served, state.arrivals, *key));
+        }
+        drop(guard);
+        self.available.notify_all();
+    }
+}
+
+/// Frames taken for detection. Their feeds' later frames wait until it is dropped.
+pub(super) struct Batch<'a, T: OfFeed> {
+    queue: &'a FrameQueue<T>,
+    samples: Vec<T>,
+    feeds: Vec<usize>,
+}
+
+impl<T: OfFeed> Batch<'_, T> {
+    /// The frames, in the order to detect them; the feeds stay held.
+    pub fn take(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.samples)
+    }
+}
+
+impl<T: OfFeed> Drop for Batch<'_, T> {
+    fn drop(&mut self) {
+        self.queue.release(&self.feeds);
     }
 }
 
@@ -187,9 +242,11 @@ pub(super) fn detect_worker(
     out: Sender<Detected>,
     metrics: Arc<Metrics>,
 ) -> (Detector, Option<DetectError>) {
-    while let Some(batch) = frames.next_batch(detector.batch_size(), max_wait) {
-        let (batch, stale): (Vec<Sample>, Vec<Sample>) =
-            batch.into_iter().partition(|s| s.feed.wants(s.epoch));
+    while let Some(mut taken) = frames.next_batch(detector.batch_size(), max_wait) {
+        let (batch, stale): (Vec<Sample>, Vec<Sample>) = taken
+            .take()
+            .into_iter()
+            .partition(|s| s.feed.wants(s.epoch));
         for sample in &stale {
             metrics.skipped_detect.inc();
             sample.feed.counters.frames_skipped.inc();
@@ -253,8 +310,12 @@ mod tests {
         Arc::new(Feed::new(Camera::unconfigured(id), 0, 0.0))
     }
 
-    fn ids(batch: &[Numbered]) -> Vec<(String, u32)> {
-        batch.iter().map(|n| (n.0.id().to_string(), n.1)).collect()
+    fn ids(mut batch: Batch<'_, Numbered>) -> Vec<(String, u32)> {
+        batch
+            .take()
+            .iter()
+            .map(|n| (n.0.id().to_string(), n.1))
+            .collect()
     }
 
     #[test]
@@ -267,11 +328,11 @@ mod tests {
         assert!(matches!(queue.push(Numbered(b.clone(), 3)), Ok(None)));
         assert_eq!(queue.len(), 2);
         let wait = Duration::from_millis(1);
-        assert_eq!(ids(&queue.next_batch(1, wait).unwrap()), [("a".into(), 2)]);
+        assert_eq!(ids(queue.next_batch(1, wait).unwrap()), [("a".into(), 2)]);
         // a was just served: b goes first although a's next frame is newer.
         assert!(matches!(queue.push(Numbered(a.clone(), 4)), Ok(None)));
         assert_eq!(
-            ids(&queue.next_batch(2, wait).unwrap()),
+            ids(queue.next_batch(2, wait).unwrap()),
             [("b".into(), 3), ("a".into(), 4)]
         );
         queue.close();
@@ -295,10 +356,45 @@ mod tests {
         assert_eq!(queue.len(), 2, "the producer waits for room");
         let mut seen = Vec::new();
         while seen.len() < 6 {
-            let batch = queue.next_batch(4, Duration::from_millis(5)).unwrap();
-            seen.extend(batch.iter().map(|n| n.1));
+            let mut batch = queue.next_batch(4, Duration::from_millis(5)).unwrap();
+            seen.extend(batch.take().iter().map(|n| n.1));
         }
         producer.join().unwrap();
         assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_feed_held_by_one_batch_waits_for_it_so_its_frames_stay_in_order() {
+        let queue = Arc::new(FrameQueue::new(QueuePolicy::Freshness, 1));
+        let (a, b) = (feed("a"), feed("b"));
+        let wait = Duration::from_millis(1);
+        assert!(queue.push(Numbered(a.clone(), 1)).is_ok());
+        let mut first = queue.next_batch(1, wait).unwrap();
+        assert_eq!(first.take().len(), 1);
+        // While a's first frame is detected, its next one waits; b's is served.
+        assert!(queue.push(Numbered(a.clone(), 2)).is_ok());
+        assert!(queue.push(Numbered(b.clone(), 3)).is_ok());
+        assert_eq!(ids(queue.next_batch(2, wait).unwrap()), [("b".into(), 3)]);
+        // A newer frame of the held feed still replaces the waiting one.
+        assert!(matches!(
+            queue.push(Numbered(a.clone(), 4)),
+            Ok(Some(Numbered(_, 2)))
+        ));
+        queue.close();
+        // Closed with a's frame held: a second taker waits for the release, then gets it.
+        let taker = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let batch = queue.next_batch(2, wait).map(ids);
+                (batch, queue.next_batch(2, wait).is_none())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!taker.is_finished(), "nothing is ready while a is held");
+        drop(first);
+        let (batch, then_none) = taker.join().unwrap();
+        assert_eq!(batch, Some(vec![("a".into(), 4)]));
+        assert!(then_none);
+        assert_eq!(queue.len(), 0);
     }
 }

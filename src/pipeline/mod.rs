@@ -266,7 +266,7 @@ const DETECTED_QUEUE: usize = 64;
 pub struct Pipeline<O: Outlet> {
     intake: Intake,
     decoders: Vec<JoinHandle<Option<PipelineError>>>,
-    detection: JoinHandle<(Detector, Option<DetectError>)>,
+    detection: Vec<JoinHandle<(Detector, Option<DetectError>)>>,
     filing: JoinHandle<(O, Result<(), PipelineError>)>,
     frames: Arc<FrameQueue>,
     pub metrics: Arc<Metrics>,
@@ -274,8 +274,23 @@ pub struct Pipeline<O: Outlet> {
 
 /// What the stages hand back when they have drained.
 pub struct Finished<O> {
-    pub detector: Detector,
+    /// One per detect worker, in the order they were given.
+    pub detectors: Vec<Detector>,
     pub outlet: O,
+}
+
+impl<O> Finished<O> {
+    /// The detect stage's times, all workers together.
+    pub fn detect_times(&self) -> DetectTimes {
+        self.detectors
+            .iter()
+            .map(Detector::times)
+            .fold(DetectTimes::default(), |sum, t| DetectTimes {
+                inference: sum.inference + t.inference,
+                postprocess: sum.postprocess + t.postprocess,
+                batches: sum.batches + t.batches,
+            })
+    }
 }
 
 /// A stage still busy when the deadline passed.
@@ -284,14 +299,22 @@ pub struct Finished<O> {
 pub struct StillBusy(pub String);
 
 impl<O: Outlet> Pipeline<O> {
+    /// Starts the stages, with a detect worker for each of `detectors` (at least one; each
+    /// its own ONNX Runtime session, all of the same model).
     pub fn start(
         config: &PipelineConfig,
-        detector: Detector,
+        detectors: Vec<Detector>,
         filing: Option<FilingSetup>,
         outlet: O,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let input = detector.model().spec.input.clone();
+        let input = detectors
+            .first()
+            .expect("a pipeline needs a detector")
+            .model()
+            .spec
+            .input
+            .clone();
         let frames = Arc::new(FrameQueue::new(config.policy, config.per_feed));
         let (detected_tx, detected_rx) = bounded(DETECTED_QUEUE);
         let capacity = match config.policy {
@@ -314,17 +337,18 @@ impl<O: Outlet> Pipeline<O> {
             );
             decoders.push(spawn(&format!("decode-{i}"), move || worker.run(rx)));
         }
-        let detection = {
-            let (frames, metrics, max_wait, policy) = (
-                frames.clone(),
-                metrics.clone(),
-                config.max_wait,
-                config.policy,
-            );
-            spawn("detect", move || {
-                detection::detect_worker(frames, detector, max_wait, policy, detected_tx, metrics)
+        let detection = detectors
+            .into_iter()
+            .enumerate()
+            .map(|(i, detector)| {
+                let (frames, metrics, out) = (frames.clone(), metrics.clone(), detected_tx.clone());
+                let (max_wait, policy) = (config.max_wait, config.policy);
+                spawn(&format!("detect-{i}"), move || {
+                    detection::detect_worker(frames, detector, max_wait, policy, out, metrics)
+                })
             })
-        };
+            .collect();
+        drop(detected_tx);
         // The filing thread holds the only receiver: when it stops, detection's sends fail
         // and the stages before it stop in turn.
         let filing = {
@@ -380,8 +404,12 @@ impl<O: Outlet> Pipeline<O> {
         }
         // The decoders are done (or out of time): detection takes what is left and ends.
         self.frames.close();
-        let detection = join_until(self.detection, deadline);
-        if detection.is_none() {
+        let detection: Vec<_> = self
+            .detection
+            .into_iter()
+            .map(|handle| join_until(handle, deadline))
+            .collect();
+        if detection.iter().any(Option::is_none) {
             busy.push("detection");
         }
         let filing = join_until(self.filing, deadline);
@@ -392,17 +420,22 @@ impl<O: Outlet> Pipeline<O> {
             busy.dedup();
             return Err(StillBusy(busy.join(", ")));
         }
-        let (Some(Ok((detector, detect_error))), Some(Ok((outlet, filed)))) = (detection, filing)
-        else {
+        let (Some(Ok(detection)), Some(Ok((outlet, filed)))) = (
+            detection
+                .into_iter()
+                .collect::<Option<std::thread::Result<Vec<_>>>>(),
+            filing,
+        ) else {
             return Ok(Err(PipelineError::StageDied("detection or filing")));
         };
         if let Some(e) = decode_error {
             return Ok(Err(e));
         }
-        if let Some(e) = detect_error {
+        let (detectors, detect_errors): (Vec<_>, Vec<_>) = detection.into_iter().unzip();
+        if let Some(e) = detect_errors.into_iter().flatten().next() {
             return Ok(Err(e.into()));
         }
-        Ok(filed.map(|()| Finished { detector, outlet }))
+        Ok(filed.map(|()| Finished { detectors, outlet }))
     }
 }
 
@@ -496,7 +529,7 @@ pub fn run_files<O: Outlet>(
     let pictures = filing.is_some().then_some(PictureLimits::RECORDING);
     let pipeline = Pipeline::start(
         &PipelineConfig::files(),
-        detector,
+        vec![detector],
         filing,
         outlet,
         metrics.clone(),
@@ -554,7 +587,7 @@ pub fn run_files<O: Outlet>(
     drop(intake);
     // Without a deadline every stage is waited for, so none is reported busy.
     let finished = pipeline.finish(None)??;
-    let after = finished.detector.times();
+    let after = finished.detect_times();
     let detect = DetectTimes {
         inference: after.inference - detect_before.inference,
         postprocess: after.postprocess - detect_before.postprocess,

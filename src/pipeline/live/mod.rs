@@ -201,7 +201,10 @@ pub fn run(
     })?;
     let model =
         Catalogue::load(config.models_dir.as_deref())?.resolve(config.detector.model.as_deref())?;
-    let detector = Detector::new(model, options)?;
+    let threads = config.threads();
+    let detectors = (0..threads.workers)
+        .map(|_| Detector::new(model.clone(), options.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let store = Store::open(&config.db)?;
     let sinks = build_sinks(&config)?;
     let token = config.api_token()?;
@@ -242,16 +245,15 @@ pub fn run(
         config.snapshot_budget_mib.saturating_mul(1 << 20),
     ));
     let registry = Arc::new(Registry::new(config.patrol.clone(), snapshots.clone()));
-    let decode_threads = config.decode_threads();
     let pipeline = Pipeline::start(
         &PipelineConfig {
             policy: QueuePolicy::Freshness,
-            decode_threads,
+            decode_threads: threads.decode,
             per_feed: config.queues.per_camera,
             kept_decoders: config.queues.kept_decoders,
             max_wait: config.detector.max_wait,
         },
-        detector,
+        detectors,
         Some(FilingSetup {
             store,
             categories,
