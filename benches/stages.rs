@@ -585,7 +585,8 @@ fn cases_steady_state(c: &mut Criterion) {
 /// would need one per source size and format); the full-size RGB conversion the evidence
 /// images use, then the `image` crate's resize (triangle) or thumbnail (box). The
 /// encoders: `jpeg-encoder` (`annotate::encode_jpeg`), which the daemon uses for snapshots and
-/// evidence, and the `image` crate's; and both on the whole 1080p frame an evidence image is.
+/// evidence, given RGB or the YCbCr planes, and the `image` crate's; and both on the whole
+/// 1080p frame an evidence image is.
 fn snapshot(c: &mut Criterion) {
     use ffmpeg_next::format::Pixel;
     use ffmpeg_next::software::scaling;
@@ -661,6 +662,15 @@ fn snapshot(c: &mut Criterion) {
     });
     group.bench_function("encode_jpeg_encoder", |b| {
         b.iter(|| encode_jpeg(black_box(&small), SNAPSHOT_QUALITY).unwrap())
+    });
+    // The same encoder given the box-filtered YCbCr planes, with no RGB in between.
+    let small_ycbcr = picture.small(SNAPSHOT_WIDTH).unwrap();
+    group.bench_function("encode_jpeg_encoder_ycbcr", |b| {
+        b.iter(|| {
+            black_box(&small_ycbcr)
+                .encode_jpeg(SNAPSHOT_QUALITY)
+                .unwrap()
+        })
     });
     // An evidence image is the whole frame: the same two encoders at 1080p, quality 85.
     let full = picture.to_rgb().unwrap();

@@ -348,18 +348,43 @@ pub fn without_caption(jpeg: &[u8], caption_height: u32) -> Result<Vec<u8>, Anno
 /// where the CPU has one): several times faster than the `image` crate's encoder, which
 /// took most of the filing thread's CPU when evidence of many cases was drawn at once.
 pub fn encode_jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
-    let (w, h) = image.dimensions();
-    let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
-        return Err(format!(
+    let (w, h) = jpeg_size(image.dimensions())?;
+    encode_with(quality, image.as_raw().len() / 8, |encoder| {
+        encoder.encode(image.as_raw(), w, h, jpeg_encoder::ColorType::Rgb)
+    })
+}
+
+/// Rows handed over by `image` (e.g. YCbCr planes, with no RGB in between) as a JPEG of
+/// `quality`, 4:2:0.
+pub fn encode_jpeg_rows(
+    image: impl jpeg_encoder::ImageBuffer,
+    quality: u8,
+) -> Result<Vec<u8>, String> {
+    let pixels = usize::from(image.width()) * usize::from(image.height());
+    encode_with(quality, pixels * 3 / 8, |encoder| {
+        encoder.encode_image(image)
+    })
+}
+
+/// A picture's size as JPEG's 16-bit sides.
+pub fn jpeg_size((w, h): (u32, u32)) -> Result<(u16, u16), String> {
+    match (u16::try_from(w), u16::try_from(h)) {
+        (Ok(w), Ok(h)) => Ok((w, h)),
+        _ => Err(format!(
             "a {w} × {h} picture is beyond JPEG's 65,535 pixels a side"
-        ));
-    };
-    let mut jpeg = Vec::with_capacity(image.as_raw().len() / 8);
+        )),
+    }
+}
+
+fn encode_with(
+    quality: u8,
+    capacity: usize,
+    encode: impl FnOnce(jpeg_encoder::Encoder<&mut Vec<u8>>) -> Result<(), jpeg_encoder::EncodingError>,
+) -> Result<Vec<u8>, String> {
+    let mut jpeg = Vec::with_capacity(capacity);
     let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, quality);
     encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
-    encoder
-        .encode(image.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
-        .map_err(|e| e.to_string())?;
+    encode(encoder).map_err(|e| e.to_string())?;
     Ok(jpeg)
 }
 

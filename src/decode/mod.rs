@@ -10,7 +10,7 @@ mod thumbnail;
 pub use preprocess::{Letterbox, ModelInput, Preprocessor};
 pub use sampling::{KeyframePolicy, LiveSampler, Sampling, SamplingError};
 pub use signature::{cell_means, LumaSignature, ViewSignature};
-pub use thumbnail::thumbnail_size;
+pub use thumbnail::{thumbnail_size, Small, SmallYcbcr};
 
 use std::time::{Duration, Instant};
 

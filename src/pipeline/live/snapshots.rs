@@ -80,8 +80,8 @@ pub enum SnapshotError {
 
 /// `picture` scaled down to `width` pixels wide (never up) as a JPEG of `quality`.
 pub fn encode(picture: &Picture, width: u32, quality: u8) -> Result<Vec<u8>, SnapshotError> {
-    let small = picture.thumbnail(width)?;
-    crate::annotate::encode_jpeg(&small, quality).map_err(SnapshotError::Encode)
+    let small = picture.small(width)?;
+    small.encode_jpeg(quality).map_err(SnapshotError::Encode)
 }
 
 /// Every camera's latest snapshot, within a byte budget. Shared by the filing thread
