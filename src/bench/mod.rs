@@ -540,20 +540,14 @@ impl InferenceCeiling {
         // The daemon's own split, so both rates run on as many threads.
         let split =
             crate::config::thread_split(options.decode_threads, options.workers, options.threads);
-        let detectors = (0..split.workers)
-            .map(|_| {
-                Detector::new(
-                    model.clone(),
-                    DetectorOptions {
-                        provider,
-                        threads: split.inference,
-                        max_batch: options.batch.max(1),
-                        ..DetectorOptions::default()
-                    },
-                )
-                .map_err(|e| setup(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let detector_options = DetectorOptions {
+            provider,
+            threads: split.inference,
+            max_batch: options.batch.max(1),
+            ..DetectorOptions::default()
+        };
+        let detectors = Detector::sessions(&model, &detector_options, split.workers)
+            .map_err(|e| setup(e.to_string()))?;
         let spec = detectors[0].model().spec.input.clone();
         let input = first_keyframe(&options.clip, &spec)
             .map_err(|e| setup(e.to_string()))?

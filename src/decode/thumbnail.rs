@@ -2,8 +2,9 @@
 //! are box-filtered straight from their planes, each plane's rows summed into column
 //! totals first, so a 1080p frame costs one pass over its bytes; the colour conversion, if
 //! any, runs at the small size only (a snapshot JPEG takes the YCbCr planes as they are).
-//! Other pixel formats go through libswscale's area filter. Measured in `benches/stages.rs` (`snapshot_1080p`) against libswscale and
-//! the `image` crate's resize.
+//! Other pixel formats go through libswscale's area filter. Measured in
+//! `benches/stages.rs` (`snapshot_1080p`) against libswscale and the `image` crate's
+//! resize.
 
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
@@ -232,6 +233,7 @@ fn box_plane(frame: &VideoFrame, plane: usize, out: (usize, usize)) -> Vec<u8> {
     // The usual case (1920 → 480): every box as wide as the others, side by side.
     let even = (pw % out.0 == 0).then_some(pw / out.0);
     let widest = xs.iter().map(|&(x0, x1)| x1 - x0).max().unwrap_or(1);
+    let (mut reciprocals, mut reciprocal_rows) = (Vec::with_capacity(widest + 1), 0);
     let mut columns = vec![0u16; pw];
     let mut result = Vec::with_capacity(out.0 * out.1);
     for &(y0, y1) in &ys {
@@ -249,10 +251,14 @@ fn box_plane(frame: &VideoFrame, plane: usize, out: (usize, usize)) -> Vec<u8> {
             }
         }
         // Dividing by a box's size is multiplying by its reciprocal (32.32 fixed point,
-        // exact for 8-bit means): a division per sample was most of the time.
-        let reciprocals: Vec<u64> = (0..=widest)
-            .map(|k| (1u64 << 32).div_ceil((rows * k.max(1)) as u64))
-            .collect();
+        // exact for 8-bit means): a division per sample was most of the time. The table
+        // (by box width) changes only with the band's height.
+        if reciprocal_rows != rows {
+            reciprocals.clear();
+            reciprocals
+                .extend((0..=widest).map(|k| (1u64 << 32).div_ceil((rows * k.max(1)) as u64)));
+            reciprocal_rows = rows;
+        }
         let mean = |sum: u64, width: usize| {
             let n = (rows * width) as u64;
             (((sum + n / 2) * reciprocals[width]) >> 32).min(255) as u8

@@ -260,6 +260,18 @@ impl Detector {
         })
     }
 
+    /// `count` detectors of one model, each its own ONNX Runtime session: one per detect
+    /// worker.
+    pub fn sessions(
+        model: &ResolvedModel,
+        options: &DetectorOptions,
+        count: usize,
+    ) -> Result<Vec<Self>, DetectError> {
+        (0..count)
+            .map(|_| Self::new(model.clone(), options.clone()))
+            .collect()
+    }
+
     pub fn model(&self) -> &ResolvedModel {
         &self.model
     }

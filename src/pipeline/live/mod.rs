@@ -202,9 +202,7 @@ pub fn run(
     let model =
         Catalogue::load(config.models_dir.as_deref())?.resolve(config.detector.model.as_deref())?;
     let threads = config.threads();
-    let detectors = (0..threads.workers)
-        .map(|_| Detector::new(model.clone(), options.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let detectors = Detector::sessions(&model, &options, threads.workers)?;
     let store = Store::open(&config.db)?;
     let sinks = build_sinks(&config)?;
     let token = config.api_token()?;
